@@ -1,0 +1,5 @@
+//! The commands: one file each, thin, dependencies passed in.
+
+pub mod args;
+pub mod serve;
+pub mod token;

@@ -1,0 +1,74 @@
+//! `credport serve`: run the daemon until a signal.
+
+use std::net::SocketAddr;
+
+use anyhow::{Context, Result};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::cli::args::ServeArgs;
+use crate::config::DEFAULT_LISTEN;
+use crate::daemon::{Daemon, DaemonInfo, base_url};
+use crate::fsutil;
+use crate::paths::Paths;
+use crate::server::{Limits, serve};
+
+/// Runs `credport serve`.
+pub async fn run(paths: &Paths, args: &ServeArgs) -> Result<()> {
+    let listen: Vec<SocketAddr> = if !args.listen.is_empty() {
+        args.listen.clone()
+    } else {
+        let from_config = crate::config::ConfigStore::open(paths.config.clone())
+            .get()
+            .server
+            .listen
+            .clone();
+        if from_config.is_empty() {
+            vec![DEFAULT_LISTEN.parse().expect("valid default address")]
+        } else {
+            from_config
+        }
+    };
+    let mut daemon = Daemon::start(paths, &listen, args.allow_non_loopback).await?;
+
+    let info = DaemonInfo {
+        url: base_url(daemon.addrs[0]),
+        listen: daemon.addrs.clone(),
+        pid: std::process::id(),
+    };
+    let state_file = paths.daemon_state();
+    fsutil::write_private(&state_file, serde_json::to_string(&info)?.as_bytes())
+        .context("writing the daemon state file")?;
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let listeners = std::mem::take(&mut daemon.listeners);
+    let server = serve(
+        listeners,
+        daemon.state.clone(),
+        Limits::default(),
+        async move {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+                _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+            }
+        },
+    );
+    for a in &daemon.addrs {
+        eprintln!("listening on {}", base_url(*a));
+    }
+    tokio::pin!(server);
+    loop {
+        tokio::select! {
+            _ = &mut server => break,
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading every file");
+                daemon.reload_all();
+            }
+        }
+    }
+    if DaemonInfo::read(&state_file).is_some_and(|i| i.pid == std::process::id()) {
+        let _ = std::fs::remove_file(&state_file);
+    }
+    Ok(())
+}

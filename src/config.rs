@@ -1,0 +1,315 @@
+//! credport's own configuration file (`config.toml`): server settings and the project
+//! registry's declared projects.
+//!
+//! ```toml
+//! [server]
+//! listen = ["127.0.0.1:9911"]   # used when `serve` gets no --listen
+//! served_lifetime = 960         # seconds; see the lifetime policy in `server`
+//! allow_hosts = []              # extra Host header values to accept
+//!
+//! [projects.orders-api]
+//! default_stage = "dev"
+//! stages = { dev = "devAccount", prod = "prodAccount" }
+//! region = "eu-west-1"          # optional
+//! path = "/home/me/src/orders"  # optional: also resolve stages from the project's files
+//! ```
+//!
+//! Unknown keys are errors that name the key and line, so a typo never silently changes
+//! which account a stage gets.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// The default listen address: loopback, a fixed port so `credport env` output keeps
+/// working across restarts.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9911";
+
+/// The default served lifetime in seconds: 16 minutes. botocore refreshes credentials that
+/// have less than 15 minutes left (so it re-fetches about once a minute), the JS SDK those
+/// with less than 5 (every 11 minutes); both then see a rewritten credentials file.
+pub const DEFAULT_SERVED_LIFETIME: u64 = 16 * 60;
+
+/// The whole file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[server]`.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// `[projects.NAME]` tables.
+    #[serde(default)]
+    pub projects: BTreeMap<String, ProjectConfig>,
+}
+
+/// `[server]` settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Listen addresses used when `serve` gets no `--listen`.
+    #[serde(default)]
+    pub listen: Vec<SocketAddr>,
+    /// Longest lifetime served to clients, in seconds.
+    pub served_lifetime: Option<u64>,
+    /// Extra `Host` header values to accept (for a relay or a DNS name you control).
+    #[serde(default)]
+    pub allow_hosts: Vec<String>,
+}
+
+impl ServerConfig {
+    /// The served lifetime in seconds: [`DEFAULT_SERVED_LIFETIME`] unless set, and at least
+    /// 60 s (tests choose short ones to watch clients refresh).
+    pub fn served_lifetime(&self) -> u64 {
+        self.served_lifetime
+            .unwrap_or(DEFAULT_SERVED_LIFETIME)
+            .max(60)
+    }
+}
+
+/// One declared project.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectConfig {
+    /// The stage used when a request or command names none.
+    pub default_stage: Option<String>,
+    /// Stage name to profile name.
+    #[serde(default)]
+    pub stages: BTreeMap<String, String>,
+    /// Region for `exec`/`env`, overriding the profile's.
+    pub region: Option<String>,
+    /// The project's directory, whose own files (`.credport.toml`, `serverless.yml`, ...)
+    /// resolve stages not listed in `stages`.
+    pub path: Option<PathBuf>,
+}
+
+/// A config file that cannot be used: the line and the reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {reason}")]
+pub struct ConfigError {
+    /// 1-based line.
+    pub line: usize,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// Parses and checks the text of a config file.
+pub fn parse(text: &str) -> Result<Config, ConfigError> {
+    let config: Config = toml::from_str(text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|s| 1 + text[..s.start.min(text.len())].matches('\n').count())
+            .unwrap_or(1);
+        ConfigError {
+            line,
+            reason: e.message().trim().to_string(),
+        }
+    })?;
+    for (name, p) in &config.projects {
+        let line = line_of(text, &format!("[projects.{name}]"));
+        check_name("project", name).map_err(|reason| ConfigError { line, reason })?;
+        for (stage, profile) in &p.stages {
+            check_name("stage", stage).map_err(|reason| ConfigError {
+                line,
+                reason: format!("project '{name}': {reason}"),
+            })?;
+            if profile.trim().is_empty() {
+                return Err(ConfigError {
+                    line,
+                    reason: format!("project '{name}': stage '{stage}' maps to an empty profile"),
+                });
+            }
+        }
+        if let Some(d) = &p.default_stage
+            && p.path.is_none()
+            && !p.stages.contains_key(d)
+        {
+            return Err(ConfigError {
+                line,
+                reason: format!("project '{name}': default_stage '{d}' is not one of its stages"),
+            });
+        }
+    }
+    Ok(config)
+}
+
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| l.trim_start().starts_with(needle))
+        .map(|i| i + 1)
+        .unwrap_or(1)
+}
+
+/// Checks a project or stage name: 1 to 128 characters of `A-Z a-z 0-9 . _ -`, not starting
+/// with `.` or `-`. These names appear in URLs and tokens, so nothing else is allowed.
+pub fn check_name(what: &str, name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && !name.starts_with(['.', '-']);
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} name '{}' is not allowed (use 1-128 of A-Z a-z 0-9 . _ -, not starting with . or -)",
+            name.escape_debug()
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_example() {
+        let c = parse(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\nserved_lifetime = 120\n\n[projects.orders-api]\ndefault_stage = \"dev\"\nstages = { dev = \"devAccount\", prod = \"prodAccount\" }\n",
+        )
+        .unwrap();
+        let p = &c.projects["orders-api"];
+        assert_eq!(p.stages["prod"], "prodAccount");
+        assert_eq!(c.server.served_lifetime(), 120);
+        assert_eq!(parse("").unwrap(), Config::default());
+        assert_eq!(
+            Config::default().server.served_lifetime(),
+            DEFAULT_SERVED_LIFETIME
+        );
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let e =
+            parse("[projects.a]\nstages = { dev = \"x\" }\ndefualt_stage = \"dev\"\n").unwrap_err();
+        assert_eq!(e.line, 3);
+        assert!(e.reason.contains("defualt_stage"), "{e}");
+    }
+
+    #[test]
+    fn bad_names_and_default_stage() {
+        assert!(parse("[projects.\"a/b\"]\n").is_err());
+        assert!(parse("[projects.a]\nstages = { \"..\" = \"x\" }\n").is_err());
+        let e =
+            parse("[projects.a]\ndefault_stage = \"qa\"\nstages = { dev = \"x\" }\n").unwrap_err();
+        assert!(e.reason.contains("default_stage 'qa'"), "{e}");
+        assert!(parse("[projects.a]\nstages = { dev = \"\" }\n").is_err());
+        assert!(parse("not toml = = 1").is_err());
+    }
+
+    #[test]
+    fn names() {
+        for ok in ["dev", "orders-api", "a.b_c", "A1"] {
+            assert!(check_name("x", ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "-x",
+            "a/b",
+            "a%2Fb",
+            "a b",
+            "é",
+            &"x".repeat(129),
+        ] {
+            assert!(check_name("x", bad).is_err(), "{bad}");
+        }
+    }
+}
+
+/// The live config: the current [`Config`], reloaded when the file changes. A file that
+/// fails to parse keeps the last good config, and its error is kept for `status`.
+pub struct ConfigStore {
+    path: PathBuf,
+    current: arc_swap::ArcSwap<Config>,
+    status: std::sync::Mutex<crate::profiles::store::FileState>,
+}
+
+impl ConfigStore {
+    /// Opens the store and loads the file once. A missing file is an empty config.
+    pub fn open(path: PathBuf) -> Self {
+        let store = ConfigStore {
+            path,
+            current: arc_swap::ArcSwap::from_pointee(Config::default()),
+            status: std::sync::Mutex::new(crate::profiles::store::FileState::Missing),
+        };
+        store.reload();
+        store
+    }
+
+    /// Wraps a config that is not backed by a file (embedded servers, tests).
+    pub fn fixed(config: Config) -> Self {
+        ConfigStore {
+            path: PathBuf::new(),
+            current: arc_swap::ArcSwap::from_pointee(config),
+            status: std::sync::Mutex::new(crate::profiles::store::FileState::Ok { sections: 0 }),
+        }
+    }
+
+    /// The config file's path.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// The current config.
+    pub fn get(&self) -> std::sync::Arc<Config> {
+        self.current.load_full()
+    }
+
+    /// How the last reload went.
+    pub fn state(&self) -> crate::profiles::store::FileState {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Re-reads the file. Returns whether the config changed.
+    pub fn reload(&self) -> bool {
+        use crate::profiles::store::FileState;
+        if self.path.as_os_str().is_empty() {
+            return false;
+        }
+        let (state, next) = match crate::fsutil::read_text(&self.path) {
+            Ok(None) => (FileState::Missing, Some(Config::default())),
+            Ok(Some(text)) => match parse(&text) {
+                Ok(c) => (
+                    FileState::Ok {
+                        sections: c.projects.len(),
+                    },
+                    Some(c),
+                ),
+                Err(e) => (
+                    FileState::Error {
+                        line: Some(e.line),
+                        reason: e.reason,
+                    },
+                    None,
+                ),
+            },
+            Err(e) => (
+                FileState::Error {
+                    line: None,
+                    reason: e.to_string(),
+                },
+                None,
+            ),
+        };
+        if let FileState::Error { line, reason } = &state {
+            tracing::warn!(file = %self.path.display(), line = line.unwrap_or(0), reason = %reason,
+                "config reload failed; keeping the last good config");
+        }
+        *self.status.lock().unwrap_or_else(|e| e.into_inner()) = state;
+        match next {
+            Some(c) if *self.current.load_full() != c => {
+                tracing::info!(file = %self.path.display(), projects = c.projects.len(), "config reloaded");
+                self.current.store(std::sync::Arc::new(c));
+                true
+            }
+            _ => false,
+        }
+    }
+}

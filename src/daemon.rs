@@ -1,0 +1,170 @@
+//! Assembling a running daemon: stores, watchers, the token key, listeners and the state
+//! file that lets other commands find it.
+//!
+//! [`Daemon::start`] builds everything from [`Paths`]; the watchers live inside the
+//! returned value and stop when it is dropped. [`DaemonInfo`] is what `serve` writes to
+//! `<runtime dir>/daemon.json` (0600) and what `status`, `env` and `exec` read.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+use tokio::net::TcpListener;
+
+use crate::config::ConfigStore;
+use crate::fsutil;
+use crate::paths::Paths;
+use crate::profiles::store::ProfileStore;
+use crate::profiles::watch::{FileWatcher, WatchError};
+use crate::server::{AppState, allowed_hosts};
+use crate::sources::Resolver;
+use crate::tokens::TokenKey;
+
+/// Errors starting the daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listen address is not loopback and was not allowed.
+    #[error(
+        "refusing to listen on {0}: not a loopback address (pass --allow-non-loopback for a container network)"
+    )]
+    NonLoopback(SocketAddr),
+    /// Binding failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The token key could not be loaded or created.
+    #[error(transparent)]
+    Tokens(#[from] crate::tokens::TokenError),
+    /// Watching files failed.
+    #[error(transparent)]
+    Watch(#[from] WatchError),
+}
+
+/// What a running daemon publishes about itself.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DaemonInfo {
+    /// Base URL of the first listener, e.g. `http://127.0.0.1:9911`.
+    pub url: String,
+    /// Every listen address.
+    pub listen: Vec<SocketAddr>,
+    /// The daemon's process id.
+    pub pid: u32,
+}
+
+impl DaemonInfo {
+    /// Reads `daemon.json`; `None` when absent or unreadable.
+    pub fn read(path: &Path) -> Option<Self> {
+        let text = fsutil::read_text(path).ok()??;
+        serde_json::from_str(&text).ok()
+    }
+}
+
+/// The URL form of a socket address (`http://127.0.0.1:9911`, `http://[::1]:9911`,
+/// `http://169.254.170.2` for port 80).
+pub fn base_url(addr: SocketAddr) -> String {
+    let host = match addr {
+        SocketAddr::V4(a) => a.ip().to_string(),
+        SocketAddr::V6(a) => format!("[{}]", a.ip()),
+    };
+    if addr.port() == 80 {
+        format!("http://{host}")
+    } else {
+        format!("http://{host}:{}", addr.port())
+    }
+}
+
+/// A started daemon: shared state plus the watchers that keep it current.
+pub struct Daemon {
+    /// The state the server reads.
+    pub state: Arc<AppState>,
+    /// Bound listeners, ready for [`crate::server::serve`].
+    pub listeners: Vec<TcpListener>,
+    /// The addresses actually bound (port 0 resolved).
+    pub addrs: Vec<SocketAddr>,
+    _watchers: Vec<FileWatcher>,
+}
+
+impl Daemon {
+    /// Loads everything under `paths`, binds `listen`, and starts watching.
+    pub async fn start(
+        paths: &Paths,
+        listen: &[SocketAddr],
+        allow_non_loopback: bool,
+    ) -> Result<Daemon, StartError> {
+        for a in listen {
+            if !a.ip().is_loopback() && !allow_non_loopback {
+                return Err(StartError::NonLoopback(*a));
+            }
+        }
+        let profiles = Arc::new(ProfileStore::open(paths.aws.clone()));
+        for f in profiles.status() {
+            if f.state == crate::profiles::store::FileState::Missing {
+                tracing::info!(file = %f.path.display(), "not found yet; it will be loaded when it appears");
+            }
+        }
+        let config = Arc::new(ConfigStore::open(paths.config.clone()));
+        let key = TokenKey::load_or_create(&paths.token_key())?;
+
+        let mut listeners = Vec::new();
+        let mut addrs = Vec::new();
+        for a in listen {
+            let l = TcpListener::bind(a)
+                .await
+                .map_err(|source| StartError::Bind { addr: *a, source })?;
+            addrs.push(
+                l.local_addr()
+                    .map_err(|source| StartError::Bind { addr: *a, source })?,
+            );
+            listeners.push(l);
+        }
+        let state = Arc::new(AppState {
+            resolver: Resolver::new(profiles.clone()),
+            profiles: profiles.clone(),
+            allowed_hosts: allowed_hosts(&addrs, &config.get().server.allow_hosts),
+            config: config.clone(),
+            tokens: ArcSwapOption::from_pointee(key),
+        });
+
+        let mut watchers = Vec::new();
+        let p = profiles.clone();
+        watchers.push(FileWatcher::spawn(
+            vec![paths.aws.credentials.clone(), paths.aws.config.clone()],
+            move || {
+                p.reload();
+            },
+        )?);
+        let c = config.clone();
+        watchers.push(FileWatcher::spawn(vec![paths.config.clone()], move || {
+            c.reload();
+        })?);
+        let s = state.clone();
+        let key_path = paths.token_key();
+        watchers.push(FileWatcher::spawn(vec![key_path.clone()], move || {
+            match TokenKey::load(&key_path) {
+                Ok(Some(k)) => {
+                    s.tokens.store(Some(Arc::new(k)));
+                    tracing::info!("token key reloaded");
+                }
+                Ok(None) => tracing::warn!(file = %key_path.display(), "token key removed; keeping the current one"),
+                Err(e) => tracing::warn!(error = %e, "token key reload failed; keeping the current one"),
+            }
+        })?);
+        Ok(Daemon {
+            state,
+            listeners,
+            addrs,
+            _watchers: watchers,
+        })
+    }
+
+    /// Reloads every file now (SIGHUP).
+    pub fn reload_all(&self) {
+        self.state.profiles.reload();
+        self.state.config.reload();
+    }
+}

@@ -1,0 +1,185 @@
+//! Careful file I/O: bounded reads of files we watch, and atomic private writes.
+//!
+//! [`read_text`] refuses what is not a regular file (a directory, a FIFO that would block
+//! forever), what is too large, and what is not UTF-8, with errors that name the file.
+//! [`write_private`] writes a secret-bearing file 0600 inside a 0700 directory through a
+//! temporary file, `fsync` and `rename`, so a crash or a full disk leaves either the old
+//! file or the new one, never half of one.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Largest file [`read_text`] accepts. Real credentials files are a few KiB.
+pub const MAX_READ: u64 = 16 * 1024 * 1024;
+
+/// Errors of this module; each names its file.
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    /// The path exists but is not a regular file.
+    #[error("{path}: not a regular file")]
+    NotAFile {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file is larger than [`MAX_READ`].
+    #[error("{path}: too large ({size} bytes; the limit is {limit})")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The file is not valid UTF-8.
+    #[error("{path}: line {line}: not valid UTF-8")]
+    NotUtf8 {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the first invalid byte.
+        line: usize,
+    },
+    /// Any other I/O error.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> FsError + '_ {
+    move |source| FsError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Reads a text file; `Ok(None)` when it does not exist.
+pub fn read_text(path: &Path) -> Result<Option<String>, FsError> {
+    let meta = match fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(path)(e)),
+    };
+    if !meta.is_file() {
+        return Err(FsError::NotAFile {
+            path: path.to_path_buf(),
+        });
+    }
+    if meta.len() > MAX_READ {
+        return Err(FsError::TooLarge {
+            path: path.to_path_buf(),
+            size: meta.len(),
+            limit: MAX_READ,
+        });
+    }
+    // O_NONBLOCK: if the path was swapped for a FIFO after the check, open does not hang.
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(path)(e)),
+    };
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_READ + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io_err(path))?;
+    if bytes.len() as u64 > MAX_READ {
+        return Err(FsError::TooLarge {
+            path: path.to_path_buf(),
+            size: bytes.len() as u64,
+            limit: MAX_READ,
+        });
+    }
+    String::from_utf8(bytes).map(Some).map_err(|e| {
+        let upto = e.utf8_error().valid_up_to();
+        let line = 1 + e.as_bytes()[..upto].iter().filter(|b| **b == b'\n').count();
+        FsError::NotUtf8 {
+            path: path.to_path_buf(),
+            line,
+        }
+    })
+}
+
+/// Creates `dir` (and parents) and makes it 0700.
+pub fn ensure_private_dir(dir: &Path) -> Result<(), FsError> {
+    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err(dir))
+}
+
+/// Atomically replaces `path` with `contents`, mode 0600, in a 0700 directory.
+pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), FsError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    ensure_private_dir(dir)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut suffix = [0u8; 6];
+    getrandom::fill(&mut suffix).map_err(|e| io_err(path)(io::Error::other(e.to_string())))?;
+    let tmp = dir.join(format!(".{name}.{}.tmp", hex::encode(suffix)));
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(contents)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(io_err(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_is_none() {
+        let t = tempfile::tempdir().unwrap();
+        assert!(read_text(&t.path().join("nope")).unwrap().is_none());
+    }
+
+    #[test]
+    fn refuses_dir_fifo_and_non_utf8() {
+        let t = tempfile::tempdir().unwrap();
+        assert!(matches!(read_text(t.path()), Err(FsError::NotAFile { .. })));
+        let fifo = t.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert!(matches!(read_text(&fifo), Err(FsError::NotAFile { .. })));
+        let bad = t.path().join("bad");
+        fs::write(&bad, b"[a]\nk=\xff\n").unwrap();
+        let e = read_text(&bad).unwrap_err();
+        assert!(e.to_string().ends_with("line 2: not valid UTF-8"), "{e}");
+    }
+
+    #[test]
+    fn private_write_modes_and_replace() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("state").join("secret");
+        write_private(&p, b"one").unwrap();
+        write_private(&p, b"two").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&p), 0o600);
+        assert_eq!(mode(p.parent().unwrap()), 0o700);
+        let leftovers: Vec<_> = fs::read_dir(p.parent().unwrap()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1);
+    }
+}

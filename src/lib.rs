@@ -1,0 +1,20 @@
+//! credport: a local daemon that serves per-project, per-stage AWS credentials on the
+//! container-credentials endpoint every AWS SDK understands.
+//!
+//! Data flows one way (see ARCHITECTURE.md):
+//! `profiles` (the shared AWS files, watched) and `config` (credport's own file) feed
+//! `projects` (which profile serves a project's stage); the `server` checks a scoped token
+//! from `tokens`, asks `sources` for the profile's credentials, and answers JSON. `daemon`
+//! assembles these; `cli` holds one function per command.
+
+pub mod cli;
+pub mod config;
+pub mod credentials;
+pub mod daemon;
+pub mod fsutil;
+pub mod paths;
+pub mod profiles;
+pub mod projects;
+pub mod server;
+pub mod sources;
+pub mod tokens;

@@ -1,0 +1,237 @@
+//! The live profile store: the current [`Snapshot`], reloads, and per-file status.
+//!
+//! Each reload reads both files; a file that fails to read or parse keeps its last good
+//! parse (and its error is recorded with file and line), so a half-saved file never takes
+//! profiles away, while a profile deleted by a good save disappears at once. The merged
+//! snapshot is swapped atomically (`ArcSwap`): readers take one `Arc` and see one version.
+
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use time::OffsetDateTime;
+
+use super::parse::{self, Section};
+use super::{AwsPaths, FileKind, Snapshot, merge};
+use crate::fsutil;
+
+/// The state of one watched file after the last reload.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum FileState {
+    /// The file does not exist (it counts as empty).
+    Missing,
+    /// Parsed; `sections` is how many sections it has.
+    Ok {
+        /// Number of sections.
+        sections: usize,
+    },
+    /// The last reload failed; the previous good content is still served.
+    Error {
+        /// 1-based line, when the problem has one.
+        line: Option<usize>,
+        /// What is wrong (never a value from the file).
+        reason: String,
+    },
+}
+
+/// Status of one watched file.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FileStatus {
+    /// Which file.
+    pub kind: FileKind,
+    /// Its path.
+    pub path: std::path::PathBuf,
+    /// How the last reload went.
+    #[serde(flatten)]
+    pub state: FileState,
+    /// When it was last reloaded (RFC 3339).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub reloaded_at: Option<OffsetDateTime>,
+}
+
+struct FileSlot {
+    last_good: Vec<Section>,
+    status: FileStatus,
+}
+
+/// The profile store. Cheap to read from any thread; reloads are serialised.
+pub struct ProfileStore {
+    paths: AwsPaths,
+    current: ArcSwap<Snapshot>,
+    files: Mutex<[FileSlot; 2]>,
+}
+
+impl ProfileStore {
+    /// Creates the store and loads both files once.
+    pub fn open(paths: AwsPaths) -> Self {
+        let slot = |kind: FileKind| FileSlot {
+            last_good: Vec::new(),
+            status: FileStatus {
+                kind,
+                path: paths.get(kind).clone(),
+                state: FileState::Missing,
+                reloaded_at: None,
+            },
+        };
+        let store = ProfileStore {
+            current: ArcSwap::from_pointee(Snapshot::default()),
+            files: Mutex::new([slot(FileKind::Credentials), slot(FileKind::Config)]),
+            paths,
+        };
+        store.reload();
+        store
+    }
+
+    /// The paths this store reads.
+    pub fn paths(&self) -> &AwsPaths {
+        &self.paths
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Status of both files (credentials first).
+    pub fn status(&self) -> Vec<FileStatus> {
+        let files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        files.iter().map(|f| f.status.clone()).collect()
+    }
+
+    /// Re-reads both files and swaps in the merged result if it changed. Returns whether
+    /// the snapshot changed.
+    pub fn reload(&self) -> bool {
+        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        let now = OffsetDateTime::now_utc();
+        for slot in files.iter_mut() {
+            let path = slot.status.path.clone();
+            let state = match fsutil::read_text(&path) {
+                Ok(None) => {
+                    slot.last_good.clear();
+                    FileState::Missing
+                }
+                Ok(Some(text)) => match parse::parse(&text) {
+                    Ok(sections) => {
+                        let n = sections.len();
+                        slot.last_good = sections;
+                        FileState::Ok { sections: n }
+                    }
+                    Err(e) => FileState::Error {
+                        line: Some(e.line),
+                        reason: e.reason,
+                    },
+                },
+                Err(e) => FileState::Error {
+                    line: match &e {
+                        fsutil::FsError::NotUtf8 { line, .. } => Some(*line),
+                        _ => None,
+                    },
+                    reason: e.to_string(),
+                },
+            };
+            match &state {
+                FileState::Error { line, reason } => tracing::warn!(
+                    file = %path.display(),
+                    line = line.unwrap_or(0),
+                    reason = %reason,
+                    "reload failed; keeping the last good version of this file"
+                ),
+                FileState::Missing if slot.status.state != FileState::Missing => {
+                    tracing::info!(file = %path.display(), "file removed; it now counts as empty")
+                }
+                _ => {}
+            }
+            slot.status.state = state;
+            slot.status.reloaded_at = Some(now);
+        }
+        let mut next = merge(&files[0].last_good, &files[1].last_good);
+        let prev = self.current.load();
+        // Line numbers alone (a comment added above) are no change worth a new generation.
+        let same_profiles = prev.profiles.len() == next.profiles.len()
+            && prev
+                .profiles
+                .iter()
+                .zip(next.profiles.iter())
+                .all(|((a, pa), (b, pb))| a == b && pa.props == pb.props);
+        if same_profiles && prev.sso_sessions == next.sso_sessions && prev.services == next.services
+        {
+            return false;
+        }
+        next.generation = prev.generation + 1;
+        tracing::info!(
+            generation = next.generation,
+            profiles = next.profiles.len(),
+            "profiles reloaded"
+        );
+        self.current.store(Arc::new(next));
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn store(dir: &std::path::Path) -> ProfileStore {
+        ProfileStore::open(AwsPaths {
+            credentials: dir.join("credentials"),
+            config: dir.join("config"),
+        })
+    }
+
+    #[test]
+    fn missing_files_are_empty() {
+        let t = tempfile::tempdir().unwrap();
+        let s = store(t.path());
+        assert!(s.snapshot().profiles.is_empty());
+        assert!(s.status().iter().all(|f| f.state == FileState::Missing));
+    }
+
+    #[test]
+    fn broken_save_keeps_last_good_and_reports_line() {
+        let t = tempfile::tempdir().unwrap();
+        fs::write(t.path().join("credentials"), "[a]\nk=v\n[b]\nk=v\n").unwrap();
+        let s = store(t.path());
+        assert_eq!(s.snapshot().profiles.len(), 2);
+        let g = s.snapshot().generation;
+        fs::write(t.path().join("credentials"), "[a]\nk=v\n[a]\n").unwrap();
+        assert!(!s.reload());
+        assert_eq!(s.snapshot().profiles.len(), 2);
+        assert_eq!(s.snapshot().generation, g);
+        let st = &s.status()[0];
+        assert!(
+            matches!(&st.state, FileState::Error { line: Some(3), .. }),
+            "{st:?}"
+        );
+        fs::write(t.path().join("credentials"), "[a]\nk=v\n").unwrap();
+        assert!(s.reload());
+        assert_eq!(s.snapshot().profiles.len(), 1, "removed profile must go");
+        assert!(s.snapshot().generation > g);
+    }
+
+    #[test]
+    fn unchanged_content_keeps_generation() {
+        let t = tempfile::tempdir().unwrap();
+        fs::write(t.path().join("config"), "[profile a]\nregion=x\n").unwrap();
+        let s = store(t.path());
+        let g = s.snapshot().generation;
+        fs::write(
+            t.path().join("config"),
+            "# comment only change\n[profile a]\nregion=x\n",
+        )
+        .unwrap();
+        assert!(!s.reload());
+        assert_eq!(s.snapshot().generation, g);
+    }
+
+    #[test]
+    fn deleted_file_removes_profiles() {
+        let t = tempfile::tempdir().unwrap();
+        fs::write(t.path().join("credentials"), "[a]\nk=v\n").unwrap();
+        let s = store(t.path());
+        fs::remove_file(t.path().join("credentials")).unwrap();
+        assert!(s.reload());
+        assert!(s.snapshot().profiles.is_empty());
+    }
+}

@@ -1,0 +1,65 @@
+//! Error responses in the shape every SDK understands.
+//!
+//! Non-2xx, `Content-Type: application/json`, body `{"Code": "...", "Message": "..."}`
+//! (DESIGN.md §3). Messages never contain a secret; text that came from the request is
+//! escaped and truncated before it is echoed.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+/// An error answer: status, machine code, human message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// A short machine-readable code (`InvalidToken`, `NotFound`, ...).
+    pub code: &'static str,
+    /// A message for the person reading the SDK's error.
+    pub message: String,
+}
+
+impl ApiError {
+    /// Builds an error.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "Code": self.code, "Message": self.message }).to_string();
+        let mut resp = (self.status, body).into_response();
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        resp
+    }
+}
+
+/// Makes request-supplied text safe to echo: printable ASCII, at most 80 characters.
+pub fn echo(text: &str) -> String {
+    let mut out: String = text.escape_default().collect();
+    if out.len() > 80 {
+        out.truncate(77);
+        out.push_str("...");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echo_is_bounded_and_escaped() {
+        assert_eq!(echo("a\r\nb"), "a\\r\\nb");
+        assert_eq!(echo(&"x".repeat(500)).len(), 80);
+    }
+}

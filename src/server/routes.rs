@@ -1,0 +1,270 @@
+//! The HTTP surface: `GET /v1/credentials/{project}/{stage}`, `GET /healthz`, and the
+//! guards in front of them.
+//!
+//! Every request first passes [`guard`]: a `Host` that is one of the daemon's own addresses
+//! (DNS rebinding), no browser headers (`Origin`, `Referer`, `Sec-Fetch-*`), GET only.
+//! The credentials route then parses the raw path itself (no percent-decoding: `%2F`,
+//! `..` and friends simply do not name a scope), checks the token against exactly that
+//! scope, binds the scope to a profile, and answers the container-credentials JSON.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use time::OffsetDateTime;
+
+use super::AppState;
+use super::error::{ApiError, echo};
+use crate::config::check_name;
+use crate::sources::SourceError;
+use crate::tokens::Verdict;
+
+/// The credentials route prefix.
+pub const CREDENTIALS_PREFIX: &str = "/v1/credentials/";
+
+/// Builds the router over `state`.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/v1/credentials/{*scope}", get(credentials))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .with_state(state)
+}
+
+async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    if let Err(e) = check_request(&state, req.method(), req.headers()) {
+        tracing::debug!(code = e.code, "request refused");
+        return e.into_response();
+    }
+    next.run(req).await
+}
+
+fn check_request(state: &AppState, method: &Method, headers: &HeaderMap) -> Result<(), ApiError> {
+    for name in headers.keys() {
+        let n = name.as_str();
+        if n == "origin" || n == "referer" || n.starts_with("sec-fetch-") {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "BrowserRequestRefused",
+                format!("requests carrying a browser header ({n}) are refused"),
+            ));
+        }
+    }
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let host = match (hosts.next(), hosts.next()) {
+        (Some(h), None) => h.to_str().unwrap_or("").to_ascii_lowercase(),
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidHost",
+                "exactly one Host header is required",
+            ));
+        }
+    };
+    if !state.allowed_hosts.contains(&host) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "InvalidHost",
+            format!(
+                "Host '{}' is not an address this daemon listens on",
+                echo(&host)
+            ),
+        ));
+    }
+    if method != Method::GET && method != Method::HEAD {
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "only GET is supported",
+        ));
+    }
+    Ok(())
+}
+
+async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    let snap = state.profiles.snapshot();
+    let body = serde_json::json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "profiles": snap.profiles.len(),
+        "generation": snap.generation,
+    });
+    json_response(StatusCode::OK, body.to_string())
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        "no such route; credentials are at /v1/credentials/{project}/{stage}",
+    )
+}
+
+fn json_response(status: StatusCode, body: String) -> Response {
+    let mut resp = (status, body).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// Splits the raw path into (project, stage), or explains why it names no scope.
+fn parse_scope(path: &str) -> Result<(&str, &str), ApiError> {
+    let rest = path.strip_prefix(CREDENTIALS_PREFIX).unwrap_or("");
+    let mut parts = rest.split('/');
+    let (Some(project), Some(stage), None) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            "expected /v1/credentials/{project}/{stage}",
+        ));
+    };
+    for (what, name) in [("project", project), ("stage", stage)] {
+        check_name(what, name).map_err(|_| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                format!("'{}' is not a valid {what} name", echo(name)),
+            )
+        })?;
+    }
+    Ok((project, stage))
+}
+
+fn presented_token(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    match (values.next(), values.next()) {
+        (None, _) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "MissingToken",
+            "an Authorization header with the scope's token is required (see `credport token`)",
+        )),
+        (Some(_), Some(_)) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidToken",
+            "more than one Authorization header",
+        )),
+        (Some(v), None) => v.to_str().map_err(|_| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "InvalidToken",
+                "the token is not valid",
+            )
+        }),
+    }
+}
+
+async fn credentials(State(state): State<Arc<AppState>>, uri: Uri, headers: HeaderMap) -> Response {
+    match issue(&state, uri.path(), &headers).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::info!(status = e.status.as_u16(), code = e.code, path = %echo(uri.path()), "credentials refused");
+            e.into_response()
+        }
+    }
+}
+
+async fn issue(state: &AppState, path: &str, headers: &HeaderMap) -> Result<Response, ApiError> {
+    let (project, stage) = parse_scope(path)?;
+    let token = presented_token(headers)?;
+    let Some(key) = state.tokens.load_full() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "NoTokenKey",
+            "the daemon has no token key; see its log",
+        ));
+    };
+    match key.verify(token, project, stage) {
+        Verdict::Valid => {}
+        Verdict::OtherScope => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "AccessDenied",
+                format!("this token is not valid for {project}/{stage}"),
+            ));
+        }
+        Verdict::Invalid => {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "InvalidToken",
+                "the token is not valid (tokens change when rotated; get a new one with `credport token`)",
+            ));
+        }
+    }
+    let binding = crate::projects::registry::bind(&state.config.get(), project, Some(stage))
+        .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "NotFound", e.to_string()))?;
+    let creds = state
+        .resolver
+        .resolve(&binding.profile)
+        .await
+        .map_err(|e| source_error(&binding.project, &binding.stage, e))?;
+    let now = OffsetDateTime::now_utc();
+    let served = state.served_expiration(creds.expiration, now);
+    let body = creds.to_container_json(served).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "NoSessionToken",
+            format!("profile '{}' yielded no session token", binding.profile),
+        )
+    })?;
+    let agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(echo)
+        .unwrap_or_default();
+    tracing::info!(
+        project = %binding.project,
+        stage = %binding.stage,
+        profile = %binding.profile,
+        key = %creds.key_hint(),
+        expires = %crate::credentials::format_expiration(served),
+        user_agent = %agent,
+        "credentials issued"
+    );
+    Ok(json_response(StatusCode::OK, body))
+}
+
+fn source_error(project: &str, stage: &str, e: SourceError) -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "CredentialsUnavailable",
+        format!("{project}/{stage}: {e}"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scope_paths() {
+        assert_eq!(
+            parse_scope("/v1/credentials/orders/dev").unwrap(),
+            ("orders", "dev")
+        );
+        for bad in [
+            "/v1/credentials/orders",
+            "/v1/credentials/orders/dev/",
+            "/v1/credentials/orders/dev/x",
+            "/v1/credentials/orders%2Fdev",
+            "/v1/credentials/orders/%64ev",
+            "/v1/credentials/../dev",
+            "/v1/credentials/orders/..",
+            "/v1/credentials//dev",
+        ] {
+            assert_eq!(
+                parse_scope(bad).unwrap_err().status,
+                StatusCode::NOT_FOUND,
+                "{bad}"
+            );
+        }
+    }
+}
