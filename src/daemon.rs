@@ -134,17 +134,18 @@ impl Daemon {
         let p = profiles.clone();
         watchers.push(FileWatcher::spawn(
             vec![paths.aws.credentials.clone(), paths.aws.config.clone()],
-            move || {
-                p.reload();
+            move |probe| {
+                let mark = probe.mark();
+                p.reload_unless(&|| !probe.quiet_since(mark));
             },
         )?);
         let c = config.clone();
-        watchers.push(FileWatcher::spawn(vec![paths.config.clone()], move || {
+        watchers.push(FileWatcher::spawn(vec![paths.config.clone()], move |_| {
             c.reload();
         })?);
         let s = state.clone();
         let key_path = paths.token_key();
-        watchers.push(FileWatcher::spawn(vec![key_path.clone()], move || {
+        watchers.push(FileWatcher::spawn(vec![key_path.clone()], move |_| {
             match TokenKey::load(&key_path) {
                 Ok(Some(k)) => {
                     s.tokens.store(Some(Arc::new(k)));

@@ -14,6 +14,10 @@ use super::parse::{self, Section};
 use super::{AwsPaths, FileKind, Snapshot, merge};
 use crate::fsutil;
 
+/// How often, and how far apart, a file that suddenly reads empty is read again.
+const EMPTY_RECHECKS: usize = 4;
+const EMPTY_RECHECK_DELAY: std::time::Duration = std::time::Duration::from_millis(25);
+
 /// The state of one watched file after the last reload.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "state", rename_all = "lowercase")]
@@ -101,11 +105,42 @@ impl ProfileStore {
     /// Re-reads both files and swaps in the merged result if it changed. Returns whether
     /// the snapshot changed.
     pub fn reload(&self) -> bool {
+        self.reload_unless(&|| false)
+    }
+
+    /// Like [`reload`](Self::reload), but discards what was read when `write_started`
+    /// says a writer touched the files meanwhile (a newer reload follows).
+    pub fn reload_unless(&self, write_started: &dyn Fn() -> bool) -> bool {
         let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
         let now = OffsetDateTime::now_utc();
-        for slot in files.iter_mut() {
+        // An in-place writer truncates, then writes: a file that was non-empty and now
+        // reads empty is most likely caught in between. Believe it only once it stays
+        // empty for a moment (emptying the file on purpose still works, just later).
+        let read_all = || -> Vec<_> {
+            files
+                .iter()
+                .map(|slot| fsutil::read_text(&slot.status.path))
+                .collect()
+        };
+        let mut texts = read_all();
+        for _ in 0..EMPTY_RECHECKS {
+            let truncated = files.iter().zip(&texts).any(|(slot, t)| {
+                matches!(t, Ok(Some(text)) if text.is_empty()) && !slot.last_good.is_empty()
+            });
+            if !truncated {
+                break;
+            }
+            std::thread::sleep(EMPTY_RECHECK_DELAY);
+            texts = read_all();
+        }
+        tracing::trace!(sizes = ?texts.iter().map(|t| t.as_ref().ok().and_then(|o| o.as_ref().map(|s| s.len()))).collect::<Vec<_>>(), "files read");
+        if write_started() {
+            tracing::debug!("a write started during the reload; waiting for it to finish");
+            return false;
+        }
+        for (slot, text) in files.iter_mut().zip(texts) {
             let path = slot.status.path.clone();
-            let state = match fsutil::read_text(&path) {
+            let state = match text {
                 Ok(None) => {
                     slot.last_good.clear();
                     FileState::Missing

@@ -11,17 +11,28 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 /// Quiet time after an event that ends a write (close after write, create, rename, remove).
 const SETTLE: Duration = Duration::from_millis(10);
-/// Quiet time after a bare data modification, which is usually followed by a close.
-const SETTLE_PARTIAL: Duration = Duration::from_millis(100);
+/// How long a write in progress may stay open before its partial content is read anyway.
+/// Linux reports the close of a write, so waiting for it is safe; FSEvents and kqueue do
+/// not, so there a short quiet period has to do.
+#[cfg(target_os = "linux")]
+const PARTIAL_FALLBACK: Duration = Duration::from_millis(1000);
+#[cfg(not(target_os = "linux"))]
+const PARTIAL_FALLBACK: Duration = Duration::from_millis(50);
+
+/// Longest a reload waits after the first event of a batch.
+const MAX_DELAY: Duration = Duration::from_millis(50);
 
 /// Watches a set of files and runs a callback after they change. Stops on drop.
 pub struct FileWatcher {
@@ -44,12 +55,18 @@ impl FileWatcher {
     /// batch of changes. Must be called inside a tokio runtime.
     pub fn spawn<F>(files: Vec<PathBuf>, on_change: F) -> Result<Self, WatchError>
     where
-        F: Fn() + Send + Sync + 'static,
+        F: Fn(&WriteProbe) + Send + Sync + 'static,
     {
         let (tx, mut rx) = mpsc::unbounded_channel::<notify::Event>();
+        let probe = WriteProbe::default();
+        let (probe_tx, probe_files) = (probe.clone(), files.clone());
         let mut watcher =
             notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
                 if let Ok(ev) = res {
+                    tracing::trace!(kind = ?ev.kind, paths = ?ev.paths, "file event");
+                    if relevance(&ev, &probe_files) == Some(Change::Partial) {
+                        probe_tx.0.fetch_add(1, Ordering::SeqCst);
+                    }
                     let _ = tx.send(ev);
                 }
             })?;
@@ -60,18 +77,29 @@ impl FileWatcher {
         let task = tokio::spawn(async move {
             let _watcher_lives_here = &watcher;
             while let Some(first) = rx.recv().await {
-                let mut settle = match relevance(&first, &files) {
-                    Some(d) => d,
-                    None => continue,
+                let Some(mut kind) = relevance(&first, &files) else {
+                    continue;
                 };
-                // Debounce: wait for quiet, extending on each relevant event.
+                // Debounce. A finished write (close, create, rename, remove) settles after
+                // SETTLE of quiet, but no later than MAX_DELAY after the first one, so
+                // constant churn still reloads. A write still in progress (a bare
+                // modification) waits for its close, up to PARTIAL_FALLBACK.
+                let mut last = Instant::now();
+                let mut first_done = (kind == Change::Done).then_some(last);
                 loop {
-                    match tokio::time::timeout(settle, rx.recv()).await {
+                    let deadline = match (kind, first_done) {
+                        (Change::Partial, _) => last + PARTIAL_FALLBACK,
+                        (Change::Done, Some(f)) => (last + SETTLE).min(f + MAX_DELAY),
+                        (Change::Done, None) => last + SETTLE,
+                    };
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
                         Ok(Some(ev)) => {
-                            // The latest relevant event decides: a close after a write
-                            // settles fast, a bare modification waits for its close.
-                            if let Some(d) = relevance(&ev, &files) {
-                                settle = d;
+                            if let Some(k) = relevance(&ev, &files) {
+                                kind = k;
+                                last = Instant::now();
+                                if k == Change::Done && first_done.is_none() {
+                                    first_done = Some(last);
+                                }
                             }
                         }
                         Ok(None) => return,
@@ -79,30 +107,57 @@ impl FileWatcher {
                     }
                 }
                 update_watches(&mut watcher, &mut watched, &files);
-                let f = on_change.clone();
-                let _ = tokio::task::spawn_blocking(move || f()).await;
+                let (f, p) = (on_change.clone(), probe.clone());
+                let _ = tokio::task::spawn_blocking(move || f(&p)).await;
             }
         });
         Ok(FileWatcher { task })
     }
 }
 
-/// How long to wait after this event, or `None` when it does not concern our files.
-fn relevance(ev: &notify::Event, files: &[PathBuf]) -> Option<Duration> {
-    let wait = match ev.kind {
-        EventKind::Access(AccessKind::Close(AccessMode::Write)) => SETTLE,
+/// Tells a reload whether a write started while it was reading, so it can discard what it
+/// read instead of serving a half-written file. Counts write-in-progress events as the
+/// watcher thread receives them, before any debouncing.
+#[derive(Debug, Clone, Default)]
+pub struct WriteProbe(Arc<AtomicU64>);
+
+impl WriteProbe {
+    /// A mark to take before reading.
+    pub fn mark(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// Whether no write has started since `mark`.
+    pub fn quiet_since(&self, mark: u64) -> bool {
+        self.0.load(Ordering::SeqCst) == mark
+    }
+}
+
+/// What an event says about a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    /// A write is in progress (data modified, not yet closed).
+    Partial,
+    /// A write is complete (closed after writing, created, renamed, removed, chmod).
+    Done,
+}
+
+/// What the event means for our files, or `None` when it does not concern them.
+fn relevance(ev: &notify::Event, files: &[PathBuf]) -> Option<Change> {
+    let change = match ev.kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => Change::Done,
         EventKind::Access(_) => return None,
         EventKind::Modify(ModifyKind::Data(_)) | EventKind::Modify(ModifyKind::Any) => {
-            SETTLE_PARTIAL
+            Change::Partial
         }
-        _ => SETTLE,
+        _ => Change::Done,
     };
     let concerns = |p: &Path| {
         files
             .iter()
             .any(|f| f == p || f.starts_with(p) || std::fs::canonicalize(f).is_ok_and(|c| c == p))
     };
-    (ev.paths.is_empty() || ev.paths.iter().any(|p| concerns(p))).then_some(wait)
+    (ev.paths.is_empty() || ev.paths.iter().any(|p| concerns(p))).then_some(change)
 }
 
 /// The directories that must be watched for `files`: each file's parent, or its nearest
@@ -158,8 +213,7 @@ fn update_watches(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize;
 
     async fn wait_for(count: &AtomicUsize, at_least: usize) -> bool {
         for _ in 0..200 {
@@ -177,7 +231,7 @@ mod tests {
         let file = tmp.path().join(".aws").join("credentials");
         let count = Arc::new(AtomicUsize::new(0));
         let c = count.clone();
-        let _w = FileWatcher::spawn(vec![file.clone()], move || {
+        let _w = FileWatcher::spawn(vec![file.clone()], move |_| {
             c.fetch_add(1, Ordering::SeqCst);
         })
         .unwrap();
@@ -200,7 +254,7 @@ mod tests {
         std::fs::write(&file, "").unwrap();
         let count = Arc::new(AtomicUsize::new(0));
         let c = count.clone();
-        let _w = FileWatcher::spawn(vec![file.clone()], move || {
+        let _w = FileWatcher::spawn(vec![file.clone()], move |_| {
             c.fetch_add(1, Ordering::SeqCst);
         })
         .unwrap();
@@ -224,7 +278,7 @@ mod tests {
         std::os::unix::fs::symlink(&real, &link).unwrap();
         let count = Arc::new(AtomicUsize::new(0));
         let c = count.clone();
-        let _w = FileWatcher::spawn(vec![link], move || {
+        let _w = FileWatcher::spawn(vec![link], move |_| {
             c.fetch_add(1, Ordering::SeqCst);
         })
         .unwrap();
