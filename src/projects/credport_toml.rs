@@ -1,0 +1,232 @@
+//! Owns `.credport.toml`, credport's own committed project file, which wins over any
+//! other project file in the same directory:
+//!
+//! ```toml
+//! project = "orders-api"   # optional; default: serverless `service` in the same dir, else folder name
+//! default_stage = "dev"    # optional
+//! region = "eu-west-1"     # optional
+//! [stages]
+//! dev = "devAccount"
+//! prod = "prodAccount"
+//! ```
+//!
+//! Stage: `--stage`, else `default_stage`, else the only stage if there is exactly one,
+//! else an error listing the stages. An unknown stage is an error listing the known
+//! ones. `--aws-profile` overrides the mapped profile (the stage must still be known).
+//! Unknown keys are rejected, naming the key.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use super::detect::{ProjectKind, Resolution, Selection, folder_name, read_text};
+use super::error::ProjectError;
+
+/// The parsed contents of `.credport.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredportToml {
+    /// Project name override.
+    pub project: Option<String>,
+    /// Stage used when none is selected.
+    pub default_stage: Option<String>,
+    /// Region reported in the resolution.
+    pub region: Option<String>,
+    /// Stage → AWS profile.
+    #[serde(default)]
+    pub stages: BTreeMap<String, String>,
+}
+
+/// Parses `.credport.toml` text; `file` is only used in error messages.
+pub fn parse(file: &Path, text: &str) -> Result<CredportToml, ProjectError> {
+    toml::from_str(text).map_err(|e| ProjectError::Invalid {
+        file: file.to_path_buf(),
+        message: e.message().to_string(),
+    })
+}
+
+/// Resolves a `.credport.toml` file.
+pub fn resolve(
+    file: &Path,
+    sel: &Selection,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Resolution, ProjectError> {
+    let text = read_text(file)?.ok_or_else(|| ProjectError::Io {
+        file: file.to_path_buf(),
+        source: std::io::Error::from(std::io::ErrorKind::NotFound),
+    })?;
+    let cfg = parse(file, &text)?;
+    let known = if cfg.stages.is_empty() {
+        "none".to_string()
+    } else {
+        cfg.stages.keys().cloned().collect::<Vec<_>>().join(", ")
+    };
+    let stage_err = |message: String| ProjectError::Stage {
+        file: file.to_path_buf(),
+        message,
+        known: known.clone(),
+    };
+    let (stage, stage_rule) = if let Some(s) = &sel.stage {
+        (s.clone(), "from --stage")
+    } else if let Some(s) = &cfg.default_stage {
+        (s.clone(), "from default_stage")
+    } else if cfg.stages.len() == 1 {
+        let only = cfg.stages.keys().next().cloned().unwrap_or_default();
+        (only, "(the only stage)")
+    } else {
+        return Err(stage_err(
+            "no stage selected and no default_stage; pass --stage".into(),
+        ));
+    };
+    let Some(mapped) = cfg.stages.get(&stage) else {
+        return Err(stage_err(format!("stage '{stage}' is not in [stages]")));
+    };
+    let (profile, profile_rule) = match &sel.aws_profile {
+        Some(p) => (p.clone(), "--aws-profile (overrides [stages])".to_string()),
+        None => (mapped.clone(), format!("[stages] {stage} = \"{mapped}\"")),
+    };
+    let project = cfg
+        .project
+        .clone()
+        .or_else(|| sibling_service(file, sel, env))
+        .unwrap_or_else(|| folder_name(file));
+    Ok(Resolution {
+        project,
+        stage,
+        profile,
+        region: cfg.region.clone(),
+        file: file.to_path_buf(),
+        kind: ProjectKind::Credport,
+        rule: format!("{profile_rule} with stage {stage_rule}"),
+    })
+}
+
+fn sibling_service(
+    file: &Path,
+    sel: &Selection,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Option<String> {
+    let dir = file.parent()?;
+    ["serverless.yml", "serverless.yaml", "serverless.json"]
+        .iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.is_file())
+        .and_then(|p| super::serverless::service_name_of(&p, sel, env))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn setup(toml: &str) -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        fs::write(t.path().join(".credport.toml"), toml).unwrap();
+        t
+    }
+
+    fn run(t: &tempfile::TempDir, sel: &Selection) -> Result<Resolution, ProjectError> {
+        resolve(&t.path().join(".credport.toml"), sel, &no_env)
+    }
+
+    fn stage(s: &str) -> Selection {
+        Selection {
+            stage: Some(s.into()),
+            ..Default::default()
+        }
+    }
+
+    const FULL: &str = "project = \"orders-api\"\ndefault_stage = \"dev\"\nregion = \"eu-west-1\"\n[stages]\ndev = \"devAccount\"\nprod = \"prodAccount\"\n";
+
+    #[test]
+    fn default_stage_and_flag() {
+        let t = setup(FULL);
+        let r = run(&t, &Selection::default()).unwrap();
+        assert_eq!(
+            (r.project.as_str(), r.stage.as_str(), r.profile.as_str()),
+            ("orders-api", "dev", "devAccount")
+        );
+        assert_eq!(r.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(r.kind, ProjectKind::Credport);
+        assert_eq!(
+            r.rule,
+            "[stages] dev = \"devAccount\" with stage from default_stage"
+        );
+        let r = run(&t, &stage("prod")).unwrap();
+        assert_eq!(r.profile, "prodAccount");
+        assert_eq!(
+            r.rule,
+            "[stages] prod = \"prodAccount\" with stage from --stage"
+        );
+    }
+
+    #[test]
+    fn unknown_stage_lists_known() {
+        let t = setup(FULL);
+        let e = run(&t, &stage("qa")).unwrap_err().to_string();
+        assert!(e.contains("stage 'qa' is not in [stages]"), "{e}");
+        assert!(e.contains("known stages: dev, prod"), "{e}");
+    }
+
+    #[test]
+    fn single_stage_is_default() {
+        let t = setup("[stages]\nonly = \"p\"\n");
+        let r = run(&t, &Selection::default()).unwrap();
+        assert_eq!((r.stage.as_str(), r.profile.as_str()), ("only", "p"));
+        assert_eq!(r.region, None);
+    }
+
+    #[test]
+    fn ambiguous_stage_errors() {
+        let t = setup("[stages]\na = \"1\"\nb = \"2\"\n");
+        let e = run(&t, &Selection::default()).unwrap_err().to_string();
+        assert!(e.contains("no stage selected"), "{e}");
+        assert!(e.contains("known stages: a, b"), "{e}");
+        let t = setup("");
+        let e = run(&t, &Selection::default()).unwrap_err().to_string();
+        assert!(e.contains("known stages: none"), "{e}");
+    }
+
+    #[test]
+    fn aws_profile_overrides() {
+        let t = setup(FULL);
+        let sel = Selection {
+            aws_profile: Some("cli".into()),
+            ..Default::default()
+        };
+        let r = run(&t, &sel).unwrap();
+        assert_eq!(r.profile, "cli");
+        assert!(r.rule.starts_with("--aws-profile (overrides [stages])"));
+    }
+
+    #[test]
+    fn unknown_key_rejected() {
+        let t = setup("projet = \"x\"\n[stages]\ndev = \"d\"\n");
+        let e = run(&t, &Selection::default()).unwrap_err().to_string();
+        assert!(e.contains("projet"), "{e}");
+        assert!(e.contains(".credport.toml"), "{e}");
+        let t = setup("[stages]\ndev = 3\n");
+        assert!(run(&t, &Selection::default()).is_err());
+        let t = setup("[stages\n");
+        assert!(run(&t, &Selection::default()).is_err());
+    }
+
+    #[test]
+    fn project_defaults_to_service_then_folder() {
+        let t = setup("[stages]\ndev = \"d\"\n");
+        fs::write(
+            t.path().join("serverless.yml"),
+            "service: ${self:custom.name}\ncustom:\n  name: from-sls\nprovider:\n  profile: ${ssm:/nope}\n",
+        )
+        .unwrap();
+        assert_eq!(run(&t, &Selection::default()).unwrap().project, "from-sls");
+        fs::remove_file(t.path().join("serverless.yml")).unwrap();
+        let r = run(&t, &Selection::default()).unwrap();
+        assert_eq!(r.project, folder_name(&t.path().join(".credport.toml")));
+    }
+}
