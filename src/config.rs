@@ -56,6 +56,8 @@ pub struct ServerConfig {
     /// Extra `Host` header values to accept (for a relay or a DNS name you control).
     #[serde(default)]
     pub allow_hosts: Vec<String>,
+    /// How long a `credential_process` may run, in seconds (default 60).
+    pub process_timeout: Option<u64>,
 }
 
 impl ServerConfig {
@@ -65,6 +67,13 @@ impl ServerConfig {
         self.served_lifetime
             .unwrap_or(DEFAULT_SERVED_LIFETIME)
             .max(60)
+    }
+}
+
+impl ServerConfig {
+    /// The `credential_process` timeout.
+    pub fn process_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.process_timeout.unwrap_or(60).clamp(1, 3600))
     }
 }
 

@@ -19,6 +19,10 @@ use crate::profiles::store::ProfileStore;
 use crate::profiles::watch::{FileWatcher, WatchError};
 use crate::server::{AppState, allowed_hosts};
 use crate::sources::Resolver;
+use crate::sources::cache::Sessions;
+use crate::sources::http::HttpConfig;
+use crate::sources::sso::SsoClient;
+use crate::sources::sts::StsClient;
 use crate::tokens::TokenKey;
 
 /// Errors starting the daemon.
@@ -40,6 +44,9 @@ pub enum StartError {
     /// The token key could not be loaded or created.
     #[error(transparent)]
     Tokens(#[from] crate::tokens::TokenError),
+    /// The HTTP client for STS and SSO could not be built.
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
     /// Watching files failed.
     #[error(transparent)]
     Watch(#[from] WatchError),
@@ -122,8 +129,14 @@ impl Daemon {
             );
             listeners.push(l);
         }
+        let http = HttpConfig::default();
+        let sessions = Sessions::new(
+            StsClient::new(http.clone()).map_err(|e| StartError::Client(e.to_string()))?,
+            SsoClient::new(http).map_err(|e| StartError::Client(e.to_string()))?,
+        );
+        let sessions_for_config = sessions.clone();
         let state = Arc::new(AppState {
-            resolver: Resolver::new(profiles.clone()),
+            resolver: Resolver::new(profiles.clone(), sessions, paths.home.clone()),
             profiles: profiles.clone(),
             allowed_hosts: allowed_hosts(&addrs, &config.get().server.allow_hosts),
             config: config.clone(),
@@ -139,9 +152,12 @@ impl Daemon {
                 p.reload_unless(&|| !probe.quiet_since(mark));
             },
         )?);
+        sessions_for_config.set_process_timeout(config.get().server.process_timeout());
         let c = config.clone();
         watchers.push(FileWatcher::spawn(vec![paths.config.clone()], move |_| {
-            c.reload();
+            if c.reload() {
+                sessions_for_config.set_process_timeout(c.get().server.process_timeout());
+            }
         })?);
         let s = state.clone();
         let key_path = paths.token_key();
@@ -168,4 +184,69 @@ impl Daemon {
         self.state.profiles.reload();
         self.state.config.reload();
     }
+}
+
+/// The daemon's status as JSON: listeners, watched files, every project's stages with
+/// their profile, source and cached session expiry, and fetch counters. No secrets.
+pub fn status_json(state: &AppState, addrs: &[SocketAddr]) -> serde_json::Value {
+    use std::sync::atomic::Ordering;
+    let config = state.config.get();
+    let snap = state.profiles.snapshot();
+    let mut files: Vec<serde_json::Value> = state
+        .profiles
+        .status()
+        .into_iter()
+        .map(|f| serde_json::to_value(f).unwrap_or_default())
+        .collect();
+    let mut cfg = serde_json::to_value(state.config.state()).unwrap_or_default();
+    cfg["kind"] = "credport-config".into();
+    cfg["path"] = state.config.path().display().to_string().into();
+    files.push(cfg);
+    let mut scopes = Vec::new();
+    for (project, p) in &config.projects {
+        for (stage, profile) in &p.stages {
+            let mut entry = serde_json::json!({
+                "project": project,
+                "stage": stage,
+                "profile": profile,
+                "default": p.default_stage.as_deref() == Some(stage.as_str()),
+            });
+            match snap.profile(profile) {
+                None => {
+                    entry["error"] = format!("profile '{profile}' is not in the AWS files").into()
+                }
+                Some(pr) => {
+                    entry["kind"] = serde_json::to_value(pr.kind()).unwrap_or_default();
+                    match state.resolver.plan(profile, project, stage) {
+                        Ok(plan) => {
+                            entry["source"] = plan.describe().into();
+                            if plan.is_cached() {
+                                let info = state.resolver.sessions().info(&plan);
+                                entry["expires"] = info.expires.into();
+                                if let Some(e) = info.last_error {
+                                    entry["last_error"] = e.into();
+                                }
+                            } else if let Ok(Some(e)) = pr.written_expiry() {
+                                entry["expires"] = crate::credentials::format_expiration(e).into();
+                            }
+                        }
+                        Err(e) => entry["error"] = e.to_string().into(),
+                    }
+                }
+            }
+            scopes.push(entry);
+        }
+    }
+    let stats = &state.resolver.sessions().stats;
+    serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "pid": std::process::id(),
+        "listen": addrs.iter().map(|a| base_url(*a)).collect::<Vec<_>>(),
+        "files": files,
+        "profiles": snap.profiles.len(),
+        "generation": snap.generation,
+        "scopes": scopes,
+        "fetches": stats.fetches.load(Ordering::Relaxed),
+        "fetch_errors": stats.fetch_errors.load(Ordering::Relaxed),
+    })
 }

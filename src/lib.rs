@@ -9,6 +9,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod credentials;
 pub mod daemon;
 pub mod fsutil;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use credport::cli::args::{Cli, Command, LogFormat};
-use credport::cli::{serve, token};
+use credport::cli::{login, serve, token};
 use credport::paths::Paths;
 use tracing_subscriber::EnvFilter;
 
@@ -42,5 +42,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             .build()?
             .block_on(serve::run(&paths, &args)),
         Command::Token(args) => token::run(&paths, &args, &mut std::io::stdout().lock()),
+        Command::Login(args) => {
+            runtime()?.block_on(login::run(&paths, &args, &mut std::io::stdin().lock()))
+        }
     }
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
 }

@@ -17,6 +17,8 @@ use crate::profiles::AwsPaths;
 /// All paths credport uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Paths {
+    /// The home directory (the SSO token cache is under it).
+    pub home: PathBuf,
     /// The AWS shared files.
     pub aws: AwsPaths,
     /// credport's config file.
@@ -83,6 +85,7 @@ impl Paths {
             None => state_dir.join("run"),
         });
         Ok(Paths {
+            home,
             aws,
             config,
             state_dir,
@@ -99,6 +102,11 @@ impl Paths {
     pub fn daemon_state(&self) -> PathBuf {
         self.runtime_dir.join("daemon.json")
     }
+
+    /// The running daemon's control socket.
+    pub fn control_socket(&self) -> PathBuf {
+        self.runtime_dir.join("control.sock")
+    }
 }
 
 #[cfg(test)]
@@ -114,6 +122,7 @@ mod tests {
             runtime: None,
         };
         let p = Paths::from_lookup(&|_| None, &dirs).unwrap();
+        assert_eq!(p.home, PathBuf::from("/h"));
         assert_eq!(p.config, PathBuf::from("/h/.config/credport/config.toml"));
         assert_eq!(
             p.token_key(),

@@ -9,7 +9,10 @@ use support::*;
 const CONFIG: &str = "[projects.orders]\ndefault_stage = \"dev\"\nstages = { dev = \"devAccount\", prod = \"prodAccount\", gone = \"missingProfile\", lt = \"longTerm\" }\n\n[projects.billing]\nstages = { dev = \"billingDev\" }\n";
 
 fn home_with_profiles() -> TestHome {
-    let h = TestHome::new();
+    let mut h = TestHome::new();
+    // Nothing listens on the discard port: long-term keys fail fast with STS unreachable.
+    h.extra_env
+        .insert("AWS_ENDPOINT_URL_STS".into(), "http://127.0.0.1:9".into());
     h.write_credentials(&format!(
         "{}{}{}[longTerm]\naws_access_key_id = AKIALONGTERM\naws_secret_access_key = SECRETLONGTERM\n",
         session_profile("devAccount", "DEV1"),
@@ -119,10 +122,10 @@ fn every_error_status() {
             "CredentialsUnavailable",
         ),
         (
-            "long-term keys",
+            "long-term keys, STS down",
             d.get(&creds_path("orders", "lt"), Some(&h.token("orders", "lt"))),
-            500,
-            "CredentialsUnavailable",
+            503,
+            "UpstreamUnavailable",
         ),
         (
             "POST",

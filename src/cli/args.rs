@@ -48,6 +48,22 @@ pub enum Command {
         after_help = "Examples:\n  credport token --project orders-api --stage dev\n  credport token --rotate"
     )]
     Token(TokenArgs),
+    /// Open an MFA session in the running daemon for a profile that needs one.
+    ///
+    /// One code unlocks every role behind the same keys and MFA device, until the session
+    /// expires (12 hours).
+    #[command(after_help = "Examples:\n  credport login prod\n  credport login prod --code 123456")]
+    Login(LoginArgs),
+}
+
+/// `credport login`.
+#[derive(Debug, clap::Args)]
+pub struct LoginArgs {
+    /// The profile whose role chain names the `mfa_serial`.
+    pub profile: String,
+    /// The one-time code (asked on the terminal when omitted).
+    #[arg(long)]
+    pub code: Option<String>,
 }
 
 /// `credport serve`.

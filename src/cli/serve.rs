@@ -39,6 +39,13 @@ pub async fn run(paths: &Paths, args: &ServeArgs) -> Result<()> {
     fsutil::write_private(&state_file, serde_json::to_string(&info)?.as_bytes())
         .context("writing the daemon state file")?;
 
+    let control = crate::control::bind(&paths.control_socket())
+        .with_context(|| format!("binding {}", paths.control_socket().display()))?;
+    let (st, addrs) = (daemon.state.clone(), daemon.addrs.clone());
+    let status: crate::control::StatusFn =
+        std::sync::Arc::new(move || crate::daemon::status_json(&st, &addrs));
+    let control_task = tokio::spawn(crate::control::serve(control, daemon.state.clone(), status));
+
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
@@ -67,8 +74,10 @@ pub async fn run(paths: &Paths, args: &ServeArgs) -> Result<()> {
             }
         }
     }
+    control_task.abort();
     if DaemonInfo::read(&state_file).is_some_and(|i| i.pid == std::process::id()) {
         let _ = std::fs::remove_file(&state_file);
+        let _ = std::fs::remove_file(paths.control_socket());
     }
     Ok(())
 }

@@ -65,6 +65,14 @@ impl AppState {
     }
 }
 
+impl AppState {
+    /// How early cached sessions are refreshed: the served lifetime plus five minutes, so a
+    /// served session always has the full served lifetime left.
+    pub fn refresh_margin(&self) -> Duration {
+        Duration::from_secs(self.config.get().server.served_lifetime() + 300)
+    }
+}
+
 /// The `Host` header values a daemon listening on `addrs` accepts: `ip:port` for each, the
 /// bare ip where the port is 80, `localhost:port` for loopback listeners, plus `extra`.
 pub fn allowed_hosts(addrs: &[SocketAddr], extra: &[String]) -> HashSet<String> {

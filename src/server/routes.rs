@@ -203,7 +203,12 @@ async fn issue(state: &AppState, path: &str, headers: &HeaderMap) -> Result<Resp
         .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "NotFound", e.to_string()))?;
     let creds = state
         .resolver
-        .resolve(&binding.profile)
+        .resolve(
+            &binding.profile,
+            &binding.project,
+            &binding.stage,
+            state.refresh_margin(),
+        )
         .await
         .map_err(|e| source_error(&binding.project, &binding.stage, e))?;
     let now = OffsetDateTime::now_utc();
@@ -233,11 +238,16 @@ async fn issue(state: &AppState, path: &str, headers: &HeaderMap) -> Result<Resp
 }
 
 fn source_error(project: &str, stage: &str, e: SourceError) -> ApiError {
-    ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "CredentialsUnavailable",
-        format!("{project}/{stage}: {e}"),
-    )
+    let (status, code) = if e.needs_login() {
+        (StatusCode::SERVICE_UNAVAILABLE, "LoginRequired")
+    } else if e.is_unreachable() {
+        (StatusCode::SERVICE_UNAVAILABLE, "UpstreamUnavailable")
+    } else if e.is_upstream() {
+        (StatusCode::BAD_GATEWAY, "UpstreamError")
+    } else {
+        (StatusCode::INTERNAL_SERVER_ERROR, "CredentialsUnavailable")
+    };
+    ApiError::new(status, code, format!("{project}/{stage}: {e}"))
 }
 
 #[cfg(test)]

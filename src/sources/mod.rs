@@ -1,17 +1,33 @@
 //! Credential sources: how a profile becomes credentials.
 //!
-//! [`Resolver`] is what the server asks: "credentials for profile X, now". It reads the
-//! current profile snapshot and turns the profile into [`Credentials`]. Session keys written
-//! in the shared files are served as they are (with their written expiry, when the file has
-//! one); profiles of other kinds get a clear error naming the profile and its kind.
+//! [`Resolver`] is what the server asks: "credentials for profile X, for this scope, now".
+//! It works out the profile's [`plan::Plan`] from the current snapshot, then either reads
+//! session keys straight from the file or asks the [`cache::Sessions`] cache, which calls
+//! STS ([`sts`]), SSO ([`sso`]), a `credential_process` ([`process`]) or a web identity
+//! token ([`web_identity`]) and refreshes ahead of expiry. Endpoints are resolved by
+//! [`endpoint`]; the HTTP plumbing shared by STS and SSO is in [`http`]. A long-term key
+//! is never handed to a client: it is exchanged through STS first.
 
+pub mod cache;
+pub mod endpoint;
+pub mod http;
+pub mod plan;
+pub mod process;
+pub mod sso;
+pub mod sts;
+pub mod web_identity;
+
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use time::OffsetDateTime;
 
 use crate::credentials::{Credentials, Secret};
 use crate::profiles::store::ProfileStore;
 use crate::profiles::{Snapshot, SourceKind};
+use cache::Sessions;
+use plan::{Plan, PlanInputs};
 
 /// Why a profile yields no credentials. Messages name the profile and never hold a secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,6 +72,64 @@ pub enum SourceError {
         /// The profile.
         profile: String,
     },
+    /// `source_profile` links loop.
+    #[error("role chain loops: {chain}")]
+    Cycle {
+        /// The profiles in the loop, `a -> b -> a`.
+        chain: String,
+    },
+    /// A `credential_source` that means nothing on a developer's machine.
+    #[error(
+        "profile '{profile}': credential_source = {value} is not available to credport (it names the metadata service of an EC2 instance or ECS task, which a developer machine does not have); use source_profile or credential_source = Environment"
+    )]
+    UnsupportedCredentialSource {
+        /// The profile.
+        profile: String,
+        /// The value.
+        value: String,
+    },
+    /// An MFA session is needed and there is none (or it expired).
+    #[error("profile '{profile}' needs an MFA session: run `credport login {profile}`")]
+    MfaRequired {
+        /// The profile to log in with.
+        profile: String,
+    },
+    /// STS refused or could not be reached.
+    #[error("profile '{profile}': {error}")]
+    Sts {
+        /// The profile whose call failed.
+        profile: String,
+        /// What STS said (never a secret).
+        error: String,
+        /// Whether STS could not be reached at all (or kept throttling).
+        unreachable: bool,
+    },
+    /// SSO failed.
+    #[error("profile '{profile}': {error}")]
+    Sso {
+        /// The profile.
+        profile: String,
+        /// What went wrong (names the `aws sso login` command when a login is needed).
+        error: String,
+        /// Whether the user must log in again.
+        login_required: bool,
+    },
+    /// Another source (credential_process, web identity token file) failed.
+    #[error("profile '{profile}': {error}")]
+    Other {
+        /// The profile.
+        profile: String,
+        /// What went wrong.
+        error: String,
+    },
+    /// The environment has no keys for `credential_source = Environment`.
+    #[error(
+        "credential_source = Environment: the daemon's environment has no AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+    )]
+    NoEnvironmentKeys,
+    /// A bug: a state that should not happen.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// The session credentials in the file have expired.
     #[error(
         "profile '{profile}': session credentials expired at {at}; refresh them with the tool that wrote them"
@@ -68,21 +142,144 @@ pub enum SourceError {
     },
 }
 
-/// Turns profile names into credentials using the live profile store.
+impl SourceError {
+    /// Whether the error comes from outside (STS, SSO, a process) rather than from the
+    /// profile's configuration.
+    pub fn is_upstream(&self) -> bool {
+        matches!(
+            self,
+            SourceError::Sts { .. } | SourceError::Sso { .. } | SourceError::Other { .. }
+        )
+    }
+
+    /// Whether the user has to log in (MFA or SSO) before this can work.
+    pub fn needs_login(&self) -> bool {
+        matches!(
+            self,
+            SourceError::MfaRequired { .. }
+                | SourceError::Sso {
+                    login_required: true,
+                    ..
+                }
+        )
+    }
+
+    /// Whether STS could not be reached.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            SourceError::Sts {
+                unreachable: true,
+                ..
+            }
+        )
+    }
+}
+
+/// The daemon's environment keys (`credential_source = Environment`).
+pub fn environment_credentials(
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Credentials, SourceError> {
+    let get = |k: &str| env(k).filter(|v| !v.is_empty());
+    let (Some(id), Some(secret)) = (get("AWS_ACCESS_KEY_ID"), get("AWS_SECRET_ACCESS_KEY")) else {
+        return Err(SourceError::NoEnvironmentKeys);
+    };
+    Ok(Credentials {
+        access_key_id: id,
+        secret_access_key: Secret::new(secret),
+        session_token: get("AWS_SESSION_TOKEN").map(Secret::new),
+        expiration: None,
+        account_id: None,
+    })
+}
+
+/// Turns profile names into credentials using the live profile store and the session
+/// cache.
 pub struct Resolver {
     profiles: Arc<ProfileStore>,
+    sessions: Arc<Sessions>,
+    sso_cache_dir: PathBuf,
 }
 
 impl Resolver {
-    /// A resolver over `profiles`.
-    pub fn new(profiles: Arc<ProfileStore>) -> Self {
-        Resolver { profiles }
+    /// A resolver over `profiles`, fetching into `sessions`. `home` locates the SSO token
+    /// cache (`~/.aws/sso/cache`).
+    pub fn new(profiles: Arc<ProfileStore>, sessions: Arc<Sessions>, home: PathBuf) -> Self {
+        Resolver {
+            profiles,
+            sessions,
+            sso_cache_dir: sso::default_cache_dir(&home),
+        }
     }
 
-    /// Credentials for `profile` as of now.
-    pub async fn resolve(&self, profile: &str) -> Result<Credentials, SourceError> {
+    /// The session cache.
+    pub fn sessions(&self) -> &Arc<Sessions> {
+        &self.sessions
+    }
+
+    /// The plan for `profile` serving `(project, stage)`, from the current snapshot.
+    pub fn plan(&self, profile: &str, project: &str, stage: &str) -> Result<Plan, SourceError> {
         let snap = self.profiles.snapshot();
-        file_credentials(&snap, profile, OffsetDateTime::now_utc())
+        self.plan_in(&snap, profile, project, stage)
+    }
+
+    fn plan_in(
+        &self,
+        snap: &Snapshot,
+        profile: &str,
+        project: &str,
+        stage: &str,
+    ) -> Result<Plan, SourceError> {
+        let env = |k: &str| std::env::var(k).ok();
+        let inputs = PlanInputs {
+            snap,
+            env: &env,
+            sso_cache_dir: self.sso_cache_dir.clone(),
+            default_session_name: plan::session_name_for(project, stage),
+        };
+        plan::plan(&inputs, profile)
+    }
+
+    /// Credentials for `profile`, serving `(project, stage)`. `margin` is the
+    /// refresh-ahead margin for cached sessions.
+    pub async fn resolve(
+        &self,
+        profile: &str,
+        project: &str,
+        stage: &str,
+        margin: Duration,
+    ) -> Result<Credentials, SourceError> {
+        let snap = self.profiles.snapshot();
+        let plan = self.plan_in(&snap, profile, project, stage)?;
+        let result = match &plan {
+            Plan::FileSession { profile } => {
+                file_credentials(&snap, profile, OffsetDateTime::now_utc())
+            }
+            p => self.sessions.get(p, margin).await,
+        };
+        result.map_err(|e| match e {
+            SourceError::MfaRequired { .. } => SourceError::MfaRequired {
+                profile: profile.to_string(),
+            },
+            e => e,
+        })
+    }
+
+    /// Opens the MFA session that `profile` needs, with a one-time `code`. Returns when the
+    /// session expires.
+    pub async fn login(&self, profile: &str, code: &str) -> Result<OffsetDateTime, SourceError> {
+        let plan = self.plan(profile, "login", "mfa")?;
+        let Some(mfa) = plan.mfa_session() else {
+            return Err(SourceError::BadValue {
+                profile: profile.to_string(),
+                key: "mfa_serial",
+                problem: "is not set on this profile or its role chain, so it needs no login",
+            });
+        };
+        let creds = self.sessions.login(mfa, code).await?;
+        Ok(creds.expiration.unwrap_or_else(|| {
+            OffsetDateTime::now_utc() + Duration::from_secs(plan::MFA_SESSION_SECONDS.into())
+        }))
     }
 }
 
@@ -155,7 +352,7 @@ pub fn file_credentials(
         secret_access_key: Secret::new(secret),
         session_token: Some(Secret::new(token)),
         expiration,
-        account_id: None,
+        account_id: profile.get("aws_account_id").map(Into::into),
     })
 }
 

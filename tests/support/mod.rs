@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod moto;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -340,4 +342,76 @@ pub fn venv_python() -> PathBuf {
         p.display()
     );
     p
+}
+
+/// Runs the boto3 client script with only the container provider configured (plus the
+/// given extra variables) and returns its parsed JSON line.
+pub fn boto3_whoami(
+    url: &str,
+    token: &str,
+    sts: &str,
+    extra: &[(&str, &str)],
+) -> serde_json::Value {
+    let mut cmd = Command::new(venv_python());
+    cmd.arg(repo_root().join("tests/clients/python/whoami.py"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", "/nonexistent")
+        .env("AWS_CONTAINER_CREDENTIALS_FULL_URI", url)
+        .env("AWS_CONTAINER_AUTHORIZATION_TOKEN", token)
+        .env("AWS_ENDPOINT_URL_STS", sts)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent");
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run boto3 client");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().last().unwrap_or("");
+    serde_json::from_str(line).unwrap_or_else(|e| {
+        panic!(
+            "boto3 client printed no JSON ({e}); status {}\nstdout: {stdout}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// Credentials parsed from a container-credentials response body.
+pub fn served_credentials(r: &Response) -> credport::credentials::Credentials {
+    assert_eq!(r.status, 200, "{}", r.body);
+    let j = r.json();
+    credport::credentials::Credentials {
+        access_key_id: j["AccessKeyId"].as_str().unwrap().into(),
+        secret_access_key: credport::credentials::Secret::new(
+            j["SecretAccessKey"].as_str().unwrap(),
+        ),
+        session_token: Some(credport::credentials::Secret::new(
+            j["Token"].as_str().unwrap(),
+        )),
+        expiration: credport::credentials::parse_timestamp(j["Expiration"].as_str().unwrap()),
+        account_id: None,
+    }
+}
+
+/// The account that STS at `sts_url` reports for `creds` (our own SigV4 client).
+pub fn caller_account(sts_url: &str, creds: &credport::credentials::Credentials) -> String {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = credport::sources::sts::StsClient::new(Default::default()).unwrap();
+        let ep = credport::sources::endpoint::ServiceEndpoint {
+            url: sts_url.into(),
+            region: "us-east-1".into(),
+            signing_region: "us-east-1".into(),
+        };
+        client
+            .get_caller_identity(&ep, creds)
+            .await
+            .expect("GetCallerIdentity")
+            .account
+    })
 }

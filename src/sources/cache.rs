@@ -1,0 +1,475 @@
+//! The session cache: one slot per [`Plan`], filled once, refreshed ahead of expiry.
+//!
+//! - **Single flight.** Concurrent requests for a missing session wait on the slot's lock,
+//!   so they cause one STS call between them.
+//! - **Refresh ahead.** A session with less than the refresh margin left (the served
+//!   lifetime plus five minutes, or half its lifetime if that is shorter) is returned at
+//!   once while one background task fetches its successor, so a client never waits on
+//!   STS while a valid session exists.
+//! - **Outages.** When a fetch fails, a session that has not expired yet is still served;
+//!   only requests with nothing valid left get the error (`STS ... is unreachable`).
+//! - Secrets live only in memory ([`Credentials`] zeroes them on drop).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use super::plan::{MFA_SESSION_SECONDS, Plan};
+use super::process::run_credential_process;
+use super::sso::SsoClient;
+use super::sts::{AssumeRoleRequest, StsClient};
+use super::web_identity::read_token_file;
+use super::{SourceError, environment_credentials};
+use crate::credentials::Credentials;
+
+/// Sessions with less than this left are not handed out without trying to refresh first.
+const MIN_REMAINING: Duration = Duration::from_secs(60);
+/// Unused slots older than this are dropped when the cache is swept.
+const IDLE: Duration = Duration::from_secs(6 * 3600);
+
+type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+#[derive(Default)]
+struct Slot {
+    current: Mutex<Option<Held>>,
+    flight: tokio::sync::Mutex<()>,
+    refreshing: AtomicBool,
+    last_error: Mutex<Option<String>>,
+    last_used: Mutex<Option<std::time::Instant>>,
+}
+
+#[derive(Clone)]
+struct Held {
+    creds: Credentials,
+    obtained: OffsetDateTime,
+}
+
+impl Slot {
+    fn get(&self) -> Option<Held> {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+    fn set(&self, creds: Credentials) {
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(Held {
+            creds,
+            obtained: OffsetDateTime::now_utc(),
+        });
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+    fn touch(&self) {
+        *self.last_used.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now());
+    }
+}
+
+/// Counters for status and metrics.
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    /// Calls made to STS, SSO or a credential process.
+    pub fetches: AtomicU64,
+    /// Of those, how many failed.
+    pub fetch_errors: AtomicU64,
+}
+
+/// What the cache holds for one plan, for status output.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SessionInfo {
+    /// The plan, described.
+    pub source: String,
+    /// When the cached session expires (RFC 3339), if one is held.
+    pub expires: Option<String>,
+    /// The last refresh error, if the last attempt failed.
+    pub last_error: Option<String>,
+}
+
+/// The cache and the clients it fetches with.
+pub struct Sessions {
+    sts: StsClient,
+    sso: SsoClient,
+    slots: Mutex<HashMap<Plan, Arc<Slot>>>,
+    process_timeout_ms: AtomicU64,
+    /// Fetch counters.
+    pub stats: CacheStats,
+}
+
+impl Sessions {
+    /// A cache fetching through `sts` and `sso`.
+    pub fn new(sts: StsClient, sso: SsoClient) -> Arc<Self> {
+        Arc::new(Sessions {
+            sts,
+            sso,
+            slots: Mutex::new(HashMap::new()),
+            process_timeout_ms: AtomicU64::new(60_000),
+            stats: CacheStats::default(),
+        })
+    }
+
+    /// Sets how long a `credential_process` may run.
+    pub fn set_process_timeout(&self, timeout: Duration) {
+        self.process_timeout_ms
+            .store(timeout.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn slot(&self, plan: &Plan) -> Arc<Slot> {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        if slots.len() > 256 {
+            let now = std::time::Instant::now();
+            slots.retain(|_, s| {
+                s.last_used
+                    .lock()
+                    .ok()
+                    .and_then(|t| *t)
+                    .is_none_or(|t| now.duration_since(t) < IDLE)
+            });
+        }
+        let slot = slots.entry(plan.clone()).or_default().clone();
+        slot.touch();
+        slot
+    }
+
+    /// What is cached for `plan` (and whether its last refresh failed).
+    pub fn info(&self, plan: &Plan) -> SessionInfo {
+        let slot = self
+            .slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(plan)
+            .cloned();
+        SessionInfo {
+            source: plan.describe(),
+            expires: slot
+                .as_ref()
+                .and_then(|s| s.get())
+                .and_then(|h| h.creds.expiration)
+                .map(crate::credentials::format_expiration),
+            last_error: slot.and_then(|s| s.last_error.lock().ok().and_then(|e| e.clone())),
+        }
+    }
+
+    /// Credentials for `plan`, from the cache when possible. `margin` is the refresh-ahead
+    /// margin (sessions with less left are refreshed in the background).
+    pub fn get<'a>(
+        self: &'a Arc<Self>,
+        plan: &'a Plan,
+        margin: Duration,
+    ) -> BoxFut<'a, Result<Credentials, SourceError>> {
+        Box::pin(async move {
+            match plan {
+                Plan::Keys {
+                    access_key_id,
+                    secret,
+                    ..
+                } => {
+                    return Ok(Credentials {
+                        access_key_id: access_key_id.clone(),
+                        secret_access_key: secret.clone(),
+                        session_token: None,
+                        expiration: None,
+                        account_id: None,
+                    });
+                }
+                Plan::Environment => return environment_credentials(&|k| std::env::var(k).ok()),
+                Plan::FileSession { profile } => {
+                    return Err(SourceError::Internal(format!(
+                        "file session for '{profile}' is resolved by the resolver"
+                    )));
+                }
+                _ => {}
+            }
+            let slot = self.slot(plan);
+            let now = OffsetDateTime::now_utc();
+            if let Some(held) = slot.get() {
+                match remaining(&held.creds, now) {
+                    None => return Ok(held.creds),
+                    Some(left) if left > refresh_margin(&held, margin) => return Ok(held.creds),
+                    Some(left) if left > MIN_REMAINING => {
+                        self.refresh_in_background(plan.clone(), slot.clone(), margin);
+                        return Ok(held.creds);
+                    }
+                    _ => {}
+                }
+            }
+            if let Plan::MfaSession { .. } = plan {
+                return match slot.get() {
+                    Some(h) if remaining(&h.creds, now).is_none_or(|l| !l.is_zero()) => Ok(h.creds),
+                    _ => Err(SourceError::MfaRequired {
+                        profile: String::new(),
+                    }),
+                };
+            }
+            let _flight = slot.flight.lock().await;
+            let now = OffsetDateTime::now_utc();
+            if let Some(held) = slot.get()
+                && remaining(&held.creds, now).is_none_or(|l| l > MIN_REMAINING)
+            {
+                return Ok(held.creds);
+            }
+            match self.fetch(plan, margin).await {
+                Ok(c) => {
+                    slot.set(c.clone());
+                    Ok(c)
+                }
+                Err(e) => {
+                    *slot.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(e.to_string());
+                    match slot.get() {
+                        Some(h)
+                            if remaining(&h.creds, OffsetDateTime::now_utc())
+                                .is_some_and(|l| !l.is_zero()) =>
+                        {
+                            tracing::warn!(error = %e, "refresh failed; serving the still-valid session");
+                            Ok(h.creds)
+                        }
+                        _ => Err(e),
+                    }
+                }
+            }
+        })
+    }
+
+    fn refresh_in_background(self: &Arc<Self>, plan: Plan, slot: Arc<Slot>, margin: Duration) {
+        if slot.refreshing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            {
+                let _flight = slot.flight.lock().await;
+                let still_due = slot.get().is_none_or(|h| {
+                    remaining(&h.creds, OffsetDateTime::now_utc())
+                        .is_some_and(|l| l <= refresh_margin(&h, margin))
+                });
+                if still_due {
+                    match this.fetch(&plan, margin).await {
+                        Ok(c) => {
+                            tracing::debug!(source = %plan.describe(), "session refreshed ahead of expiry");
+                            slot.set(c);
+                        }
+                        Err(e) => {
+                            tracing::warn!(source = %plan.describe(), error = %e, "background refresh failed; the current session is still served");
+                            *slot.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
+                                Some(e.to_string());
+                        }
+                    }
+                }
+            }
+            slot.refreshing.store(false, Ordering::SeqCst);
+        });
+    }
+
+    /// Opens the MFA session `plan` (an [`Plan::MfaSession`]) with a one-time `code`.
+    pub async fn login(
+        self: &Arc<Self>,
+        plan: &Plan,
+        code: &str,
+    ) -> Result<Credentials, SourceError> {
+        let Plan::MfaSession {
+            source,
+            serial,
+            endpoint,
+        } = plan
+        else {
+            return Err(SourceError::Internal("not an MFA session".into()));
+        };
+        let keys = self.get(source, Duration::ZERO).await?;
+        self.stats.fetches.fetch_add(1, Ordering::Relaxed);
+        let creds = self
+            .sts
+            .get_session_token(
+                endpoint,
+                &keys,
+                Some(MFA_SESSION_SECONDS),
+                Some((serial, code)),
+            )
+            .await
+            .map_err(|e| {
+                self.stats.fetch_errors.fetch_add(1, Ordering::Relaxed);
+                SourceError::Sts {
+                    profile: describe_profile(plan),
+                    error: e.to_string(),
+                    unreachable: is_unreachable(&e),
+                }
+            })?;
+        self.slot(plan).set(creds.clone());
+        Ok(creds)
+    }
+
+    async fn fetch(
+        self: &Arc<Self>,
+        plan: &Plan,
+        margin: Duration,
+    ) -> Result<Credentials, SourceError> {
+        self.stats.fetches.fetch_add(1, Ordering::Relaxed);
+        let result = self.fetch_inner(plan, margin).await;
+        if result.is_err() {
+            self.stats.fetch_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    async fn fetch_inner(
+        self: &Arc<Self>,
+        plan: &Plan,
+        margin: Duration,
+    ) -> Result<Credentials, SourceError> {
+        let sts_err = |e: super::sts::StsError| SourceError::Sts {
+            profile: describe_profile(plan),
+            unreachable: is_unreachable(&e),
+            error: e.to_string(),
+        };
+        match plan {
+            Plan::SessionToken {
+                source,
+                endpoint,
+                duration,
+            } => {
+                let keys = self.get(source, margin).await?;
+                self.sts
+                    .get_session_token(endpoint, &keys, *duration, None)
+                    .await
+                    .map_err(sts_err)
+            }
+            Plan::AssumeRole {
+                source,
+                role_arn,
+                session_name,
+                external_id,
+                duration,
+                source_identity,
+                endpoint,
+                ..
+            } => {
+                let creds = self.get(source, margin).await?;
+                let req = AssumeRoleRequest {
+                    role_arn: role_arn.clone(),
+                    session_name: session_name.clone(),
+                    external_id: external_id.clone(),
+                    duration_seconds: *duration,
+                    mfa: None,
+                    source_identity: source_identity.clone(),
+                };
+                self.sts
+                    .assume_role(endpoint, &creds, &req)
+                    .await
+                    .map_err(sts_err)
+            }
+            Plan::WebIdentity {
+                profile,
+                role_arn,
+                token_file,
+                session_name,
+                duration,
+                endpoint,
+            } => {
+                let token = read_token_file(token_file)
+                    .await
+                    .map_err(|e| SourceError::Other {
+                        profile: profile.clone(),
+                        error: e.to_string(),
+                    })?;
+                self.sts
+                    .assume_role_with_web_identity(
+                        endpoint,
+                        role_arn,
+                        session_name,
+                        &token,
+                        *duration,
+                    )
+                    .await
+                    .map_err(sts_err)
+            }
+            Plan::Sso {
+                config,
+                portal,
+                oidc,
+                cache_dir,
+            } => self
+                .sso
+                .get_role_credentials_at(cache_dir, config, portal, oidc)
+                .await
+                .map_err(|e| {
+                    let login = matches!(e, super::sso::SsoError::LoginRequired { .. });
+                    SourceError::Sso {
+                        profile: config.profile.clone(),
+                        error: e.to_string(),
+                        login_required: login,
+                    }
+                }),
+            Plan::Process {
+                profile,
+                command,
+                endpoint,
+            } => {
+                let creds = run_credential_process(
+                    command,
+                    Duration::from_millis(self.process_timeout_ms.load(Ordering::Relaxed)),
+                )
+                .await
+                .map_err(|e| SourceError::Other {
+                    profile: profile.clone(),
+                    error: e.to_string(),
+                })?;
+                if creds.session_token.is_some() {
+                    Ok(creds)
+                } else {
+                    self.sts
+                        .get_session_token(endpoint, &creds, None, None)
+                        .await
+                        .map_err(sts_err)
+                }
+            }
+            Plan::MfaSession { .. } => Err(SourceError::MfaRequired {
+                profile: String::new(),
+            }),
+            Plan::FileSession { .. } | Plan::Keys { .. } | Plan::Environment => {
+                Err(SourceError::Internal("uncached plan reached fetch".into()))
+            }
+        }
+    }
+}
+
+fn describe_profile(plan: &Plan) -> String {
+    match plan {
+        Plan::AssumeRole { profile, .. }
+        | Plan::WebIdentity { profile, .. }
+        | Plan::Process { profile, .. }
+        | Plan::FileSession { profile }
+        | Plan::Keys { profile, .. } => profile.clone(),
+        Plan::Sso { config, .. } => config.profile.clone(),
+        Plan::SessionToken { source, .. } | Plan::MfaSession { source, .. } => {
+            describe_profile(source)
+        }
+        Plan::Environment => "environment".into(),
+    }
+}
+
+fn is_unreachable(e: &super::sts::StsError) -> bool {
+    matches!(
+        e,
+        super::sts::StsError::Unreachable { .. } | super::sts::StsError::Throttled { .. }
+    )
+}
+
+/// Time left before `creds` expire (`None` when they do not expire; zero when expired).
+fn remaining(creds: &Credentials, now: OffsetDateTime) -> Option<Duration> {
+    creds
+        .expiration
+        .map(|e| Duration::try_from(e - now).unwrap_or(Duration::ZERO))
+}
+
+/// The refresh-ahead margin for a held session: `margin`, but at most half its lifetime,
+/// so short sessions are not refreshed on every request.
+fn refresh_margin(held: &Held, margin: Duration) -> Duration {
+    let lifetime = held
+        .creds
+        .expiration
+        .map(|e| Duration::try_from(e - held.obtained).unwrap_or(Duration::ZERO))
+        .unwrap_or(Duration::MAX);
+    margin.min(lifetime / 2)
+}
