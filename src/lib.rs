@@ -17,5 +17,6 @@ pub mod paths;
 pub mod profiles;
 pub mod projects;
 pub mod server;
+pub mod service;
 pub mod sources;
 pub mod tokens;

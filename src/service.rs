@@ -1,0 +1,2 @@
+//! Running credport as a service: systemd and launchd units, socket activation and readiness
+//! notification. (Being written.)
