@@ -186,6 +186,7 @@ async fn handle(state: &AppState, status: &StatusFn, req: Request) -> serde_json
         Request::Reload => {
             state.profiles.reload();
             state.config.reload();
+            state.registered.reload();
             serde_json::json!({"ok": true})
         }
     }

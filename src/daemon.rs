@@ -103,6 +103,17 @@ impl Daemon {
         listen: &[SocketAddr],
         allow_non_loopback: bool,
     ) -> Result<Daemon, StartError> {
+        Self::start_with(paths, listen, allow_non_loopback, None).await
+    }
+
+    /// Like [`start`](Self::start); with `fixed_config`, serves that config instead of the
+    /// config file and registered projects (an embedded server for one scope).
+    pub async fn start_with(
+        paths: &Paths,
+        listen: &[SocketAddr],
+        allow_non_loopback: bool,
+        fixed_config: Option<crate::config::Config>,
+    ) -> Result<Daemon, StartError> {
         for a in listen {
             if !a.ip().is_loopback() && !allow_non_loopback {
                 return Err(StartError::NonLoopback(*a));
@@ -114,7 +125,16 @@ impl Daemon {
                 tracing::info!(file = %f.path.display(), "not found yet; it will be loaded when it appears");
             }
         }
-        let config = Arc::new(ConfigStore::open(paths.config.clone()));
+        let (config, registered) = match &fixed_config {
+            Some(c) => (
+                Arc::new(ConfigStore::fixed(c.clone())),
+                Arc::new(ConfigStore::fixed(Default::default())),
+            ),
+            None => (
+                Arc::new(ConfigStore::open(paths.config.clone())),
+                Arc::new(ConfigStore::open(paths.registered_projects())),
+            ),
+        };
         let key = TokenKey::load_or_create(&paths.token_key())?;
 
         let mut listeners = Vec::new();
@@ -140,6 +160,7 @@ impl Daemon {
             profiles: profiles.clone(),
             allowed_hosts: allowed_hosts(&addrs, &config.get().server.allow_hosts),
             config: config.clone(),
+            registered: registered.clone(),
             tokens: ArcSwapOption::from_pointee(key),
         });
 
@@ -153,12 +174,27 @@ impl Daemon {
             },
         )?);
         sessions_for_config.set_process_timeout(config.get().server.process_timeout());
+        if fixed_config.is_some() {
+            return Ok(Daemon {
+                state,
+                listeners,
+                addrs,
+                _watchers: watchers,
+            });
+        }
         let c = config.clone();
         watchers.push(FileWatcher::spawn(vec![paths.config.clone()], move |_| {
             if c.reload() {
                 sessions_for_config.set_process_timeout(c.get().server.process_timeout());
             }
         })?);
+        let r = registered.clone();
+        watchers.push(FileWatcher::spawn(
+            vec![paths.registered_projects()],
+            move |_| {
+                r.reload();
+            },
+        )?);
         let s = state.clone();
         let key_path = paths.token_key();
         watchers.push(FileWatcher::spawn(vec![key_path.clone()], move |_| {
@@ -183,6 +219,7 @@ impl Daemon {
     pub fn reload_all(&self) {
         self.state.profiles.reload();
         self.state.config.reload();
+        self.state.registered.reload();
     }
 }
 

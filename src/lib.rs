@@ -8,14 +8,17 @@
 //! assembles these; `cli` holds one function per command.
 
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod control;
 pub mod credentials;
 pub mod daemon;
+pub mod environment;
 pub mod fsutil;
 pub mod paths;
 pub mod profiles;
 pub mod projects;
+pub mod scope;
 pub mod server;
 pub mod service;
 pub mod sources;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use credport::cli::args::{Cli, Command, LogFormat};
-use credport::cli::{login, serve, token};
+use credport::cli::{env, exec, login, project, resolve, serve, token};
 use credport::paths::Paths;
 use tracing_subscriber::EnvFilter;
 
@@ -24,7 +24,7 @@ fn init_logging(format: LogFormat) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    init_logging(cli.log_format, matches!(cli.command, Command::Serve(_)));
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -42,6 +42,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             .build()?
             .block_on(serve::run(&paths, &args)),
         Command::Token(args) => token::run(&paths, &args, &mut std::io::stdout().lock()),
+        Command::Resolve(args) => {
+            resolve::run(&paths, &args, &getenv, &mut std::io::stdout().lock())
+        }
+        Command::Env(args) => env::run(&paths, &args, &getenv, &mut std::io::stdout().lock()),
+        Command::Project(cmd) => project::run(&paths, &cmd, &getenv, &mut std::io::stdout().lock()),
+        Command::Exec(args) => {
+            let status = runtime()?.block_on(exec::run(&paths, &args, &getenv))?;
+            exec::exit_like(status)
+        }
         Command::Login(args) => {
             runtime()?.block_on(login::run(&paths, &args, &mut std::io::stdin().lock()))
         }
@@ -52,4 +61,8 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
+}
+
+fn getenv(key: &str) -> Option<String> {
+    std::env::var(key).ok()
 }

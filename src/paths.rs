@@ -103,6 +103,16 @@ impl Paths {
         self.runtime_dir.join("daemon.json")
     }
 
+    /// Projects registered by directory (`credport project add`, `exec`, `env`).
+    pub fn registered_projects(&self) -> PathBuf {
+        self.state_dir.join("projects.toml")
+    }
+
+    /// Persistent per-scope token files (`credport env`), rewritten on rotation.
+    pub fn token_files_dir(&self) -> PathBuf {
+        self.state_dir.join("tokens")
+    }
+
     /// The running daemon's control socket.
     pub fn control_socket(&self) -> PathBuf {
         self.runtime_dir.join("control.sock")

@@ -54,6 +54,142 @@ pub enum Command {
     /// expires (12 hours).
     #[command(after_help = "Examples:\n  credport login prod\n  credport login prod --code 123456")]
     Login(LoginArgs),
+    /// Print which project, stage and profile a directory (and a wrapped command) means.
+    ///
+    /// Prints one JSON object: project, stage, profile, region, file, kind, rule. Exits
+    /// non-zero with a message naming the file and rule when the profile cannot be
+    /// determined.
+    #[command(
+        after_help = "Examples:\n  credport resolve\n  credport resolve --stage prod\n  credport resolve -- serverless invoke local -f hello -s prod"
+    )]
+    Resolve(ResolveArgs),
+    /// Run a command with the scope's credentials served to its AWS SDK.
+    ///
+    /// Sets AWS_CONTAINER_CREDENTIALS_FULL_URI and a token file, unsets what would make an
+    /// SDK pick other credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID, ...), and isolates the
+    /// shared files so [default] keys cannot win. Uses the running daemon, or an embedded
+    /// server for the command's lifetime. Exit code, signals and stdio pass through.
+    #[command(
+        after_help = "Examples:\n  credport exec --stage prod -- serverless invoke local -f hello\n  credport exec -- serverless invoke local -f hello -s prod\n  credport exec --project billing --stage dev -- python job.py"
+    )]
+    Exec(ExecArgs),
+    /// Print the variables `exec` would set (and unset), for direnv, shells and editors.
+    ///
+    /// The token is a file under credport's state directory, rewritten on rotation, so the
+    /// output keeps working across daemon restarts and key rotations.
+    #[command(
+        after_help = "Examples:\n  eval \"$(credport env --stage dev)\"\n  credport env --stage dev --format dotenv > .env.local\n  credport env --project billing --stage prod --format json"
+    )]
+    Env(EnvArgs),
+    /// Register, list or forget project directories the daemon resolves stages from.
+    #[command(subcommand)]
+    Project(ProjectCommand),
+}
+
+/// How `resolve`, `exec` and `env` pick the scope.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ScopeArgs {
+    /// The project (default: from the project file above the directory).
+    #[arg(long)]
+    pub project: Option<String>,
+    /// The stage (default: the wrapped command's --stage/-s, then the project's default).
+    #[arg(long, short = 's')]
+    pub stage: Option<String>,
+    /// Use this profile, as serverless's --aws-profile does.
+    #[arg(long)]
+    pub aws_profile: Option<String>,
+    /// A serverless parameter `k=v` (repeatable).
+    #[arg(long, value_name = "K=V", value_parser = parse_param)]
+    pub param: Vec<(String, String)>,
+    /// Where to look for the project file (default: the current directory).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<std::path::PathBuf>,
+}
+
+fn parse_param(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("'{s}' is not k=v"))
+}
+
+/// `credport resolve`.
+#[derive(Debug, clap::Args)]
+pub struct ResolveArgs {
+    /// The scope.
+    #[command(flatten)]
+    pub scope: ScopeArgs,
+    /// A command whose own flags (--stage, -s, --aws-profile, --param, --config-env) count.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+/// `credport exec`.
+#[derive(Debug, clap::Args)]
+pub struct ExecArgs {
+    /// The scope.
+    #[command(flatten)]
+    pub scope: ScopeArgs,
+    /// Serve this profile instead of the scope's (uses an embedded server).
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// Don't print the chosen project, stage and profile.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    /// Also set AWS_CONTAINER_AUTHORIZATION_TOKEN (instead of the token file), for SDKs
+    /// that cannot read a token file.
+    #[arg(long)]
+    pub env_token: bool,
+    /// Leave AWS_SHARED_CREDENTIALS_FILE and AWS_CONFIG_FILE alone (their [default] keys
+    /// may then shadow the endpoint).
+    #[arg(long)]
+    pub keep_aws_files: bool,
+    /// The command and its arguments.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+/// `credport env`.
+#[derive(Debug, clap::Args)]
+pub struct EnvArgs {
+    /// The scope.
+    #[command(flatten)]
+    pub scope: ScopeArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = EnvFormat::Sh)]
+    pub format: EnvFormat,
+    /// Put the token itself in AWS_CONTAINER_AUTHORIZATION_TOKEN instead of a token file.
+    #[arg(long)]
+    pub env_token: bool,
+}
+
+/// `credport env --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EnvFormat {
+    /// `export`/`unset` lines for sh, bash, zsh (and direnv).
+    Sh,
+    /// `set -gx`/`set -e` lines for fish.
+    Fish,
+    /// `K=V` lines for editors' envFile and docker --env-file.
+    Dotenv,
+    /// `{"set": {...}, "unset": [...]}`.
+    Json,
+}
+
+/// `credport project ...`.
+#[derive(Debug, Subcommand)]
+pub enum ProjectCommand {
+    /// Register the project in DIR (default: the current directory) with the daemon.
+    Add {
+        /// The directory.
+        dir: Option<std::path::PathBuf>,
+    },
+    /// List declared and registered projects.
+    List,
+    /// Forget a registered project.
+    Remove {
+        /// The project name.
+        name: String,
+    },
 }
 
 /// `credport login`.

@@ -1,6 +1,64 @@
 //! The commands: one file each, thin, dependencies passed in.
 
 pub mod args;
+pub mod env;
+pub mod exec;
 pub mod login;
+pub mod project;
+pub mod resolve;
 pub mod serve;
 pub mod token;
+
+use anyhow::Result;
+
+use crate::config::{Config, ConfigStore};
+use crate::paths::Paths;
+use crate::scope::{Request, Scope};
+
+/// Loads credport's config, failing on a broken file (a command must not guess).
+pub fn load_config(paths: &Paths) -> Result<Config> {
+    let store = ConfigStore::open(paths.config.clone());
+    if let crate::profiles::store::FileState::Error { line, reason } = store.state() {
+        anyhow::bail!(
+            "{}: line {}: {reason}",
+            paths.config.display(),
+            line.unwrap_or(0)
+        );
+    }
+    Ok(store.get().as_ref().clone())
+}
+
+/// Resolves the scope a command means, from its flags and wrapped command line.
+pub fn resolve_scope(
+    paths: &Paths,
+    config: &Config,
+    args: &args::ScopeArgs,
+    wrapped: &[String],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Scope> {
+    let dir = match &args.dir {
+        Some(d) => d.clone(),
+        None => std::env::current_dir()?,
+    };
+    let req = Request {
+        dir,
+        project: args.project.clone(),
+        stage: args.stage.clone(),
+        aws_profile: args.aws_profile.clone(),
+        params: args.param.clone(),
+        wrapped: wrapped.to_vec(),
+    };
+    let registered = crate::client::registered(paths);
+    Ok(crate::scope::resolve(&req, config, &registered, env)?)
+}
+
+/// The region for a scope: the project's, else its profile's in the shared config.
+pub fn scope_region(paths: &Paths, scope: &Scope) -> Option<String> {
+    scope.region.clone().or_else(|| {
+        let store = crate::profiles::store::ProfileStore::open(paths.aws.clone());
+        store
+            .snapshot()
+            .profile(&scope.profile)
+            .and_then(|p| p.region().map(Into::into))
+    })
+}

@@ -13,9 +13,10 @@ use crate::tokens::TokenKey;
 pub fn run(paths: &Paths, args: &TokenArgs, out: &mut dyn Write) -> Result<()> {
     let key_path = paths.token_key();
     if args.rotate {
-        TokenKey::rotate(&key_path).context("rotating the token key")?;
+        let key = TokenKey::rotate(&key_path).context("rotating the token key")?;
+        let rewritten = rewrite_token_files(paths, &key)?;
         eprintln!(
-            "credport: token key rotated ({}); every token has changed",
+            "credport: token key rotated ({}); every token has changed; {rewritten} token file(s) rewritten",
             key_path.display()
         );
         return Ok(());
@@ -28,4 +29,27 @@ pub fn run(paths: &Paths, args: &TokenArgs, out: &mut dyn Write) -> Result<()> {
     let key = TokenKey::load_or_create(&key_path)?;
     writeln!(out, "{}", key.token(project, stage).expose())?;
     Ok(())
+}
+
+/// Rewrites every persistent token file (`credport env`) with `key`'s token for its scope,
+/// so editors and shells that point at them keep working.
+pub fn rewrite_token_files(paths: &Paths, key: &TokenKey) -> Result<usize> {
+    let dir = paths.token_files_dir();
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(0);
+    };
+    let mut n = 0;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some((project, stage)) = name.strip_suffix(".token").and_then(|s| s.split_once('@'))
+        else {
+            continue;
+        };
+        if check_name("project", project).is_err() || check_name("stage", stage).is_err() {
+            continue;
+        }
+        crate::fsutil::write_private(&e.path(), key.token(project, stage).expose().as_bytes())?;
+        n += 1;
+    }
+    Ok(n)
 }

@@ -1,9 +1,17 @@
 //! The project registry: which profile serves a (project, stage).
 //!
-//! Projects are declared in credport's config (`[projects.NAME]`, see `config`). A request
-//! names a project and a stage; [`bind`] answers the profile, or an error that lists what
-//! exists. A request without a stage gets the project's `default_stage`, or its only stage.
+//! Two tables feed it. credport's config declares projects (`[projects.NAME]`, see
+//! `config`) with a stage map and optionally a `path`; the *registered* table
+//! (`<state dir>/projects.toml`, written by `credport project add`, `exec` and `env`) maps
+//! project names to directories. [`bind`] answers a (project, stage) from the config's stage
+//! map first, then by resolving the project's own files in its directory (`.credport.toml`,
+//! `serverless.yml`, ... see `detect`), which are read again on every bind, so an edit of
+//! a project file counts at once. A request without a stage gets the project's
+//! `default_stage`, or its only stage.
 
+use std::path::Path;
+
+use super::{ProjectError, Selection, resolve_dir};
 use crate::config::Config;
 
 /// The profile bound to one scope, and why.
@@ -42,6 +50,14 @@ pub enum RegistryError {
         /// Its stages.
         known: Vec<String>,
     },
+    /// The project's own files could not be resolved.
+    #[error("project '{project}': {error}")]
+    Project {
+        /// The project.
+        project: String,
+        /// What went wrong (names the file and rule).
+        error: String,
+    },
     /// No stage was given and the project has no default.
     #[error(
         "project '{project}' has no default_stage; pass --stage (stages: {})",
@@ -63,20 +79,44 @@ fn list(names: &[String]) -> String {
     }
 }
 
-/// Finds the profile for `project` and `stage` (or its default stage).
-pub fn bind(config: &Config, project: &str, stage: Option<&str>) -> Result<Binding, RegistryError> {
-    let Some(p) = config.projects.get(project) else {
-        return Err(RegistryError::UnknownProject {
-            project: project.to_string(),
-            known: config.projects.keys().cloned().collect(),
-        });
+/// Finds the profile for `project` and `stage` (or its default stage), from `config`'s
+/// stage maps, then from the project's directory (the config's `path`, else the
+/// `registered` table's), resolved with `env`.
+pub fn bind(
+    config: &Config,
+    registered: &Config,
+    project: &str,
+    stage: Option<&str>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Binding, RegistryError> {
+    let declared = config.projects.get(project);
+    let path = declared.and_then(|p| p.path.as_deref()).or_else(|| {
+        registered
+            .projects
+            .get(project)
+            .and_then(|p| p.path.as_deref())
+    });
+    let Some(p) = declared else {
+        return match path {
+            Some(dir) => bind_dir(project, dir, stage, env, "registered project"),
+            None => Err(RegistryError::UnknownProject {
+                project: project.to_string(),
+                known: config
+                    .projects
+                    .keys()
+                    .chain(registered.projects.keys())
+                    .cloned()
+                    .collect(),
+            }),
+        };
     };
     let known = || p.stages.keys().cloned().collect::<Vec<_>>();
     let stage = match stage {
         Some(s) => s.to_string(),
-        None => match (&p.default_stage, p.stages.len()) {
-            (Some(d), _) => d.clone(),
-            (None, 1) => p.stages.keys().next().cloned().unwrap_or_default(),
+        None => match (&p.default_stage, p.stages.len(), path) {
+            (Some(d), _, _) => d.clone(),
+            (None, 1, _) => p.stages.keys().next().cloned().unwrap_or_default(),
+            (None, _, Some(dir)) => return bind_dir(project, dir, None, env, "config path"),
             _ => {
                 return Err(RegistryError::NoStage {
                     project: project.to_string(),
@@ -85,15 +125,20 @@ pub fn bind(config: &Config, project: &str, stage: Option<&str>) -> Result<Bindi
             }
         },
     };
-    match p.stages.get(&stage) {
-        Some(profile) => Ok(Binding {
+    match (p.stages.get(&stage), path) {
+        (Some(profile), _) => Ok(Binding {
             project: project.to_string(),
             profile: profile.clone(),
             region: p.region.clone(),
             decided_by: format!("config [projects.{project}] stages.{stage}"),
             stage,
         }),
-        None => Err(RegistryError::UnknownStage {
+        (None, Some(dir)) => {
+            let mut b = bind_dir(project, dir, Some(&stage), env, "config path")?;
+            b.region = p.region.clone().or(b.region);
+            Ok(b)
+        }
+        (None, None) => Err(RegistryError::UnknownStage {
             project: project.to_string(),
             stage,
             known: known(),
@@ -101,9 +146,38 @@ pub fn bind(config: &Config, project: &str, stage: Option<&str>) -> Result<Bindi
     }
 }
 
+fn bind_dir(
+    project: &str,
+    dir: &Path,
+    stage: Option<&str>,
+    env: &dyn Fn(&str) -> Option<String>,
+    via: &str,
+) -> Result<Binding, RegistryError> {
+    let sel = Selection {
+        stage: stage.map(Into::into),
+        ..Selection::default()
+    };
+    let err = |e: ProjectError| RegistryError::Project {
+        project: project.to_string(),
+        error: e.to_string(),
+    };
+    let r = resolve_dir(dir, &sel, env).map_err(err)?;
+    Ok(Binding {
+        project: project.to_string(),
+        stage: r.stage,
+        profile: r.profile,
+        region: r.region,
+        decided_by: format!("{via} {}: {}", r.file.display(), r.rule),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn bind(c: &Config, p: &str, s: Option<&str>) -> Result<Binding, RegistryError> {
+        super::bind(c, &Config::default(), p, s, &|_| None)
+    }
 
     fn cfg() -> Config {
         crate::config::parse(

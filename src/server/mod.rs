@@ -41,6 +41,8 @@ pub struct AppState {
     pub profiles: Arc<ProfileStore>,
     /// The live credport config.
     pub config: Arc<ConfigStore>,
+    /// Projects registered by directory (`<state dir>/projects.toml`).
+    pub registered: Arc<ConfigStore>,
     /// The token key (replaced when rotated; `None` if it could not be loaded).
     pub tokens: ArcSwapOption<TokenKey>,
     /// Profile name to credentials.

@@ -199,8 +199,25 @@ async fn issue(state: &AppState, path: &str, headers: &HeaderMap) -> Result<Resp
             ));
         }
     }
-    let binding = crate::projects::registry::bind(&state.config.get(), project, Some(stage))
-        .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "NotFound", e.to_string()))?;
+    let env = |k: &str| std::env::var(k).ok();
+    let bind = || {
+        crate::projects::registry::bind(
+            &state.config.get(),
+            &state.registered.get(),
+            project,
+            Some(stage),
+            &env,
+        )
+    };
+    // A project registered a moment ago (by `credport exec`) may not be loaded yet.
+    let binding = match bind() {
+        Err(crate::projects::registry::RegistryError::UnknownProject { .. }) => {
+            state.registered.reload();
+            bind()
+        }
+        other => other,
+    }
+    .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "NotFound", e.to_string()))?;
     let creds = state
         .resolver
         .resolve(

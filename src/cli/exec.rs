@@ -1,0 +1,245 @@
+//! `credport exec`: run a command whose AWS SDK gets the scope's credentials.
+//!
+//! The child gets the endpoint URL and a token file (0600, no trailing newline, in a 0700
+//! runtime directory, removed when the child exits), the hygiene of `environment`, and
+//! isolated shared files. Under `serverless`, which looks `provider.profile` up in the
+//! shared credentials file itself and injects that profile's keys into the handler, the
+//! isolated credentials file holds that profile with the scope's *session* credentials
+//! (never a long-term key), so serverless's lookup succeeds and its handlers, Node and
+//! Python alike, get the stage's account.
+//!
+//! The daemon is used when it can reproduce the scope from its own tables; with
+//! `--profile`, `--aws-profile` or `--param` (which only this command line knows), or when
+//! no daemon runs, an embedded server on `127.0.0.1:0` serves the scope for the child's
+//! lifetime. SIGTERM, SIGHUP, SIGUSR1 and SIGUSR2 are forwarded; Ctrl-C and Ctrl-\ reach
+//! the child from the terminal directly, so the wrapper ignores them. The child's exit
+//! code, or the signal that ended it, becomes the wrapper's.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+
+use anyhow::{Context, Result};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::cli::args::ExecArgs;
+use crate::client;
+use crate::environment::{ChildEnv, TokenRef};
+use crate::fsutil;
+use crate::paths::Paths;
+use crate::tokens::TokenKey;
+
+/// Removes the per-run files when dropped.
+struct RunDir(PathBuf);
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs `credport exec` and returns the child's exit status.
+pub async fn run(
+    paths: &Paths,
+    args: &ExecArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<ExitStatus> {
+    let config = super::load_config(paths)?;
+    let mut scope = super::resolve_scope(paths, &config, &args.scope, &args.command, env)?;
+    let pinned = args.profile.is_some()
+        || args.scope.aws_profile.is_some()
+        || !args.scope.param.is_empty()
+        || crate::projects::parse_wrapped_args(&args.command)
+            .aws_profile
+            .is_some()
+        || !crate::projects::parse_wrapped_args(&args.command)
+            .params
+            .is_empty();
+    if let Some(p) = &args.profile {
+        scope.profile = p.clone();
+        scope.rule = "--profile".into();
+    }
+    if let Some(dir) = &scope.project_dir {
+        client::register(paths, &config, &scope.project, dir).context("registering the project")?;
+    }
+
+    // Where the credentials come from.
+    let daemon = if pinned {
+        None
+    } else {
+        client::running_daemon(paths, env)
+    };
+    let mut _embedded = None;
+    let base = match daemon {
+        Some(url) => url,
+        None => {
+            let e = client::embedded(paths, &scope).await?;
+            let url = e.url.clone();
+            _embedded = Some(e);
+            url
+        }
+    };
+
+    // Per-run files: token, isolated shared files.
+    fsutil::ensure_private_dir(&paths.runtime_dir)?;
+    let mut suffix = [0u8; 6];
+    getrandom::fill(&mut suffix).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    let run_dir = RunDir(paths.runtime_dir.join(format!(
+        "exec-{}-{}",
+        std::process::id(),
+        hex::encode(suffix)
+    )));
+    fsutil::ensure_private_dir(&run_dir.0)?;
+    let key = TokenKey::load_or_create(&paths.token_key())?;
+    let token = key.token(&scope.project, &scope.stage);
+    let token_ref = if args.env_token {
+        TokenRef::Value(token.expose().to_string())
+    } else {
+        let f = run_dir.0.join("token");
+        fsutil::write_private(&f, token.expose().as_bytes())?;
+        TokenRef::File(f)
+    };
+    let isolated = if args.keep_aws_files {
+        None
+    } else {
+        let (creds, conf) = (run_dir.0.join("credentials"), run_dir.0.join("config"));
+        let mut text = String::new();
+        if wraps_serverless(&args.command) {
+            let c = client::fetch_credentials(&base, &scope.project, &scope.stage, token.expose())
+                .await
+                .context("fetching session credentials for serverless")?;
+            text = format!(
+                "[{}]\naws_access_key_id = {}\naws_secret_access_key = {}\naws_session_token = {}\n",
+                scope.profile,
+                c.access_key_id,
+                c.secret_access_key.expose(),
+                c.session_token
+                    .as_ref()
+                    .map(|t| t.expose())
+                    .unwrap_or_default()
+            );
+        }
+        fsutil::write_private(&creds, text.as_bytes())?;
+        fsutil::write_private(&conf, b"")?;
+        Some((creds, conf))
+    };
+    let region = super::scope_region(paths, &scope);
+    let mut child_env = ChildEnv::for_scope(
+        &client::credentials_url(&base, &scope.project, &scope.stage),
+        &token_ref,
+        region.as_deref(),
+        isolated,
+    );
+    let current: Vec<String> = std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .collect();
+    child_env.unset_stage_variables(current.iter().map(String::as_str));
+
+    if !args.quiet {
+        eprintln!(
+            "credport: {}/{} -> profile {} ({})",
+            scope.project, scope.stage, scope.profile, scope.rule
+        );
+    }
+    let status = spawn_and_wait(&args.command, &child_env).await?;
+    drop(run_dir);
+    Ok(status)
+}
+
+/// Whether the wrapped command is the Serverless Framework (directly or through npx & co).
+fn wraps_serverless(command: &[String]) -> bool {
+    let runners = ["npx", "pnpx", "bunx", "yarn", "pnpm", "npm", "exec", "--"];
+    command
+        .iter()
+        .map(|a| {
+            Path::new(a)
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or(a)
+        })
+        .find(|a| !runners.contains(a) && !a.starts_with('-'))
+        .is_some_and(|a| a == "serverless" || a == "sls")
+}
+
+async fn spawn_and_wait(command: &[String], env: &ChildEnv) -> Result<ExitStatus> {
+    let (program, rest) = command.split_first().context("no command given")?;
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(rest);
+    for k in &env.unset {
+        cmd.env_remove(k);
+    }
+    for (k, v) in &env.set {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot run '{program}'"))?;
+    let pid = child.id().map(|p| p as libc::pid_t);
+    let mut forwarded = Vec::new();
+    for kind in [
+        SignalKind::terminate(),
+        SignalKind::hangup(),
+        SignalKind::user_defined1(),
+        SignalKind::user_defined2(),
+    ] {
+        forwarded.push((kind.as_raw_value(), signal(kind)?));
+    }
+    // The terminal sends Ctrl-C and Ctrl-\ to the child's process group already.
+    let _int = signal(SignalKind::interrupt())?;
+    let _quit = signal(SignalKind::quit())?;
+    loop {
+        let mut next = Box::pin(futures_first(&mut forwarded));
+        tokio::select! {
+            status = child.wait() => return Ok(status?),
+            sig = &mut next => {
+                if let (Some(sig), Some(pid)) = (sig, pid) {
+                    unsafe { libc::kill(pid, sig) };
+                }
+            }
+        }
+    }
+}
+
+/// Waits for the first of several signal streams; yields its number.
+async fn futures_first(streams: &mut [(i32, tokio::signal::unix::Signal)]) -> Option<i32> {
+    std::future::poll_fn(|cx| {
+        for (n, s) in streams.iter_mut() {
+            if let std::task::Poll::Ready(Some(())) = s.poll_recv(cx) {
+                return std::task::Poll::Ready(Some(*n));
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+/// Ends this process the way the child ended: same exit code, or the same signal.
+pub fn exit_like(status: ExitStatus) -> ! {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(sig) = status.signal() {
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+            libc::raise(sig);
+        }
+        std::process::exit(128 + sig);
+    }
+    std::process::exit(status.code().unwrap_or(1));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_serverless() {
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert!(wraps_serverless(&v(&["serverless", "invoke", "local"])));
+        assert!(wraps_serverless(&v(&["npx", "sls", "invoke"])));
+        assert!(wraps_serverless(&v(&["/usr/bin/serverless"])));
+        assert!(!wraps_serverless(&v(&["python", "serverless.py"])));
+        assert!(!wraps_serverless(&v(&[
+            "aws",
+            "sts",
+            "get-caller-identity"
+        ])));
+    }
+}

@@ -1,0 +1,23 @@
+//! `credport resolve`: print the scope a directory and command line mean, as JSON.
+
+use std::io::Write;
+
+use anyhow::Result;
+
+use crate::cli::args::ResolveArgs;
+use crate::paths::Paths;
+
+/// Runs `credport resolve`.
+pub fn run(
+    paths: &Paths,
+    args: &ResolveArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let config = super::load_config(paths)?;
+    let scope = super::resolve_scope(paths, &config, &args.scope, &args.command, env)?;
+    let mut v = serde_json::to_value(&scope)?;
+    v["region"] = super::scope_region(paths, &scope).into();
+    writeln!(out, "{v}")?;
+    Ok(())
+}

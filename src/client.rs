@@ -1,0 +1,238 @@
+//! The CLI's side of the daemon: finding it, registering projects with it, asking it for
+//! credentials, and, when none runs, an embedded server for one command's lifetime.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use crate::config::{Config, ConfigStore, DEFAULT_LISTEN, ProjectConfig};
+use crate::daemon::{Daemon, DaemonInfo, base_url};
+use crate::fsutil;
+use crate::paths::Paths;
+use crate::scope::Scope;
+
+/// Errors of this module.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// A file could not be written.
+    #[error(transparent)]
+    Fs(#[from] fsutil::FsError),
+    /// The registered-projects file is not valid.
+    #[error("{path}: {reason}")]
+    Registry {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Starting the embedded server failed.
+    #[error("embedded server: {0}")]
+    Embedded(String),
+    /// The daemon refused or failed.
+    #[error("{0}")]
+    Daemon(String),
+}
+
+/// The URL of a running daemon: `CREDPORT_URL`, else the one in `daemon.json` when its
+/// process is alive; `None` when no daemon runs.
+pub fn running_daemon(paths: &Paths, env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    if let Some(url) = env("CREDPORT_URL").filter(|u| !u.is_empty()) {
+        return Some(url.trim_end_matches('/').to_string());
+    }
+    let info = DaemonInfo::read(&paths.daemon_state())?;
+    // kill(pid, 0): is it alive (and ours)?
+    let alive = unsafe { libc::kill(info.pid as libc::pid_t, 0) } == 0;
+    alive.then_some(info.url)
+}
+
+/// The URL clients should keep using across daemon restarts: `CREDPORT_URL`, else a
+/// running daemon's, else the configured listen address (default `127.0.0.1:9911`).
+pub fn stable_url(paths: &Paths, config: &Config, env: &dyn Fn(&str) -> Option<String>) -> String {
+    if let Some(u) = running_daemon(paths, env) {
+        return u;
+    }
+    let addr: SocketAddr = config
+        .server
+        .listen
+        .first()
+        .copied()
+        .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default address"));
+    base_url(addr)
+}
+
+/// The credentials URL of a scope under `base`.
+pub fn credentials_url(base: &str, project: &str, stage: &str) -> String {
+    format!("{base}/v1/credentials/{project}/{stage}")
+}
+
+/// Loads the registered-projects table (missing file: empty).
+pub fn registered(paths: &Paths) -> Config {
+    ConfigStore::open(paths.registered_projects())
+        .get()
+        .as_ref()
+        .clone()
+}
+
+/// Records that `project` lives in `dir`, so the daemon can resolve its stages. Does
+/// nothing when it is already registered there or declared in `config`.
+pub fn register(
+    paths: &Paths,
+    config: &Config,
+    project: &str,
+    dir: &Path,
+) -> Result<bool, ClientError> {
+    if config.projects.contains_key(project) {
+        return Ok(false);
+    }
+    let file = paths.registered_projects();
+    let text = fsutil::read_text(&file)?.unwrap_or_default();
+    let mut table: toml::Table = toml::from_str(&text).map_err(|e| ClientError::Registry {
+        path: file.clone(),
+        reason: e.message().to_string(),
+    })?;
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let projects = table
+        .entry("projects")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        .as_table_mut()
+        .ok_or_else(|| ClientError::Registry {
+            path: file.clone(),
+            reason: "`projects` is not a table".into(),
+        })?;
+    let wanted = dir.display().to_string();
+    if projects
+        .get(project)
+        .and_then(|p| p.get("path"))
+        .and_then(|p| p.as_str())
+        == Some(wanted.as_str())
+    {
+        return Ok(false);
+    }
+    if let Some(old) = projects
+        .get(project)
+        .and_then(|p| p.get("path"))
+        .and_then(|p| p.as_str())
+    {
+        tracing::warn!(project, old, new = %wanted, "project name registered for another directory; replacing it");
+    }
+    let mut entry = toml::Table::new();
+    entry.insert("path".into(), toml::Value::String(wanted));
+    projects.insert(project.into(), toml::Value::Table(entry));
+    fsutil::write_private(
+        &file,
+        toml::to_string(&table).unwrap_or_default().as_bytes(),
+    )?;
+    Ok(true)
+}
+
+/// Removes a registered project. Returns whether it was there.
+pub fn unregister(paths: &Paths, project: &str) -> Result<bool, ClientError> {
+    let file = paths.registered_projects();
+    let text = fsutil::read_text(&file)?.unwrap_or_default();
+    let mut table: toml::Table = toml::from_str(&text).map_err(|e| ClientError::Registry {
+        path: file.clone(),
+        reason: e.message().to_string(),
+    })?;
+    let removed = table
+        .get_mut("projects")
+        .and_then(|p| p.as_table_mut())
+        .and_then(|p| p.remove(project))
+        .is_some();
+    if removed {
+        fsutil::write_private(
+            &file,
+            toml::to_string(&table).unwrap_or_default().as_bytes(),
+        )?;
+    }
+    Ok(removed)
+}
+
+/// An in-process server for one scope, for `exec` when no daemon runs. Stops on drop.
+pub struct Embedded {
+    /// Its base URL (`http://127.0.0.1:PORT`).
+    pub url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    _daemon: Daemon,
+}
+
+impl Drop for Embedded {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+/// Starts an embedded server on `127.0.0.1:0` that serves exactly `scope`.
+pub async fn embedded(paths: &Paths, scope: &Scope) -> Result<Embedded, ClientError> {
+    let mut config = Config::default();
+    let mut stages = std::collections::BTreeMap::new();
+    stages.insert(scope.stage.clone(), scope.profile.clone());
+    config.projects.insert(
+        scope.project.clone(),
+        ProjectConfig {
+            default_stage: Some(scope.stage.clone()),
+            stages,
+            region: scope.region.clone(),
+            path: None,
+        },
+    );
+    let listen: SocketAddr = "127.0.0.1:0".parse().expect("valid address");
+    let mut daemon = Daemon::start_with(paths, &[listen], false, Some(config))
+        .await
+        .map_err(|e| ClientError::Embedded(e.to_string()))?;
+    let url = base_url(daemon.addrs[0]);
+    let listeners = std::mem::take(&mut daemon.listeners);
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(crate::server::serve(
+        listeners,
+        daemon.state.clone(),
+        crate::server::Limits::default(),
+        async {
+            let _ = rx.await;
+        },
+    ));
+    Ok(Embedded {
+        url,
+        stop: Some(tx),
+        _daemon: daemon,
+    })
+}
+
+/// Fetches a scope's credentials from `base` (used to hand serverless session keys).
+pub async fn fetch_credentials(
+    base: &str,
+    project: &str,
+    stage: &str,
+    token: &str,
+) -> Result<crate::credentials::Credentials, ClientError> {
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .map_err(|e| ClientError::Daemon(e.to_string()))?;
+    let resp = client
+        .get(credentials_url(base, project, stage))
+        .header("Authorization", token)
+        .send()
+        .await
+        .map_err(|e| ClientError::Daemon(format!("cannot reach credport at {base}: {e}")))?;
+    let status = resp.status();
+    let body: serde_json::Value = resp
+        .json()
+        .await
+        .map_err(|e| ClientError::Daemon(format!("bad answer from {base}: {e}")))?;
+    if !status.is_success() {
+        return Err(ClientError::Daemon(format!(
+            "{}: {}",
+            body["Code"].as_str().unwrap_or("error"),
+            body["Message"].as_str().unwrap_or("")
+        )));
+    }
+    let s = |k: &str| body[k].as_str().unwrap_or_default().to_string();
+    Ok(crate::credentials::Credentials {
+        access_key_id: s("AccessKeyId"),
+        secret_access_key: crate::credentials::Secret::new(s("SecretAccessKey")),
+        session_token: Some(crate::credentials::Secret::new(s("Token"))),
+        expiration: crate::credentials::parse_timestamp(&s("Expiration")),
+        account_id: body["AccountId"].as_str().map(Into::into),
+    })
+}
