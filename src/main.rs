@@ -9,9 +9,14 @@ use credport::cli::{env, exec, login, project, resolve, serve, token};
 use credport::paths::Paths;
 use tracing_subscriber::EnvFilter;
 
-fn init_logging(format: LogFormat) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("credport=info"));
+fn init_logging(format: LogFormat, daemon: bool) {
+    // The daemon logs what it does; a one-shot command only what went wrong.
+    let default = if daemon {
+        "credport=info"
+    } else {
+        "credport=warn"
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
