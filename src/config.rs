@@ -169,66 +169,6 @@ pub fn check_name(what: &str, name: &str) -> Result<(), String> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_example() {
-        let c = parse(
-            "[server]\nlisten = [\"127.0.0.1:0\"]\nserved_lifetime = 120\n\n[projects.orders-api]\ndefault_stage = \"dev\"\nstages = { dev = \"devAccount\", prod = \"prodAccount\" }\n",
-        )
-        .unwrap();
-        let p = &c.projects["orders-api"];
-        assert_eq!(p.stages["prod"], "prodAccount");
-        assert_eq!(c.server.served_lifetime(), 120);
-        assert_eq!(parse("").unwrap(), Config::default());
-        assert_eq!(
-            Config::default().server.served_lifetime(),
-            DEFAULT_SERVED_LIFETIME
-        );
-    }
-
-    #[test]
-    fn unknown_key_names_key_and_line() {
-        let e =
-            parse("[projects.a]\nstages = { dev = \"x\" }\ndefualt_stage = \"dev\"\n").unwrap_err();
-        assert_eq!(e.line, 3);
-        assert!(e.reason.contains("defualt_stage"), "{e}");
-    }
-
-    #[test]
-    fn bad_names_and_default_stage() {
-        assert!(parse("[projects.\"a/b\"]\n").is_err());
-        assert!(parse("[projects.a]\nstages = { \"..\" = \"x\" }\n").is_err());
-        let e =
-            parse("[projects.a]\ndefault_stage = \"qa\"\nstages = { dev = \"x\" }\n").unwrap_err();
-        assert!(e.reason.contains("default_stage 'qa'"), "{e}");
-        assert!(parse("[projects.a]\nstages = { dev = \"\" }\n").is_err());
-        assert!(parse("not toml = = 1").is_err());
-    }
-
-    #[test]
-    fn names() {
-        for ok in ["dev", "orders-api", "a.b_c", "A1"] {
-            assert!(check_name("x", ok).is_ok(), "{ok}");
-        }
-        for bad in [
-            "",
-            ".",
-            "..",
-            "-x",
-            "a/b",
-            "a%2Fb",
-            "a b",
-            "é",
-            &"x".repeat(129),
-        ] {
-            assert!(check_name("x", bad).is_err(), "{bad}");
-        }
-    }
-}
-
 /// The live config: the current [`Config`], reloaded when the file changes. A file that
 /// fails to parse keeps the last good config, and its error is kept for `status`.
 pub struct ConfigStore {
@@ -319,6 +259,66 @@ impl ConfigStore {
                 true
             }
             _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_example() {
+        let c = parse(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\nserved_lifetime = 120\n\n[projects.orders-api]\ndefault_stage = \"dev\"\nstages = { dev = \"devAccount\", prod = \"prodAccount\" }\n",
+        )
+        .unwrap();
+        let p = &c.projects["orders-api"];
+        assert_eq!(p.stages["prod"], "prodAccount");
+        assert_eq!(c.server.served_lifetime(), 120);
+        assert_eq!(parse("").unwrap(), Config::default());
+        assert_eq!(
+            Config::default().server.served_lifetime(),
+            DEFAULT_SERVED_LIFETIME
+        );
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let e =
+            parse("[projects.a]\nstages = { dev = \"x\" }\ndefualt_stage = \"dev\"\n").unwrap_err();
+        assert_eq!(e.line, 3);
+        assert!(e.reason.contains("defualt_stage"), "{e}");
+    }
+
+    #[test]
+    fn bad_names_and_default_stage() {
+        assert!(parse("[projects.\"a/b\"]\n").is_err());
+        assert!(parse("[projects.a]\nstages = { \"..\" = \"x\" }\n").is_err());
+        let e =
+            parse("[projects.a]\ndefault_stage = \"qa\"\nstages = { dev = \"x\" }\n").unwrap_err();
+        assert!(e.reason.contains("default_stage 'qa'"), "{e}");
+        assert!(parse("[projects.a]\nstages = { dev = \"\" }\n").is_err());
+        assert!(parse("not toml = = 1").is_err());
+    }
+
+    #[test]
+    fn names() {
+        for ok in ["dev", "orders-api", "a.b_c", "A1"] {
+            assert!(check_name("x", ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "-x",
+            "a/b",
+            "a%2Fb",
+            "a b",
+            "é",
+            &"x".repeat(129),
+        ] {
+            assert!(check_name("x", bad).is_err(), "{bad}");
         }
     }
 }
