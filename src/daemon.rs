@@ -162,6 +162,7 @@ impl Daemon {
             config: config.clone(),
             registered: registered.clone(),
             tokens: ArcSwapOption::from_pointee(key),
+            metrics: Default::default(),
         });
 
         let mut watchers = Vec::new();

@@ -15,6 +15,7 @@ pub mod credentials;
 pub mod daemon;
 pub mod environment;
 pub mod fsutil;
+pub mod metrics;
 pub mod paths;
 pub mod profiles;
 pub mod projects;

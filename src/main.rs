@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use credport::cli::args::{Cli, Command, LogFormat};
-use credport::cli::{env, exec, login, project, resolve, serve, token};
+use credport::cli::{doctor, env, exec, login, project, resolve, serve, status, token};
 use credport::paths::Paths;
 use tracing_subscriber::EnvFilter;
 
@@ -55,6 +55,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Exec(args) => {
             let status = runtime()?.block_on(exec::run(&paths, &args, &getenv))?;
             exec::exit_like(status)
+        }
+        Command::Status { json } => {
+            if !runtime()?.block_on(status::run(&paths, json, &mut std::io::stdout().lock()))? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Doctor { json } => {
+            let findings = runtime()?.block_on(doctor::run(
+                &paths,
+                &getenv,
+                json,
+                &mut std::io::stdout().lock(),
+            ))?;
+            if findings > 0 {
+                std::process::exit(1);
+            }
+            Ok(())
         }
         Command::Login(args) => {
             runtime()?.block_on(login::run(&paths, &args, &mut std::io::stdin().lock()))

@@ -81,6 +81,21 @@ pub enum Command {
         after_help = "Examples:\n  eval \"$(credport env --stage dev)\"\n  credport env --stage dev --format dotenv > .env.local\n  credport env --project billing --stage prod --format json"
     )]
     Env(EnvArgs),
+    /// Show whether the daemon answers, its addresses, watched files (with the last reload
+    /// error, file and line), and every scope with its profile, source and session expiry.
+    #[command(after_help = "Examples:\n  credport status\n  credport status --json")]
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Find what would make a process use the wrong account or fail, each with its fix.
+    #[command(after_help = "Examples:\n  credport doctor\n  credport doctor --json")]
+    Doctor {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Register, list or forget project directories the daemon resolves stages from.
     #[command(subcommand)]
     Project(ProjectCommand),

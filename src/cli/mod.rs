@@ -1,12 +1,14 @@
 //! The commands: one file each, thin, dependencies passed in.
 
 pub mod args;
+pub mod doctor;
 pub mod env;
 pub mod exec;
 pub mod login;
 pub mod project;
 pub mod resolve;
 pub mod serve;
+pub mod status;
 pub mod token;
 
 use anyhow::Result;

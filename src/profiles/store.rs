@@ -60,6 +60,10 @@ struct FileSlot {
 
 /// The profile store. Cheap to read from any thread; reloads are serialised.
 pub struct ProfileStore {
+    /// Reloads attempted (for metrics).
+    pub reloads: std::sync::atomic::AtomicU64,
+    /// Reloads in which a file failed to read or parse (for metrics).
+    pub reload_errors: std::sync::atomic::AtomicU64,
     paths: AwsPaths,
     current: ArcSwap<Snapshot>,
     files: Mutex<[FileSlot; 2]>,
@@ -78,6 +82,8 @@ impl ProfileStore {
             },
         };
         let store = ProfileStore {
+            reloads: Default::default(),
+            reload_errors: Default::default(),
             current: ArcSwap::from_pointee(Snapshot::default()),
             files: Mutex::new([slot(FileKind::Credentials), slot(FileKind::Config)]),
             paths,
@@ -138,6 +144,9 @@ impl ProfileStore {
             tracing::debug!("a write started during the reload; waiting for it to finish");
             return false;
         }
+        self.reloads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut failed = false;
         for (slot, text) in files.iter_mut().zip(texts) {
             let path = slot.status.path.clone();
             let state = match text {
@@ -164,6 +173,7 @@ impl ProfileStore {
                     reason: e.to_string(),
                 },
             };
+            failed |= matches!(state, FileState::Error { .. });
             match &state {
                 FileState::Error { line, reason } => tracing::warn!(
                     file = %path.display(),
@@ -178,6 +188,10 @@ impl ProfileStore {
             }
             slot.status.state = state;
             slot.status.reloaded_at = Some(now);
+        }
+        if failed {
+            self.reload_errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         let mut next = merge(&files[0].last_good, &files[1].last_good);
         let prev = self.current.load();

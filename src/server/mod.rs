@@ -49,6 +49,8 @@ pub struct AppState {
     pub resolver: Resolver,
     /// Lowercased `Host` header values accepted.
     pub allowed_hosts: HashSet<String>,
+    /// Request metrics.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl AppState {

@@ -30,6 +30,7 @@ pub const CREDENTIALS_PREFIX: &str = "/v1/credentials/";
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .route("/v1/credentials/{*scope}", get(credentials))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), guard))
@@ -95,6 +96,80 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
         "generation": snap.generation,
     });
     json_response(StatusCode::OK, body.to_string())
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut out = String::new();
+    state.metrics.render_requests(&mut out);
+    let m = &crate::metrics::single;
+    m(
+        &mut out,
+        "credport_reloads_total",
+        "counter",
+        "Reloads of the AWS shared files.",
+        state.profiles.reloads.load(Relaxed) as f64,
+    );
+    m(
+        &mut out,
+        "credport_reload_errors_total",
+        "counter",
+        "Reloads in which a shared file failed to read or parse.",
+        state.profiles.reload_errors.load(Relaxed) as f64,
+    );
+    let stats = &state.resolver.sessions().stats;
+    m(
+        &mut out,
+        "credport_upstream_calls_total",
+        "counter",
+        "Calls to STS, SSO and credential processes.",
+        stats.fetches.load(Relaxed) as f64,
+    );
+    m(
+        &mut out,
+        "credport_upstream_errors_total",
+        "counter",
+        "Failed calls to STS, SSO and credential processes.",
+        stats.fetch_errors.load(Relaxed) as f64,
+    );
+    m(
+        &mut out,
+        "credport_profiles",
+        "gauge",
+        "Profiles in the current snapshot.",
+        state.profiles.snapshot().profiles.len() as f64,
+    );
+    out.push_str(
+        "# HELP credport_session_expiry_seconds Seconds until each scope's cached session expires.
+# TYPE credport_session_expiry_seconds gauge
+",
+    );
+    let now = OffsetDateTime::now_utc();
+    for (project, p) in &state.config.get().projects {
+        for (stage, profile) in &p.stages {
+            let Ok(plan) = state.resolver.plan(profile, project, stage) else {
+                continue;
+            };
+            if !plan.is_cached() {
+                continue;
+            }
+            let expires = state.resolver.sessions().info(&plan).expires;
+            if let Some(t) = expires.and_then(|e| crate::credentials::parse_timestamp(&e)) {
+                out.push_str(&format!(
+                    "credport_session_expiry_seconds{{project=\"{}\",stage=\"{}\"}} {}\n",
+                    crate::metrics::label(project),
+                    crate::metrics::label(stage),
+                    (t - now).whole_seconds()
+                ));
+            }
+        }
+    }
+    let mut resp = (StatusCode::OK, out).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    resp
 }
 
 async fn not_found() -> ApiError {
@@ -163,7 +238,18 @@ fn presented_token(headers: &HeaderMap) -> Result<&str, ApiError> {
 }
 
 async fn credentials(State(state): State<Arc<AppState>>, uri: Uri, headers: HeaderMap) -> Response {
-    match issue(&state, uri.path(), &headers).await {
+    let started = std::time::Instant::now();
+    let mut authenticated = None;
+    let result = issue(&state, uri.path(), &headers, &mut authenticated).await;
+    let scope = authenticated
+        .as_ref()
+        .map(|(p, s): &(String, String)| (p.as_str(), s.as_str()));
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(e) => e.code,
+    };
+    state.metrics.record(scope, outcome, started.elapsed());
+    match result {
         Ok(r) => r,
         Err(e) => {
             tracing::info!(status = e.status.as_u16(), code = e.code, path = %echo(uri.path()), "credentials refused");
@@ -172,7 +258,12 @@ async fn credentials(State(state): State<Arc<AppState>>, uri: Uri, headers: Head
     }
 }
 
-async fn issue(state: &AppState, path: &str, headers: &HeaderMap) -> Result<Response, ApiError> {
+async fn issue(
+    state: &AppState,
+    path: &str,
+    headers: &HeaderMap,
+    authenticated: &mut Option<(String, String)>,
+) -> Result<Response, ApiError> {
     let (project, stage) = parse_scope(path)?;
     let token = presented_token(headers)?;
     let Some(key) = state.tokens.load_full() else {
@@ -183,7 +274,7 @@ async fn issue(state: &AppState, path: &str, headers: &HeaderMap) -> Result<Resp
         ));
     };
     match key.verify(token, project, stage) {
-        Verdict::Valid => {}
+        Verdict::Valid => *authenticated = Some((project.to_string(), stage.to_string())),
         Verdict::OtherScope => {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,

@@ -1,0 +1,123 @@
+//! Prometheus metrics: what `GET /metrics` answers, in the text exposition format.
+//!
+//! Requests are counted by scope and outcome (the scope labels only for requests whose
+//! token was valid, so an unauthenticated caller cannot grow the label set), latency goes
+//! into a fixed-bucket histogram, and reloads, STS calls and session expiries come from the
+//! stores. Nothing secret is ever a label or a value.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Histogram bucket upper bounds, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5,
+];
+
+/// Request counters and the latency histogram.
+#[derive(Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(String, String, &'static str), u64>>,
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Metrics {
+    /// Records one credentials request. `scope` is `None` unless the token was valid.
+    pub fn record(&self, scope: Option<(&str, &str)>, outcome: &'static str, took: Duration) {
+        let (p, s) = scope.unwrap_or(("", ""));
+        *self
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((p.to_string(), s.to_string(), outcome))
+            .or_default() += 1;
+        let secs = took.as_secs_f64();
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                self.buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Renders the request metrics.
+    pub fn render_requests(&self, out: &mut String) {
+        out.push_str("# HELP credport_requests_total Credential requests by scope and outcome.\n# TYPE credport_requests_total counter\n");
+        for ((p, s, o), n) in self
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "credport_requests_total{{project=\"{}\",stage=\"{}\",outcome=\"{o}\"}} {n}",
+                label(p),
+                label(s)
+            );
+        }
+        out.push_str("# HELP credport_request_duration_seconds Credential request latency.\n# TYPE credport_request_duration_seconds histogram\n");
+        for (i, b) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "credport_request_duration_seconds_bucket{{le=\"{b}\"}} {}",
+                self.buckets[i].load(Ordering::Relaxed)
+            );
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "credport_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            out,
+            "credport_request_duration_seconds_sum {}",
+            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "credport_request_duration_seconds_count {count}");
+    }
+}
+
+/// Escapes a label value.
+pub fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Appends one metric family with a single unlabelled sample.
+pub fn single(out: &mut String, name: &str, kind: &str, help: &str, value: f64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_histogram() {
+        let m = Metrics::default();
+        m.record(Some(("orders", "dev")), "ok", Duration::from_micros(300));
+        m.record(None, "InvalidToken", Duration::from_millis(3));
+        let mut s = String::new();
+        m.render_requests(&mut s);
+        assert!(s.contains(
+            "credport_requests_total{project=\"orders\",stage=\"dev\",outcome=\"ok\"} 1"
+        ));
+        assert!(s.contains(
+            "credport_requests_total{project=\"\",stage=\"\",outcome=\"InvalidToken\"} 1"
+        ));
+        assert!(s.contains("credport_request_duration_seconds_bucket{le=\"0.0005\"} 1"));
+        assert!(s.contains("credport_request_duration_seconds_bucket{le=\"+Inf\"} 2"));
+        assert_eq!(label("a\"b"), "a\\\"b");
+    }
+}
