@@ -62,11 +62,12 @@ pub struct ServerConfig {
 
 impl ServerConfig {
     /// The served lifetime in seconds: [`DEFAULT_SERVED_LIFETIME`] unless set, and at least
-    /// 60 s (tests choose short ones to watch clients refresh).
+    /// 5 s (tests choose short ones to watch clients refresh; anything under 15 minutes
+    /// makes botocore re-fetch on every call).
     pub fn served_lifetime(&self) -> u64 {
         self.served_lifetime
             .unwrap_or(DEFAULT_SERVED_LIFETIME)
-            .max(60)
+            .max(5)
     }
 }
 
