@@ -172,9 +172,17 @@ pub struct EnvArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = EnvFormat::Sh)]
     pub format: EnvFormat,
-    /// Put the token itself in AWS_CONTAINER_AUTHORIZATION_TOKEN instead of a token file.
+    /// Put the token itself in AWS_CONTAINER_AUTHORIZATION_TOKEN instead of a token file
+    /// (always so for compose and devcontainer).
     #[arg(long)]
     pub env_token: bool,
+    /// The daemon's base URL as the process will see it (default: the running or
+    /// configured daemon's; for compose `http://169.254.170.2`).
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// The compose service name (for --format compose).
+    #[arg(long, default_value = "app")]
+    pub service: String,
 }
 
 /// `credport env --format`.
@@ -188,6 +196,10 @@ pub enum EnvFormat {
     Dotenv,
     /// `{"set": {...}, "unset": [...]}`.
     Json,
+    /// A docker-compose.yml fragment (environment + a 169.254.170.0/24 network).
+    Compose,
+    /// A devcontainer.json fragment (containerEnv + host networking).
+    Devcontainer,
 }
 
 /// `credport project ...`.

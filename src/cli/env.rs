@@ -25,25 +25,37 @@ pub fn run(
     }
     let key = TokenKey::load_or_create(&paths.token_key())?;
     let token = key.token(&scope.project, &scope.stage);
-    let token_ref = if args.env_token {
+    let for_container = matches!(args.format, EnvFormat::Compose | EnvFormat::Devcontainer);
+    let token_ref = if args.env_token || for_container {
         TokenRef::Value(token.expose().to_string())
     } else {
         let file = token_file(paths, &scope.project, &scope.stage);
         fsutil::write_private(&file, token.expose().as_bytes())?;
         TokenRef::File(file)
     };
-    let base = client::stable_url(paths, &config, env);
+    let base = match (&args.url, args.format) {
+        (Some(u), _) => u.trim_end_matches('/').to_string(),
+        (None, EnvFormat::Compose) => "http://169.254.170.2".to_string(),
+        (None, _) => client::stable_url(paths, &config, env),
+    };
+    let isolated = if for_container {
+        None
+    } else {
+        Some(isolated_files(paths)?)
+    };
     let child = ChildEnv::for_scope(
         &client::credentials_url(&base, &scope.project, &scope.stage),
         &token_ref,
         super::scope_region(paths, &scope).as_deref(),
-        Some(isolated_files(paths)?),
+        isolated,
     );
     let text = match args.format {
         EnvFormat::Sh => child.to_sh(),
         EnvFormat::Fish => child.to_fish(),
         EnvFormat::Dotenv => child.to_dotenv(),
         EnvFormat::Json => child.to_json() + "\n",
+        EnvFormat::Compose => child.to_compose(&args.service),
+        EnvFormat::Devcontainer => child.to_devcontainer(),
     };
     out.write_all(text.as_bytes())?;
     eprintln!(
