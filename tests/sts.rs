@@ -313,3 +313,144 @@ fn credential_process_success_and_failures() {
     }
     assert!(!d.output().contains("SECRETLEAK") && !d.output().contains("SECRETSTDOUT"));
 }
+
+/// A stand-in for the SSO portal's one call, GetRoleCredentials (moto does not emulate the
+/// portal). Answers only the expected bearer token.
+fn sso_portal() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let calls = std::sync::Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.set_nonblocking(true).unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let app = axum::Router::new().route(
+                "/federation/credentials",
+                axum::routing::get(move |q: axum::extract::Query<std::collections::HashMap<String, String>>, h: axum::http::HeaderMap| {
+                    let c = c.clone();
+                    async move {
+                        c.fetch_add(1, Ordering::SeqCst);
+                        let ok = h.get("x-amz-sso_bearer_token").and_then(|v| v.to_str().ok()) == Some("SSOACCESSTOKEN")
+                            && q.get("account_id").map(String::as_str) == Some("111111111111")
+                            && q.get("role_name").map(String::as_str) == Some("Developer");
+                        if !ok {
+                            return (axum::http::StatusCode::UNAUTHORIZED, "{\"message\":\"Session token not found or invalid\"}".to_string());
+                        }
+                        let exp = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() + 3_600_000) as u64;
+                        (axum::http::StatusCode::OK, format!("{{\"roleCredentials\":{{\"accessKeyId\":\"ASIASSO1\",\"secretAccessKey\":\"SECRETSSO\",\"sessionToken\":\"TOKENSSO\",\"expiration\":{exp}}}}}"))
+                    }
+                }),
+            );
+            let l = tokio::net::TcpListener::from_std(l).unwrap();
+            axum::serve(l, app).await.unwrap();
+        });
+    });
+    (url, calls)
+}
+
+#[test]
+fn sso_profiles_read_the_cli_token_cache() {
+    let (portal, calls) = sso_portal();
+    let mut h = home(
+        "http://127.0.0.1:9",
+        "[profile sso-dev]\nsso_session = corp\nsso_account_id = 111111111111\nsso_role_name = Developer\nregion = us-east-1\n[sso-session corp]\nsso_start_url = https://corp.awsapps.com/start\nsso_region = us-east-1\n[profile sso-legacy]\nsso_start_url = https://legacy.awsapps.com/start\nsso_region = us-east-1\nsso_account_id = 111111111111\nsso_role_name = Developer\n",
+        "[projects.sso]\nstages = { dev = \"sso-dev\", legacy = \"sso-legacy\" }\n",
+    );
+    h.extra_env.insert("AWS_ENDPOINT_URL_SSO".into(), portal);
+    let d = h.serve();
+    // Before `aws sso login`: the error names the command.
+    let r = fetch(&d, &h, "sso", "dev");
+    assert_eq!(
+        (r.status, r.json()["Code"].as_str()),
+        (503, Some("LoginRequired")),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.json()["Message"]
+            .as_str()
+            .unwrap()
+            .contains("aws sso login --sso-session corp"),
+        "{}",
+        r.body
+    );
+    let r = fetch(&d, &h, "sso", "legacy");
+    assert!(
+        r.json()["Message"]
+            .as_str()
+            .unwrap()
+            .contains("aws sso login --profile sso-legacy"),
+        "{}",
+        r.body
+    );
+    // The cache file the CLI writes: ~/.aws/sso/cache/sha1(session name).json.
+    let cache = h.path().join(".aws/sso/cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    let name = {
+        use sha1::Digest;
+        hex::encode(sha1::Sha1::digest(b"corp"))
+    };
+    std::fs::write(
+        cache.join(format!("{name}.json")),
+        r#"{"startUrl": "https://corp.awsapps.com/start", "region": "us-east-1", "accessToken": "SSOACCESSTOKEN", "expiresAt": "2099-01-01T00:00:00Z"}"#,
+    )
+    .unwrap();
+    let r = fetch(&d, &h, "sso", "dev");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["AccessKeyId"], "ASIASSO1");
+    fetch(&d, &h, "sso", "dev");
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "cached until expiry"
+    );
+    assert!(!d.output().contains("SSOACCESSTOKEN") && !d.output().contains("SECRETSSO"));
+}
+
+#[test]
+fn web_identity_profiles_assume_their_role() {
+    let moto = Moto::start();
+    let h = home(
+        &moto.url(),
+        "",
+        "[projects.oidc]\nstages = { ci = \"oidc\" }\n",
+    );
+    let token_file = h.path().join("web-identity-token");
+    std::fs::write(&token_file, "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJjaSJ9.c2ln\n").unwrap();
+    h.write_aws_config(&format!(
+        "[profile oidc]\nrole_arn = arn:aws:iam::444444444444:role/Oidc\nweb_identity_token_file = {}\n",
+        token_file.display()
+    ));
+    let d = h.serve();
+    let r = fetch(&d, &h, "oidc", "ci");
+    assert_eq!(
+        caller_account(&moto.url(), &served_credentials(&r)),
+        "444444444444"
+    );
+}
+
+#[test]
+fn audit_log_in_json() {
+    let moto = Moto::start();
+    let h = home(&moto.url(), ROLES, CONFIG);
+    let d = h.serve_with(&["--listen", "127.0.0.1:0", "--log-format", "json"]);
+    let mut req = h.command();
+    req.args(["token", "--project", "orders", "--stage", "dev"]);
+    let tok = String::from_utf8(req.output().unwrap().stdout).unwrap();
+    d.get("/v1/credentials/orders/dev", Some(tok.trim()));
+    std::thread::sleep(Duration::from_millis(100));
+    let out = d.output();
+    let audit = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["fields"]["message"] == "credentials issued")
+        .unwrap_or_else(|| panic!("no JSON audit line in:\n{out}"));
+    assert_eq!(audit["fields"]["project"], "orders");
+    assert_eq!(audit["fields"]["profile"], "dev");
+    assert!(audit["fields"]["key"].as_str().unwrap().starts_with("..."));
+}
