@@ -46,7 +46,7 @@ impl fmt::Display for Secret {
 }
 
 /// One set of AWS credentials.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Credentials {
     /// The access key id (`AKIA...` for long-term keys, `ASIA...` for session keys). Not a
     /// secret by AWS's own rules, but only ever logged by its last four characters.

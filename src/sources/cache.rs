@@ -175,10 +175,16 @@ impl Sessions {
                     });
                 }
                 Plan::Environment => return environment_credentials(&|k| std::env::var(k).ok()),
-                Plan::FileSession { profile } => {
-                    return Err(SourceError::Internal(format!(
-                        "file session for '{profile}' is resolved by the resolver"
-                    )));
+                Plan::FileSession { profile, creds } => {
+                    if let Some(at) = creds.expiration
+                        && at <= OffsetDateTime::now_utc()
+                    {
+                        return Err(SourceError::Expired {
+                            profile: profile.clone(),
+                            at: crate::credentials::format_expiration(at),
+                        });
+                    }
+                    return Ok(creds.clone());
                 }
                 _ => {}
             }
@@ -189,7 +195,10 @@ impl Sessions {
                     None => return Ok(held.creds),
                     Some(left) if left > refresh_margin(&held, margin) => return Ok(held.creds),
                     Some(left) if left > MIN_REMAINING => {
-                        self.refresh_in_background(plan.clone(), slot.clone(), margin);
+                        // An MFA session cannot be renewed without a new code.
+                        if !matches!(plan, Plan::MfaSession { .. }) {
+                            self.refresh_in_background(plan.clone(), slot.clone(), margin);
+                        }
                         return Ok(held.creds);
                     }
                     _ => {}
@@ -439,7 +448,7 @@ fn describe_profile(plan: &Plan) -> String {
         Plan::AssumeRole { profile, .. }
         | Plan::WebIdentity { profile, .. }
         | Plan::Process { profile, .. }
-        | Plan::FileSession { profile }
+        | Plan::FileSession { profile, .. }
         | Plan::Keys { profile, .. } => profile.clone(),
         Plan::Sso { config, .. } => config.profile.clone(),
         Plan::SessionToken { source, .. } | Plan::MfaSession { source, .. } => {

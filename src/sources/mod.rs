@@ -251,12 +251,7 @@ impl Resolver {
     ) -> Result<Credentials, SourceError> {
         let snap = self.profiles.snapshot();
         let plan = self.plan_in(&snap, profile, project, stage)?;
-        let result = match &plan {
-            Plan::FileSession { profile } => {
-                file_credentials(&snap, profile, OffsetDateTime::now_utc())
-            }
-            p => self.sessions.get(p, margin).await,
-        };
+        let result = self.sessions.get(&plan, margin).await;
         result.map_err(|e| match e {
             SourceError::MfaRequired { .. } => SourceError::MfaRequired {
                 profile: profile.to_string(),

@@ -27,7 +27,7 @@
 
 use std::path::PathBuf;
 
-use crate::credentials::Secret;
+use crate::credentials::{Credentials, Secret};
 use crate::profiles::{Profile, Snapshot, SourceKind};
 use crate::sources::SourceError;
 use crate::sources::endpoint::{
@@ -42,10 +42,13 @@ pub const MFA_SESSION_SECONDS: u32 = 12 * 60 * 60;
 /// How to obtain one set of credentials.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Plan {
-    /// Session keys written in the shared files, served as they are.
+    /// Session keys written in the shared files, served as they are. They are part of
+    /// the plan, so a rewrite of the file changes every plan built on them.
     FileSession {
         /// The profile holding them.
         profile: String,
+        /// The keys, checked (complete, not expired) when the plan was made.
+        creds: Credentials,
     },
     /// Long-term keys from the shared files (only ever a source for STS).
     Keys {
@@ -155,7 +158,7 @@ impl Plan {
     /// A short description for status output (no secrets).
     pub fn describe(&self) -> String {
         match self {
-            Plan::FileSession { profile } => format!("session keys in profile '{profile}'"),
+            Plan::FileSession { profile, .. } => format!("session keys in profile '{profile}'"),
             Plan::Keys { profile, .. } => format!("long-term keys of '{profile}'"),
             Plan::Environment => "the daemon's environment keys".into(),
             Plan::SessionToken { source, .. } => {
@@ -215,12 +218,7 @@ pub fn session_name_for(project: &str, stage: &str) -> String {
 pub fn plan(inputs: &PlanInputs<'_>, profile: &str) -> Result<Plan, SourceError> {
     let p = lookup(inputs, profile)?;
     match p.kind() {
-        SourceKind::SessionKeys => {
-            keys_of(p)?;
-            Ok(Plan::FileSession {
-                profile: profile.into(),
-            })
-        }
+        SourceKind::SessionKeys => file_session(inputs, profile),
         SourceKind::StaticKeys => {
             let keys = keys_of(p)?;
             let endpoint = endpoint_for(inputs, p);
@@ -259,12 +257,7 @@ fn source_plan(
     let p = lookup(inputs, name)?;
     match p.kind() {
         SourceKind::Role => role_plan(inputs, p, chain),
-        SourceKind::SessionKeys => {
-            keys_of(p)?;
-            Ok(Plan::FileSession {
-                profile: name.into(),
-            })
-        }
+        SourceKind::SessionKeys => file_session(inputs, name),
         SourceKind::StaticKeys => keys_of(p),
         SourceKind::WebIdentity => Ok(Plan::WebIdentity {
             profile: name.into(),
@@ -426,6 +419,13 @@ fn sso_plan(inputs: &PlanInputs<'_>, p: &Profile) -> Result<Plan, SourceError> {
         oidc: sso_oidc_endpoint(&sso_region, profile_url, svc_oidc.as_deref(), inputs.env).url,
         config,
         cache_dir: inputs.sso_cache_dir.clone(),
+    })
+}
+
+fn file_session(inputs: &PlanInputs<'_>, name: &str) -> Result<Plan, SourceError> {
+    Ok(Plan::FileSession {
+        profile: name.into(),
+        creds: super::file_credentials(inputs.snap, name, time::OffsetDateTime::now_utc())?,
     })
 }
 
