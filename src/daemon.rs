@@ -140,7 +140,8 @@ impl Daemon {
         let mut listeners = Vec::new();
         let mut addrs = Vec::new();
         for a in listen {
-            let l = TcpListener::bind(a)
+            // An adopted (socket-activated) listener for this address, else a new bind.
+            let l = crate::service::bind(*a)
                 .await
                 .map_err(|source| StartError::Bind { addr: *a, source })?;
             addrs.push(

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use credport::cli::args::{Cli, Command, LogFormat};
-use credport::cli::{doctor, env, exec, login, project, resolve, serve, status, token};
+use credport::cli::{doctor, env, exec, login, project, resolve, serve, service, status, token};
 use credport::paths::Paths;
 use tracing_subscriber::EnvFilter;
 
@@ -42,10 +42,16 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let paths = Paths::from_env()?;
     match cli.command {
-        Command::Serve(args) => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?
-            .block_on(serve::run(&paths, &args)),
+        Command::Serve(args) => {
+            // Before any thread exists: this also removes the LISTEN_* variables.
+            let activated = credport::service::activated_listeners()
+                .map_err(|e| anyhow::anyhow!("socket activation: {e}"))?;
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(serve::run(&paths, &args, activated))
+        }
+        Command::Service(args) => service::run(&paths, &args, &mut std::io::stdout().lock()),
         Command::Token(args) => token::run(&paths, &args, &mut std::io::stdout().lock()),
         Command::Resolve(args) => {
             resolve::run(&paths, &args, &getenv, &mut std::io::stdout().lock())

@@ -54,6 +54,17 @@ pub enum Command {
     /// expires (12 hours).
     #[command(after_help = "Examples:\n  credport login prod\n  credport login prod --code 123456")]
     Login(LoginArgs),
+    /// Run credport at login: install, remove or inspect the systemd user units (Linux) or
+    /// the launchd agent (macOS).
+    ///
+    /// `install` writes the units with this binary's path (systemd: credport.socket and
+    /// credport.service in ~/.config/systemd/user, socket-activated on the `[server] listen`
+    /// addresses; launchd: ~/Library/LaunchAgents/dev.credport.agent.plist), then enables
+    /// and (re)starts the service. Running it again updates and restarts it.
+    #[command(
+        after_help = "Examples:\n  credport service install --dry-run\n  credport service install\n  credport service status\n  credport service uninstall\n  credport service install --platform launchd --dry-run"
+    )]
+    Service(ServiceArgs),
     /// Print which project, stage and profile a directory (and a wrapped command) means.
     ///
     /// Prints one JSON object: project, stage, profile, region, file, kind, rule. Exits
@@ -232,7 +243,8 @@ pub struct LoginArgs {
 /// `credport serve`.
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// Address to listen on (repeatable). Port 0 picks a free port.
+    /// Address to listen on (repeatable). Port 0 picks a free port. Ignored when the
+    /// service manager passes listening sockets (systemd socket activation, LISTEN_FDS).
     #[arg(long, value_name = "ADDR")]
     pub listen: Vec<SocketAddr>,
     /// Allow listen addresses that are not loopback (for a container network).
@@ -252,4 +264,51 @@ pub struct TokenArgs {
     /// Replace the token key: every token changes, old ones stop working at once.
     #[arg(long, conflicts_with_all = ["project", "stage"])]
     pub rotate: bool,
+}
+
+/// `credport service`.
+#[derive(Debug, clap::Args)]
+pub struct ServiceArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: ServiceAction,
+    /// The service manager (default: launchd on macOS, systemd elsewhere).
+    #[arg(long, value_enum, global = true)]
+    pub platform: Option<ServicePlatform>,
+}
+
+/// `credport service` actions.
+#[derive(Debug, Subcommand)]
+pub enum ServiceAction {
+    /// Write the unit files, enable the service and (re)start it.
+    #[command(
+        after_help = "Examples:\n  credport service install --dry-run\n  credport service install"
+    )]
+    Install {
+        /// Print every file it would write (in full) and every command it would run; do
+        /// nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Stop and disable the service and remove its unit files.
+    #[command(
+        after_help = "Examples:\n  credport service uninstall --dry-run\n  credport service uninstall"
+    )]
+    Uninstall {
+        /// Print what it would remove and run; do nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Say whether the unit files are installed and up to date, and ask the service
+    /// manager whether credport runs.
+    Status,
+}
+
+/// Service managers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ServicePlatform {
+    /// systemd user units (Linux).
+    Systemd,
+    /// A launchd LaunchAgent (macOS).
+    Launchd,
 }

@@ -8,6 +8,7 @@ pub mod login;
 pub mod project;
 pub mod resolve;
 pub mod serve;
+pub mod service;
 pub mod status;
 pub mod token;
 

@@ -11,10 +11,24 @@ use crate::daemon::{Daemon, DaemonInfo, base_url};
 use crate::fsutil;
 use crate::paths::Paths;
 use crate::server::{Limits, serve};
+use crate::service;
 
-/// Runs `credport serve`.
-pub async fn run(paths: &Paths, args: &ServeArgs) -> Result<()> {
-    let listen: Vec<SocketAddr> = if !args.listen.is_empty() {
+/// Runs `credport serve`. `activated` are the listening sockets passed by the service
+/// manager ([`service::activated_listeners`]); when there are any, they are served instead
+/// of `--listen` and the config's addresses.
+pub async fn run(
+    paths: &Paths,
+    args: &ServeArgs,
+    activated: Vec<std::net::TcpListener>,
+) -> Result<()> {
+    let listen: Vec<SocketAddr> = if !activated.is_empty() {
+        let addrs = service::adopt(activated).context("adopting the activated sockets")?;
+        tracing::info!(
+            listen = ?addrs,
+            "socket activation: serving the sockets passed by the service manager; --listen and [server] listen are ignored"
+        );
+        addrs
+    } else if !args.listen.is_empty() {
         args.listen.clone()
     } else {
         let from_config = crate::config::ConfigStore::open(paths.config.clone())
@@ -59,18 +73,22 @@ pub async fn run(paths: &Paths, args: &ServeArgs) -> Result<()> {
                 _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
                 _ = int.recv() => tracing::info!("SIGINT: shutting down"),
             }
+            service::notify("STOPPING=1");
         },
     );
     for a in &daemon.addrs {
         eprintln!("listening on {}", base_url(*a));
     }
+    service::notify("READY=1");
     tokio::pin!(server);
     loop {
         tokio::select! {
             _ = &mut server => break,
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading every file");
+                service::notify(&service::reloading_message());
                 daemon.reload_all();
+                service::notify("READY=1");
             }
         }
     }
