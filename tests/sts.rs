@@ -459,9 +459,16 @@ fn audit_log_in_json() {
 fn role_on_top_of_session_keys_from_the_file() {
     // saml2aws writes session keys; a role profile uses them as its source.
     let moto = Moto::start();
-    let h = home(&moto.url(), "[profile dev]\nrole_arn = arn:aws:iam::111111111111:role/Dev\nsource_profile = saml\n", CONFIG);
+    let h = home(
+        &moto.url(),
+        "[profile dev]\nrole_arn = arn:aws:iam::111111111111:role/Dev\nsource_profile = saml\n",
+        CONFIG,
+    );
     h.write_credentials("[saml]\naws_access_key_id = ASIASAML00000001\naws_secret_access_key = SECRETSAML\naws_session_token = TOKENSAML\nx_security_token_expires = 2099-01-01T00:00:00Z\n");
     let d = h.serve();
     let r = fetch(&d, &h, "orders", "dev");
-    assert_eq!(caller_account(&moto.url(), &served_credentials(&r)), "111111111111");
+    assert_eq!(
+        caller_account(&moto.url(), &served_credentials(&r)),
+        "111111111111"
+    );
 }
