@@ -63,7 +63,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             exec::exit_like(status)
         }
         Command::Status { json } => {
-            if !runtime()?.block_on(status::run(&paths, json, &mut std::io::stdout().lock()))? {
+            if !runtime()?.block_on(status::run(
+                &paths,
+                &getenv,
+                json,
+                &mut std::io::stdout().lock(),
+            ))? {
                 std::process::exit(1);
             }
             Ok(())

@@ -8,10 +8,36 @@ use crate::control::{ControlError, Request, call};
 use crate::paths::Paths;
 
 /// Runs `credport status`. Returns `false` when the daemon does not answer.
-pub async fn run(paths: &Paths, json: bool, out: &mut dyn Write) -> Result<bool> {
+pub async fn run(
+    paths: &Paths,
+    env: &dyn Fn(&str) -> Option<String>,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<bool> {
     let status = match call(&paths.control_socket(), &Request::Status).await {
         Ok(v) => v,
         Err(ControlError::NotRunning { .. }) => {
+            // No control socket here, but CREDPORT_URL may name a daemon elsewhere.
+            if let Some(url) = env("CREDPORT_URL").filter(|u| !u.is_empty())
+                && let Some(health) = healthz(&url).await
+            {
+                if json {
+                    writeln!(
+                        out,
+                        "{}",
+                        serde_json::json!({"running": true, "url": url, "health": health})
+                    )?;
+                } else {
+                    writeln!(
+                        out,
+                        "daemon: running at {url} (version {}, {} profiles); details need its control socket, which is not in {}",
+                        health["version"].as_str().unwrap_or("?"),
+                        health["profiles"],
+                        paths.runtime_dir.display()
+                    )?;
+                }
+                return Ok(true);
+            }
             if json {
                 writeln!(out, "{}", serde_json::json!({"running": false}))?;
             } else {
@@ -102,4 +128,20 @@ pub async fn run(paths: &Paths, json: bool, out: &mut dyn Write) -> Result<bool>
         )?;
     }
     Ok(true)
+}
+
+async fn healthz(url: &str) -> Option<serde_json::Value> {
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(3))
+        .build()
+        .ok()?;
+    let r = client
+        .get(format!("{}/healthz", url.trim_end_matches('/')))
+        .send()
+        .await
+        .ok()?;
+    if !r.status().is_success() {
+        return None;
+    }
+    r.json().await.ok()
 }
