@@ -205,7 +205,7 @@ pub async fn fetch_credentials(
     stage: &str,
     token: &str,
 ) -> Result<crate::credentials::Credentials, ClientError> {
-    let client = reqwest::Client::builder()
+    let client = crate::sources::http::client_builder()
         .timeout(std::time::Duration::from_secs(10))
         .build()
         .map_err(|e| ClientError::Daemon(e.to_string()))?;

@@ -16,7 +16,7 @@ use crate::config::ConfigStore;
 use crate::fsutil;
 use crate::paths::Paths;
 use crate::profiles::store::ProfileStore;
-use crate::profiles::watch::{FileWatcher, WatchError};
+use crate::profiles::watch::{FileWatcher, WatchError, WatchGroup};
 use crate::server::{AppState, allowed_hosts};
 use crate::sources::Resolver;
 use crate::sources::cache::Sessions;
@@ -166,49 +166,43 @@ impl Daemon {
             metrics: Default::default(),
         });
 
-        let mut watchers = Vec::new();
         let p = profiles.clone();
-        watchers.push(FileWatcher::spawn(
+        let mut groups = vec![WatchGroup::new(
             vec![paths.aws.credentials.clone(), paths.aws.config.clone()],
             move |probe| {
                 let mark = probe.mark();
                 p.reload_unless(&|| !probe.quiet_since(mark));
             },
-        )?);
+        )];
         sessions_for_config.set_process_timeout(config.get().server.process_timeout());
-        if fixed_config.is_some() {
-            return Ok(Daemon {
-                state,
-                listeners,
-                addrs,
-                _watchers: watchers,
-            });
-        }
-        let c = config.clone();
-        watchers.push(FileWatcher::spawn(vec![paths.config.clone()], move |_| {
-            if c.reload() {
-                sessions_for_config.set_process_timeout(c.get().server.process_timeout());
-            }
-        })?);
-        let r = registered.clone();
-        watchers.push(FileWatcher::spawn(
-            vec![paths.registered_projects()],
-            move |_| {
-                r.reload();
-            },
-        )?);
-        let s = state.clone();
-        let key_path = paths.token_key();
-        watchers.push(FileWatcher::spawn(vec![key_path.clone()], move |_| {
-            match TokenKey::load(&key_path) {
-                Ok(Some(k)) => {
-                    s.tokens.store(Some(Arc::new(k)));
-                    tracing::info!("token key reloaded");
+        if fixed_config.is_none() {
+            let c = config.clone();
+            groups.push(WatchGroup::new(vec![paths.config.clone()], move |_| {
+                if c.reload() {
+                    sessions_for_config.set_process_timeout(c.get().server.process_timeout());
                 }
-                Ok(None) => tracing::warn!(file = %key_path.display(), "token key removed; keeping the current one"),
-                Err(e) => tracing::warn!(error = %e, "token key reload failed; keeping the current one"),
-            }
-        })?);
+            }));
+            let r = registered.clone();
+            groups.push(WatchGroup::new(
+                vec![paths.registered_projects()],
+                move |_| {
+                    r.reload();
+                },
+            ));
+            let s = state.clone();
+            let key_path = paths.token_key();
+            groups.push(WatchGroup::new(vec![key_path.clone()], move |_| {
+                match TokenKey::load(&key_path) {
+                    Ok(Some(k)) => {
+                        s.tokens.store(Some(Arc::new(k)));
+                        tracing::info!("token key reloaded");
+                    }
+                    Ok(None) => tracing::warn!(file = %key_path.display(), "token key removed; keeping the current one"),
+                    Err(e) => tracing::warn!(error = %e, "token key reload failed; keeping the current one"),
+                }
+            }));
+        }
+        let watchers = vec![FileWatcher::spawn_groups(groups)?];
         Ok(Daemon {
             state,
             listeners,

@@ -85,6 +85,10 @@ impl ChildEnv {
                 credentials.display().to_string(),
             );
             set("AWS_CONFIG_FILE", config.display().to_string());
+            // aws-sdk (JS v2) honours AWS_SHARED_CREDENTIALS_FILE only when
+            // AWS_SDK_LOAD_CONFIG is set (util.getProfilesFromSharedConfig); without it, it
+            // reads ~/.aws/credentials and its [default] keys shadow the endpoint.
+            set("AWS_SDK_LOAD_CONFIG", "1".to_string());
         }
         env
     }

@@ -203,10 +203,9 @@ fn compose_and_devcontainer_snippets() {
     );
     // It parses as YAML with the shape compose expects.
     let y: serde_json::Value = {
-        let py =
-            format!("import sys, json, yaml; print(json.dumps(yaml.safe_load(sys.stdin.read())))");
+        let py = "import sys, json, yaml; print(json.dumps(yaml.safe_load(sys.stdin.read())))";
         let mut c = Command::new(venv_python())
-            .args(["-c", &py])
+            .args(["-c", py])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()

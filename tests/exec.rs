@@ -53,8 +53,7 @@ fn credport(w: &World, args: &[&str]) -> Output {
         .env("SLS_DEPRECATION_DISABLE", "*")
         .env("PATH", client_path(w.home.path()))
         .args(args);
-    let out = c.output().expect("run credport");
-    out
+    c.output().expect("run credport")
 }
 
 /// PATH with `python3.11` pointing at the test virtualenv (serverless runs handlers with
@@ -64,6 +63,8 @@ fn client_path(home: &Path) -> String {
     if !bin.exists() {
         std::fs::create_dir_all(&bin).unwrap();
         std::os::unix::fs::symlink(venv_python(), bin.join("python3.11")).unwrap();
+        // serverless@3 runs Python handlers as `python3` (runtime name cut at the dot).
+        std::os::unix::fs::symlink(venv_python(), bin.join("python3")).unwrap();
         std::os::unix::fs::symlink(venv_python(), bin.join("python")).unwrap();
     }
     let node_bin = repo_root().join("tests/clients/node/node_modules/.bin");

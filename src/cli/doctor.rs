@@ -304,7 +304,7 @@ fn sdks(env: &dyn Fn(&str) -> Option<String>, f: &mut Vec<Finding>) {
 
 async fn clock(env: &dyn Fn(&str) -> Option<String>, f: &mut Vec<Finding>) {
     let ep = crate::sources::endpoint::sts_endpoint(None, None, None, env);
-    let Ok(client) = reqwest::Client::builder()
+    let Ok(client) = crate::sources::http::client_builder()
         .timeout(Duration::from_secs(3))
         .build()
     else {

@@ -131,7 +131,7 @@ pub async fn run(
 }
 
 async fn healthz(url: &str) -> Option<serde_json::Value> {
-    let client = reqwest::Client::builder()
+    let client = crate::sources::http::client_builder()
         .timeout(std::time::Duration::from_secs(3))
         .build()
         .ok()?;

@@ -45,6 +45,16 @@ pub struct ParseError {
 /// Parses the text of a shared credentials or config file.
 pub fn parse(text: &str) -> Result<Vec<Section>, ParseError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    // configparser reads with universal newlines: `\r\n`, `\n` and a lone `\r` all end a
+    // line. Normalise first, so a stray `\r` splits the line for rust-ini and for our line
+    // numbers alike (otherwise rust-ini reports lines the file does not have).
+    let normalised;
+    let text = if text.contains('\r') {
+        normalised = text.replace("\r\n", "\n").replace('\r', "\n");
+        normalised.as_str()
+    } else {
+        text
+    };
     let prepared = prescan(text)?;
     let opts = ParseOption {
         enabled_quote: false,

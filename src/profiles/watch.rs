@@ -47,8 +47,34 @@ impl Drop for FileWatcher {
 
 /// Errors starting the watcher.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot watch files: {0}")]
+#[error(
+    "cannot watch files: {0} (if it says \"too many open files\", raise fs.inotify.max_user_instances)"
+)]
 pub struct WatchError(#[from] notify::Error);
+
+/// A callback run after watched files change.
+pub type OnChange = Box<dyn Fn(&WriteProbe) + Send + Sync>;
+
+/// Files watched together, and what to run after they change.
+pub struct WatchGroup {
+    /// The files.
+    pub files: Vec<PathBuf>,
+    /// Runs on a blocking thread after a debounced batch of changes to any of them.
+    pub on_change: OnChange,
+}
+
+impl WatchGroup {
+    /// A group of `files` with its callback.
+    pub fn new(
+        files: Vec<PathBuf>,
+        on_change: impl Fn(&WriteProbe) + Send + Sync + 'static,
+    ) -> Self {
+        WatchGroup {
+            files,
+            on_change: Box::new(on_change),
+        }
+    }
+}
 
 impl FileWatcher {
     /// Starts watching `files`; `on_change` runs (on a blocking thread) after each debounced
@@ -57,33 +83,47 @@ impl FileWatcher {
     where
         F: Fn(&WriteProbe) + Send + Sync + 'static,
     {
-        let (tx, mut rx) = mpsc::unbounded_channel::<notify::Event>();
+        Self::spawn_groups(vec![WatchGroup::new(files, on_change)])
+    }
+
+    /// Watches several groups with one watcher (one inotify instance, which is a limited
+    /// resource: `fs.inotify.max_user_instances`, 128 by default). After a batch of changes,
+    /// the callback of each group that changed runs once.
+    pub fn spawn_groups(groups: Vec<WatchGroup>) -> Result<Self, WatchError> {
+        let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Change)>();
         let probe = WriteProbe::default();
+        let files: Vec<Vec<PathBuf>> = groups.iter().map(|g| g.files.clone()).collect();
+        let all_files: Vec<PathBuf> = files.iter().flatten().cloned().collect();
         let (probe_tx, probe_files) = (probe.clone(), files.clone());
-        let mut watcher =
-            notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-                if let Ok(ev) = res {
-                    tracing::trace!(kind = ?ev.kind, paths = ?ev.paths, "file event");
-                    if relevance(&ev, &probe_files) == Some(Change::Partial) {
-                        probe_tx.0.fetch_add(1, Ordering::SeqCst);
-                    }
-                    let _ = tx.send(ev);
+        let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            let Ok(ev) = res else { return };
+            // Only events about our files go further (and get logged): a log file
+            // written into a watched directory must not feed back into the log.
+            for (i, group) in probe_files.iter().enumerate() {
+                let Some(change) = relevance(&ev, group) else {
+                    continue;
+                };
+                tracing::trace!(kind = ?ev.kind, paths = ?ev.paths, "file event");
+                if change == Change::Partial {
+                    probe_tx.0.fetch_add(1, Ordering::SeqCst);
                 }
-            })?;
+                let _ = tx.send((i, change));
+            }
+        })
+        .map_err(WatchError::from)?;
         let mut watched: BTreeSet<PathBuf> = BTreeSet::new();
-        update_watches(&mut watcher, &mut watched, &files);
-        let on_change = std::sync::Arc::new(on_change);
+        update_watches(&mut watcher, &mut watched, &all_files);
+        let callbacks: Arc<Vec<OnChange>> =
+            Arc::new(groups.into_iter().map(|g| g.on_change).collect());
 
         let task = tokio::spawn(async move {
             let _watcher_lives_here = &watcher;
-            while let Some(first) = rx.recv().await {
-                let Some(mut kind) = relevance(&first, &files) else {
-                    continue;
-                };
+            while let Some((first_group, mut kind)) = rx.recv().await {
                 // Debounce. A finished write (close, create, rename, remove) settles after
                 // SETTLE of quiet, but no later than MAX_DELAY after the first one, so
                 // constant churn still reloads. A write still in progress (a bare
                 // modification) waits for its close, up to PARTIAL_FALLBACK.
+                let mut touched = BTreeSet::from([first_group]);
                 let mut last = Instant::now();
                 let mut first_done = (kind == Change::Done).then_some(last);
                 loop {
@@ -93,22 +133,26 @@ impl FileWatcher {
                         (Change::Done, None) => last + SETTLE,
                     };
                     match tokio::time::timeout_at(deadline, rx.recv()).await {
-                        Ok(Some(ev)) => {
-                            if let Some(k) = relevance(&ev, &files) {
-                                kind = k;
-                                last = Instant::now();
-                                if k == Change::Done && first_done.is_none() {
-                                    first_done = Some(last);
-                                }
+                        Ok(Some((g, k))) => {
+                            touched.insert(g);
+                            kind = k;
+                            last = Instant::now();
+                            if k == Change::Done && first_done.is_none() {
+                                first_done = Some(last);
                             }
                         }
                         Ok(None) => return,
                         Err(_) => break,
                     }
                 }
-                update_watches(&mut watcher, &mut watched, &files);
-                let (f, p) = (on_change.clone(), probe.clone());
-                let _ = tokio::task::spawn_blocking(move || f(&p)).await;
+                update_watches(&mut watcher, &mut watched, &all_files);
+                let (cbs, p) = (callbacks.clone(), probe.clone());
+                let _ = tokio::task::spawn_blocking(move || {
+                    for g in touched {
+                        (cbs[g])(&p);
+                    }
+                })
+                .await;
             }
         });
         Ok(FileWatcher { task })

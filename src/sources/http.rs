@@ -36,10 +36,22 @@ impl Default for HttpConfig {
 /// Largest response body read from STS, the SSO portal or SSO OIDC.
 pub(crate) const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 
+/// A reqwest client builder with rustls on the `ring` provider (chosen over aws-lc-rs: the
+/// same TLS, without a C library that takes minutes to build). Every HTTP client in
+/// credport starts here.
+pub fn client_builder() -> reqwest::ClientBuilder {
+    static PROVIDER: std::sync::Once = std::sync::Once::new();
+    PROVIDER.call_once(|| {
+        // Fails only if a provider is installed already, which is just as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+    reqwest::Client::builder()
+}
+
 /// Builds the one client a source uses. Redirects are not followed: a redirect from a
 /// credential endpoint is an error, not something to chase with a signed request.
 pub(crate) fn build_client(cfg: &HttpConfig) -> Result<reqwest::Client, String> {
-    reqwest::Client::builder()
+    client_builder()
         .connect_timeout(cfg.connect_timeout)
         .timeout(cfg.request_timeout)
         .redirect(reqwest::redirect::Policy::none())

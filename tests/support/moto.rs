@@ -124,7 +124,7 @@ impl CountingProxy {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let client = reqwest::Client::new();
+                let client = credport::sources::http::client_builder().build().unwrap();
                 let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
                     let (client, c, upstream) = (client.clone(), c.clone(), upstream.clone());
                     async move {
