@@ -114,7 +114,9 @@ pub fn ensure_private_dir(dir: &Path) -> Result<(), FsError> {
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err(dir))
 }
 
-/// Atomically replaces `path` with `contents`, mode 0600, in a 0700 directory.
+/// Atomically replaces `path` with `contents`, mode 0600, in a 0700 directory. Temporary
+/// files that an earlier writer left behind (killed between create and rename) are removed
+/// once they are a minute old.
 pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), FsError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     ensure_private_dir(dir)?;
@@ -122,6 +124,7 @@ pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), FsError> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    remove_stale_temps(dir, &name);
     let mut suffix = [0u8; 6];
     getrandom::fill(&mut suffix).map_err(|e| io_err(path)(io::Error::other(e.to_string())))?;
     let tmp = dir.join(format!(".{name}.{}.tmp", hex::encode(suffix)));
@@ -143,6 +146,28 @@ pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), FsError> {
         let _ = fs::remove_file(&tmp);
     }
     result.map_err(io_err(path))
+}
+
+/// Removes `.NAME.*.tmp` files in `dir` older than a minute.
+fn remove_stale_temps(dir: &Path, name: &str) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!(".{name}.");
+    for e in entries.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if n.starts_with(&prefix) && n.ends_with(".tmp") {
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > std::time::Duration::from_secs(60));
+            if old {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -395,14 +395,12 @@ fn idle_connections_below_the_limit_do_not_disturb_clients() {
     assert_alive(&s);
 }
 
-/// 2,000 idle connections: twice the connection limit. The daemon closes the excess at
-/// once and the first 1,024 at the header timeout; while they hold every slot, new
-/// connections (the valid client's too) are closed unanswered. This test asserts the
-/// daemon survives, memory stays bounded and service comes back within the header
-/// timeout; it records how long the valid client was refused (see RELIABILITY.md and the
-/// proposed eviction of idle connections in /work/scratch/abuse-fixes.patch).
+/// 2,000 idle connections: twice the connection limit. At the limit each new connection
+/// closes the connection idle the longest (never one with a request in flight), so the
+/// valid client keeps being served while the flood holds every slot; the rest are closed
+/// at the header timeout, and memory stays bounded.
 #[test]
-fn idle_connections_over_the_limit_recover_after_the_header_timeout() {
+fn idle_connections_over_the_limit_never_lock_out_clients() {
     let _g = serial();
     let s = setup();
     let pid = s.d.child.id();
@@ -411,19 +409,14 @@ fn idle_connections_over_the_limit_recover_after_the_header_timeout() {
     let valid = ValidClient::start(s.d.addr, &s.dev);
     let n = 2000;
     let f = idle_flood(s.d.addr, n, pid, &mut peak);
-    let m = valid.finish();
-    println!("[idle {n}] {f}; {m}");
-    if let Some(e) = m.refused.first() {
-        println!("[idle {n}] first refusal: {e}");
-    }
+    println!("[idle {n}] {f}");
+    valid.assert_served(&format!("idle {n}"));
     assert_eq!(f.still_open, 0, "every idle connection is closed: {f}");
     assert!(
         f.longest() < HEADER_TIMEOUT + Duration::from_millis(2500),
         "{f}"
     );
-    assert!(m.n >= 3, "the valid client recovered: {m}");
     report_rss(&format!("idle {n}"), pid, before, peak);
-    // Service is back right after the timeout.
     assert_alive(&s);
 }
 

@@ -123,7 +123,8 @@ impl Default for Limits {
 }
 
 /// Serves `state` on `listeners` until `shutdown` completes, then lets in-flight requests
-/// finish (up to the request timeout) and returns.
+/// finish (up to the request timeout) and returns. At the connection limit, a new
+/// connection closes the one idle the longest (never one with a request in flight).
 pub async fn serve(
     listeners: Vec<TcpListener>,
     state: Arc<AppState>,
@@ -136,6 +137,7 @@ pub async fn serve(
     ));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let table = Arc::new(ConnTable::default());
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(tokio::net::TcpStream, SocketAddr)>(64);
     let mut accept_tasks = Vec::new();
     for l in listeners {
@@ -164,12 +166,39 @@ pub async fn serve(
             _ = &mut shutdown => break,
             conn = rx.recv() => {
                 let Some((stream, peer)) = conn else { break };
-                let Ok(permit) = permits.clone().try_acquire_owned() else {
-                    tracing::warn!(%peer, "connection limit reached; closing connection");
-                    continue;
+                let permit = match permits.clone().try_acquire_owned() {
+                    Ok(p) => p,
+                    Err(_) => {
+                        // Full: make room by closing the connection idle the longest
+                        // (never one with a request in flight), so idle or slow
+                        // connections cannot lock clients out.
+                        if !table.evict_idlest() {
+                            tracing::warn!(%peer, "connection limit reached and every connection is busy; closing");
+                            continue;
+                        }
+                        match tokio::time::timeout(Duration::from_millis(250), permits.clone().acquire_owned()).await {
+                            Ok(Ok(p)) => p,
+                            _ => {
+                                tracing::warn!(%peer, "connection limit reached; closing connection");
+                                continue;
+                            }
+                        }
+                    }
                 };
                 let _ = stream.set_nodelay(true);
-                let service = TowerToHyperService::new(router.clone());
+                let conn_state = Arc::new(ConnState::new(table.epoch));
+                let (r, cs) = (router.clone(), conn_state.clone());
+                let service = TowerToHyperService::new(tower::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let (r, cs) = (r.clone(), cs.clone());
+                        async move {
+                            cs.begin();
+                            let resp = tower::ServiceExt::oneshot(r, req).await;
+                            cs.end();
+                            resp
+                        }
+                    },
+                ));
                 let mut builder = hyper::server::conn::http1::Builder::new();
                 builder
                     .timer(TokioTimer::new())
@@ -178,12 +207,16 @@ pub async fn serve(
                     .keep_alive(true);
                 let conn = builder.serve_connection(TokioIo::new(stream), service);
                 let conn = graceful.watch(conn);
-                tokio::spawn(async move {
+                let id = table.next_id();
+                let t = table.clone();
+                let task = tokio::spawn(async move {
                     let _permit = permit;
+                    let _entry = ConnGuard { table: t, id };
                     if let Err(e) = conn.await {
                         tracing::trace!(%peer, error = %e, "connection ended with an error");
                     }
                 });
+                table.insert(id, conn_state, task.abort_handle());
             }
         }
     }
@@ -193,9 +226,139 @@ pub async fn serve(
     let _ = tokio::time::timeout(limits.request_timeout, graceful.shutdown()).await;
 }
 
+/// What the accept loop knows about one open connection.
+struct ConnState {
+    epoch: std::time::Instant,
+    busy: std::sync::atomic::AtomicUsize,
+    /// Milliseconds since `epoch` of the last request start or end (or the accept).
+    last_active: std::sync::atomic::AtomicU64,
+}
+
+impl ConnState {
+    fn new(epoch: std::time::Instant) -> Self {
+        let s = ConnState {
+            epoch,
+            busy: Default::default(),
+            last_active: Default::default(),
+        };
+        s.touch();
+        s
+    }
+    fn touch(&self) {
+        self.last_active.store(
+            self.epoch.elapsed().as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+    fn begin(&self) {
+        self.busy.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.touch();
+    }
+    fn end(&self) {
+        self.busy.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.touch();
+    }
+}
+
+/// Open connections, so the idlest can be closed when the limit is reached.
+struct ConnTable {
+    epoch: std::time::Instant,
+    next: std::sync::atomic::AtomicU64,
+    conns: std::sync::Mutex<
+        std::collections::HashMap<u64, (Arc<ConnState>, tokio::task::AbortHandle)>,
+    >,
+}
+
+impl Default for ConnTable {
+    fn default() -> Self {
+        ConnTable {
+            epoch: std::time::Instant::now(),
+            next: Default::default(),
+            conns: Default::default(),
+        }
+    }
+}
+
+impl ConnTable {
+    fn next_id(&self) -> u64 {
+        self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+    fn insert(&self, id: u64, state: Arc<ConnState>, abort: tokio::task::AbortHandle) {
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        // The task may have finished already (its guard found nothing to remove).
+        if !abort.is_finished() {
+            conns.insert(id, (state, abort));
+        }
+    }
+    fn remove(&self, id: u64) {
+        self.conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+    }
+    /// Closes the connection idle the longest, if any is idle. Returns whether one was.
+    fn evict_idlest(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        let victim = conns
+            .iter()
+            .filter(|(_, (s, _))| s.busy.load(Relaxed) == 0)
+            .min_by_key(|(_, (s, _))| s.last_active.load(Relaxed))
+            .map(|(id, _)| *id);
+        match victim.and_then(|id| conns.remove(&id)) {
+            Some((_, abort)) => {
+                abort.abort();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Removes a connection from the table when its task ends.
+struct ConnGuard {
+    table: Arc<ConnTable>,
+    id: u64,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.table.remove(self.id);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn evicts_the_idlest_idle_connection_only() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let table = ConnTable::default();
+            let mk = |last: u64, busy: usize| {
+                let s = Arc::new(ConnState::new(table.epoch));
+                s.last_active
+                    .store(last, std::sync::atomic::Ordering::Relaxed);
+                s.busy.store(busy, std::sync::atomic::Ordering::Relaxed);
+                s
+            };
+            let tasks: Vec<_> = (0..3)
+                .map(|_| tokio::spawn(std::future::pending::<()>()))
+                .collect();
+            table.insert(1, mk(10, 1), tasks[0].abort_handle()); // oldest, but busy
+            table.insert(2, mk(20, 0), tasks[1].abort_handle()); // idlest idle
+            table.insert(3, mk(30, 0), tasks[2].abort_handle());
+            assert!(table.evict_idlest());
+            tokio::task::yield_now().await;
+            assert!(tasks[1].is_finished() && !tasks[0].is_finished() && !tasks[2].is_finished());
+            assert!(table.evict_idlest());
+            assert!(!table.evict_idlest(), "only busy connections left");
+        });
+    }
 
     #[test]
     fn hosts_for_listeners() {
