@@ -84,11 +84,7 @@ pub fn register(
         return Ok(false);
     }
     let file = paths.registered_projects();
-    let text = fsutil::read_text(&file)?.unwrap_or_default();
-    let mut table: toml::Table = toml::from_str(&text).map_err(|e| ClientError::Registry {
-        path: file.clone(),
-        reason: e.message().to_string(),
-    })?;
+    let mut table = registry_table(&file)?;
     let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     let projects = table
         .entry("projects")
@@ -124,14 +120,19 @@ pub fn register(
     Ok(true)
 }
 
+/// The registered-projects file as a TOML table (missing: empty).
+fn registry_table(file: &Path) -> Result<toml::Table, ClientError> {
+    let text = fsutil::read_text(file)?.unwrap_or_default();
+    toml::from_str(&text).map_err(|e| ClientError::Registry {
+        path: file.to_path_buf(),
+        reason: e.message().to_string(),
+    })
+}
+
 /// Removes a registered project. Returns whether it was there.
 pub fn unregister(paths: &Paths, project: &str) -> Result<bool, ClientError> {
     let file = paths.registered_projects();
-    let text = fsutil::read_text(&file)?.unwrap_or_default();
-    let mut table: toml::Table = toml::from_str(&text).map_err(|e| ClientError::Registry {
-        path: file.clone(),
-        reason: e.message().to_string(),
-    })?;
+    let mut table = registry_table(&file)?;
     let removed = table
         .get_mut("projects")
         .and_then(|p| p.as_table_mut())

@@ -118,21 +118,28 @@ pub fn ensure_private_dir(dir: &Path) -> Result<(), FsError> {
 /// files that an earlier writer left behind (killed between create and rename) are removed
 /// once they are a minute old.
 pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), FsError> {
+    ensure_private_dir(path.parent().unwrap_or(Path::new(".")))?;
+    write_atomic(path, contents, 0o600).map_err(io_err(path))
+}
+
+/// Atomically replaces `path` with `contents` (created with `mode`): a temporary file in
+/// the same directory, `fsync`, `rename`, then `fsync` of the directory. A crash or a full
+/// disk leaves the old file or the new one, never half of one.
+pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    ensure_private_dir(dir)?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     remove_stale_temps(dir, &name);
     let mut suffix = [0u8; 6];
-    getrandom::fill(&mut suffix).map_err(|e| io_err(path)(io::Error::other(e.to_string())))?;
+    getrandom::fill(&mut suffix).map_err(|e| io::Error::other(e.to_string()))?;
     let tmp = dir.join(format!(".{name}.{}.tmp", hex::encode(suffix)));
     let result = (|| {
         let mut f = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0o600)
+            .mode(mode)
             .open(&tmp)?;
         f.write_all(contents)?;
         f.sync_all()?;
@@ -145,7 +152,7 @@ pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), FsError> {
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
-    result.map_err(io_err(path))
+    result
 }
 
 /// Removes `.NAME.*.tmp` files in `dir` older than a minute.
