@@ -999,7 +999,7 @@ mod tests {
         let ul = std::os::unix::net::UnixListener::bind(t.path().join("s")).unwrap();
         let e = check_tcp_listener(ul.as_raw_fd()).unwrap_err();
         assert!(e.to_string().contains("address family"), "{e}");
-        let f = File::open("/dev/null").unwrap();
+        let f = fs::File::open("/dev/null").unwrap();
         let e = check_tcp_listener(f.as_raw_fd()).unwrap_err();
         assert!(e.to_string().contains("not a socket"), "{e}");
     }

@@ -56,17 +56,11 @@ fn credport(w: &World, args: &[&str]) -> Output {
     c.output().expect("run credport")
 }
 
-/// PATH with `python3.11` pointing at the test virtualenv (serverless runs handlers with
-/// the runtime's name) and serverless's own bin directory.
-fn client_path(home: &Path) -> String {
-    let bin = home.join("pybin");
-    if !bin.exists() {
-        std::fs::create_dir_all(&bin).unwrap();
-        std::os::unix::fs::symlink(venv_python(), bin.join("python3.11")).unwrap();
-        // serverless@3 runs Python handlers as `python3` (runtime name cut at the dot).
-        std::os::unix::fs::symlink(venv_python(), bin.join("python3")).unwrap();
-        std::os::unix::fs::symlink(venv_python(), bin.join("python")).unwrap();
-    }
+/// PATH with the test virtualenv's `bin` first (serverless runs Python handlers as
+/// `python3`, which must be the venv's, found by its own path so that it finds its
+/// `pyvenv.cfg` and boto3) and serverless's own bin directory.
+fn client_path(_home: &Path) -> String {
+    let venv_bin = venv_python().parent().unwrap().to_path_buf();
     let node_bin = repo_root().join("tests/clients/node/node_modules/.bin");
     assert!(
         node_bin.join("serverless").exists(),
@@ -75,7 +69,7 @@ fn client_path(home: &Path) -> String {
     );
     format!(
         "{}:{}:{}",
-        bin.display(),
+        venv_bin.display(),
         node_bin.display(),
         std::env::var("PATH").unwrap_or_default()
     )

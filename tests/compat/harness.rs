@@ -232,15 +232,11 @@ impl World {
         dir
     }
 
-    /// PATH for the clients: `python3.11`/`python` are the test venv's (serverless runs
-    /// Python handlers by the runtime's name), then node_modules/.bin, then the system's.
+    /// PATH for the clients: the test venv's `bin` first (its `python3` finds the venv's
+    /// `pyvenv.cfg` and boto3; a symlink elsewhere would not), then node_modules/.bin,
+    /// then the system's.
     pub fn client_path(&self) -> String {
-        let bin = self.home.path().join("pybin");
-        if !bin.exists() {
-            std::fs::create_dir_all(&bin).unwrap();
-            std::os::unix::fs::symlink(venv_python(), bin.join("python3.11")).unwrap();
-            std::os::unix::fs::symlink(venv_python(), bin.join("python")).unwrap();
-        }
+        let bin = venv_python().parent().unwrap().to_path_buf();
         format!(
             "{}:{}:{}",
             bin.display(),
