@@ -86,17 +86,30 @@ impl Credentials {
     ///
     /// Returns `None` when there is no session token: SDKs reject a body without `Token`.
     pub fn to_container_json(&self, served_expiration: OffsetDateTime) -> Option<String> {
-        let token = self.session_token.as_ref()?;
-        let mut body = serde_json::json!({
-            "AccessKeyId": self.access_key_id,
-            "SecretAccessKey": self.secret_access_key.expose(),
-            "Token": token.expose(),
-            "Expiration": format_expiration(served_expiration),
-        });
-        if let Some(account) = &self.account_id {
-            body["AccountId"] = serde_json::Value::String(account.clone());
+        // Serialized straight from borrowed fields (no serde_json::Value map), in the order
+        // the Value map produced (sorted keys).
+        #[derive(serde::Serialize)]
+        struct Body<'a> {
+            #[serde(rename = "AccessKeyId")]
+            access_key_id: &'a str,
+            #[serde(rename = "AccountId", skip_serializing_if = "Option::is_none")]
+            account_id: Option<&'a str>,
+            #[serde(rename = "Expiration")]
+            expiration: String,
+            #[serde(rename = "SecretAccessKey")]
+            secret_access_key: &'a str,
+            #[serde(rename = "Token")]
+            token: &'a str,
         }
-        Some(body.to_string())
+        let token = self.session_token.as_ref()?;
+        serde_json::to_string(&Body {
+            access_key_id: &self.access_key_id,
+            account_id: self.account_id.as_deref(),
+            expiration: format_expiration(served_expiration),
+            secret_access_key: self.secret_access_key.expose(),
+            token: token.expose(),
+        })
+        .ok()
     }
 }
 

@@ -114,6 +114,23 @@ pub fn ensure_private_dir(dir: &Path) -> Result<(), FsError> {
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err(dir))
 }
 
+/// Writes a new file for one command's lifetime (`exec`'s per-run token and isolated
+/// files), mode 0600, in a 0700 directory: created exclusively, no `fsync` (the file is
+/// removed when the command ends, so durability buys nothing and six fsyncs cost tens of
+/// milliseconds on a busy disk).
+pub fn write_private_ephemeral(path: &Path, contents: &[u8]) -> Result<(), FsError> {
+    if let Some(dir) = path.parent() {
+        ensure_private_dir(dir)?;
+    }
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_err(path))?;
+    f.write_all(contents).map_err(io_err(path))
+}
+
 /// Atomically replaces `path` with `contents`, mode 0600, in a 0700 directory. Temporary
 /// files that an earlier writer left behind (killed between create and rename) are removed
 /// once they are a minute old.

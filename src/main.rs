@@ -9,7 +9,13 @@ use credport::cli::{doctor, env, exec, login, project, resolve, serve, service, 
 use credport::paths::Paths;
 use tracing_subscriber::EnvFilter;
 
-fn init_logging(format: LogFormat, daemon: bool) {
+/// Sets up the log subscriber. The daemon writes through a background thread, so a
+/// request never waits on stderr for its audit line (nothing is dropped: the writer blocks
+/// only when 128k lines are queued); the returned guard flushes it at exit.
+fn init_logging(
+    format: LogFormat,
+    daemon: bool,
+) -> Option<tracing_appender::non_blocking::WorkerGuard> {
     // The daemon logs what it does; a one-shot command only what went wrong.
     let default = if daemon {
         "credport=info"
@@ -17,19 +23,34 @@ fn init_logging(format: LogFormat, daemon: bool) {
         "credport=warn"
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let (writer, guard) = if daemon {
+        let (w, g) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+            .lossy(false)
+            .finish(std::io::stderr());
+        (
+            tracing_subscriber::fmt::writer::BoxMakeWriter::new(w),
+            Some(g),
+        )
+    } else {
+        (
+            tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr),
+            None,
+        )
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+    guard
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format, matches!(cli.command, Command::Serve(_)));
+    let _log_guard = init_logging(cli.log_format, matches!(cli.command, Command::Serve(_)));
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -17,3 +17,44 @@ fn profiles_parse_lone_cr_reports_a_real_line() {
     // CRLF files keep parsing (the crlf_and_bom unit test covers values).
     assert!(parse("[a]\r\nk = v\r\n").is_ok());
 }
+
+/// `profiles_parse` crash-819cc78b: an indented line right after a section header, with no
+/// key to continue. configparser refuses it; credport used to hand it to rust-ini, which made
+/// it part of a key name containing a newline (the rendered file then failed to re-parse).
+#[test]
+fn profiles_parse_continuation_without_a_key_is_an_error() {
+    let input = "[profile \"with0spacesso_session \"wit=h spacofil]\n eebwacofil]\n eebwrole_arn=arn:aws:iam::3:role/x\nweb_identity_tor/run/=oken\n";
+    let e = parse(input).unwrap_err();
+    assert_eq!(e.line, 2, "{e}");
+    assert!(e.reason.contains("no key before it"), "{e}");
+    // A real continuation still works.
+    let s = parse("[services x]\nsts =\n  endpoint_url = http://127.0.0.1:1\n").unwrap();
+    assert!(s[0].props["sts"].contains("endpoint_url"));
+}
+
+/// `serverless_resolve` crash-9f65da28: a stage containing NUL bytes (and, by the same path,
+/// `/` or `..`) reached `.env.<stage>` and produced an error about that file instead of the
+/// project file. The stage must be a plain name, checked before it names any file.
+#[test]
+fn serverless_stage_must_be_a_plain_name_before_it_names_files() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("serverless.yml"),
+        "service: svc\nuseDotenv: true\nprovider:\n  name: aws\n  profile: p\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("secret.txt"), "X=1\n").unwrap();
+    for stage in ["de\0v", "../secret.txt", "a/b", "dev stage"] {
+        let sel = credport::projects::Selection {
+            stage: Some(stage.into()),
+            ..Default::default()
+        };
+        let e = credport::projects::resolve_dir(dir.path(), &sel, &|_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("serverless.yml") && e.contains("not allowed"),
+            "{stage:?}: {e}"
+        );
+    }
+}

@@ -95,7 +95,7 @@ pub async fn run(
         TokenRef::Value(token.expose().to_string())
     } else {
         let f = run_dir.0.join("token");
-        fsutil::write_private(&f, token.expose().as_bytes())?;
+        fsutil::write_private_ephemeral(&f, token.expose().as_bytes())?;
         TokenRef::File(f)
     };
     let isolated = if args.keep_aws_files {
@@ -118,8 +118,8 @@ pub async fn run(
                     .unwrap_or_default()
             );
         }
-        fsutil::write_private(&creds, text.as_bytes())?;
-        fsutil::write_private(&conf, b"")?;
+        fsutil::write_private_ephemeral(&creds, text.as_bytes())?;
+        fsutil::write_private_ephemeral(&conf, b"")?;
         Some((creds, conf))
     };
     let region = super::scope_region(paths, &scope);

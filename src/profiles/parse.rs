@@ -124,6 +124,9 @@ struct Prepared {
 fn prescan(text: &str) -> Result<Prepared, ParseError> {
     let mut out = String::with_capacity(text.len() + 16);
     let mut headers = Vec::new();
+    // Whether the current section has a key yet: an indented line continues the previous
+    // key's value, and with no key to continue it is an error (as in configparser).
+    let mut have_key = false;
     for (i, raw) in text.split('\n').enumerate() {
         let line_no = i + 1;
         let line = raw.strip_suffix('\r').unwrap_or(raw);
@@ -155,6 +158,7 @@ fn prescan(text: &str) -> Result<Prepared, ParseError> {
                 });
             }
             headers.push((name.to_string(), line_no));
+            have_key = false;
             out.push('[');
             out.push_str(name);
             out.push_str("]\n");
@@ -166,11 +170,20 @@ fn prescan(text: &str) -> Result<Prepared, ParseError> {
                 reason: "key outside of any [section]".into(),
             });
         }
+        if indented && !have_key {
+            return Err(ParseError {
+                line: line_no,
+                reason: "indented line with no key before it to continue".into(),
+            });
+        }
         if !indented && !trimmed.contains(['=', ':']) {
             return Err(ParseError {
                 line: line_no,
                 reason: "expected 'key = value'".into(),
             });
+        }
+        if !indented {
+            have_key = true;
         }
         out.push_str(line);
         out.push('\n');
@@ -279,7 +292,14 @@ mod tests {
 
     #[test]
     fn garbage_is_error_not_panic() {
-        for bad in ["k=v\n[a]\n", "[a\n", "[]\n", "[a]\njust words\n", "[a]]\n"] {
+        for bad in [
+            "k=v\n[a]\n",
+            "[a\n",
+            "[]\n",
+            "[a]\njust words\n",
+            "[a]]\n",
+            "[a]\n  continued = nothing\n",
+        ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
         assert!(parse("").unwrap().is_empty());

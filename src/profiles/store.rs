@@ -204,6 +204,8 @@ impl ProfileStore {
                 .all(|((a, pa), (b, pb))| a == b && pa.props == pb.props);
         if same_profiles && prev.sso_sessions == next.sso_sessions && prev.services == next.services
         {
+            drop((prev, next, files));
+            release_freed_memory();
             return false;
         }
         next.generation = prev.generation + 1;
@@ -213,7 +215,20 @@ impl ProfileStore {
             "profiles reloaded"
         );
         self.current.store(Arc::new(next));
+        drop((prev, files));
+        release_freed_memory();
         true
+    }
+}
+
+/// Hands the pages freed by a reload back to the OS. glibc otherwise keeps them in the
+/// arena of whichever thread reloaded: with 5,000 profiles (2.6 MB of files) RSS grew from
+/// 25 to 55 MiB over 20 reloads. Costs well under a millisecond at that size.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -1195,6 +1195,15 @@ pub fn resolve(
             ),
         },
     };
+    // The stage names files (`.env.<stage>`) and URLs: nothing but a plain name will do
+    // (serverless itself only accepts letters, digits and dashes).
+    if let Err(message) = crate::config::check_name("stage", &stage) {
+        return Err(ProjectError::Stage {
+            file: file.to_path_buf(),
+            message,
+            known: "none".into(),
+        });
+    }
     r.stage = StageState::Known(stage.clone());
     if use_dotenv {
         r.load_dotenv(&stage)?;

@@ -159,51 +159,76 @@ impl Sessions {
         plan: &'a Plan,
         margin: Duration,
     ) -> BoxFut<'a, Result<Credentials, SourceError>> {
-        Box::pin(async move {
-            match plan {
-                Plan::Keys {
-                    access_key_id,
-                    secret,
-                    ..
-                } => {
-                    return Ok(Credentials {
-                        access_key_id: access_key_id.clone(),
-                        secret_access_key: secret.clone(),
-                        session_token: None,
-                        expiration: None,
-                        account_id: None,
-                    });
-                }
-                Plan::Environment => return environment_credentials(&|k| std::env::var(k).ok()),
-                Plan::FileSession { profile, creds } => {
-                    if let Some(at) = creds.expiration
-                        && at <= OffsetDateTime::now_utc()
-                    {
-                        return Err(SourceError::Expired {
-                            profile: profile.clone(),
-                            at: crate::credentials::format_expiration(at),
-                        });
-                    }
-                    return Ok(creds.clone());
-                }
-                _ => {}
+        // The hot path answers without creating the fetch future: that future holds every
+        // source's state (tens of kilobytes), and boxing it cost a memcpy of its full size
+        // on every request, cache hit or not.
+        if let Some(done) = self.ready(plan, margin) {
+            return Box::pin(std::future::ready(done));
+        }
+        Box::pin(self.get_slow(plan, margin))
+    }
+
+    /// Answers from the plan itself or from the cache, when no call is needed.
+    fn ready(
+        self: &Arc<Self>,
+        plan: &Plan,
+        margin: Duration,
+    ) -> Option<Result<Credentials, SourceError>> {
+        match plan {
+            Plan::Keys {
+                access_key_id,
+                secret,
+                ..
+            } => {
+                return Some(Ok(Credentials {
+                    access_key_id: access_key_id.clone(),
+                    secret_access_key: secret.clone(),
+                    session_token: None,
+                    expiration: None,
+                    account_id: None,
+                }));
             }
+            Plan::Environment => {
+                return Some(environment_credentials(&|k| std::env::var(k).ok()));
+            }
+            Plan::FileSession { profile, creds } => {
+                if let Some(at) = creds.expiration
+                    && at <= OffsetDateTime::now_utc()
+                {
+                    return Some(Err(SourceError::Expired {
+                        profile: profile.clone(),
+                        at: crate::credentials::format_expiration(at),
+                    }));
+                }
+                return Some(Ok(creds.clone()));
+            }
+            _ => {}
+        }
+        let slot = self.slot(plan);
+        let held = slot.get()?;
+        match remaining(&held.creds, OffsetDateTime::now_utc()) {
+            None => Some(Ok(held.creds)),
+            Some(left) if left > refresh_margin(&held, margin) => Some(Ok(held.creds)),
+            Some(left) if left > MIN_REMAINING => {
+                // An MFA session cannot be renewed without a new code.
+                if !matches!(plan, Plan::MfaSession { .. }) {
+                    self.refresh_in_background(plan.clone(), slot.clone(), margin);
+                }
+                Some(Ok(held.creds))
+            }
+            _ => None,
+        }
+    }
+
+    /// The cache could not answer: wait for (or make) the one call for this plan.
+    async fn get_slow(
+        self: &Arc<Self>,
+        plan: &Plan,
+        margin: Duration,
+    ) -> Result<Credentials, SourceError> {
+        {
             let slot = self.slot(plan);
             let now = OffsetDateTime::now_utc();
-            if let Some(held) = slot.get() {
-                match remaining(&held.creds, now) {
-                    None => return Ok(held.creds),
-                    Some(left) if left > refresh_margin(&held, margin) => return Ok(held.creds),
-                    Some(left) if left > MIN_REMAINING => {
-                        // An MFA session cannot be renewed without a new code.
-                        if !matches!(plan, Plan::MfaSession { .. }) {
-                            self.refresh_in_background(plan.clone(), slot.clone(), margin);
-                        }
-                        return Ok(held.creds);
-                    }
-                    _ => {}
-                }
-            }
             if let Plan::MfaSession { .. } = plan {
                 return match slot.get() {
                     Some(h) if remaining(&h.creds, now).is_none_or(|l| !l.is_zero()) => Ok(h.creds),
@@ -239,7 +264,7 @@ impl Sessions {
                     }
                 }
             }
-        })
+        }
     }
 
     fn refresh_in_background(self: &Arc<Self>, plan: Plan, slot: Arc<Slot>, margin: Duration) {

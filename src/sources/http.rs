@@ -48,6 +48,32 @@ pub fn client_builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
 }
 
+/// A source's HTTP client, built on first use: building one loads the TLS root store
+/// (about 19 million instructions), which a daemon serving only file credentials never needs
+/// and which would otherwise delay start-up. Clones share the client.
+#[derive(Clone, Debug)]
+pub(crate) struct LazyClient {
+    config: HttpConfig,
+    cell: std::sync::Arc<std::sync::OnceLock<Result<reqwest::Client, String>>>,
+}
+
+impl LazyClient {
+    pub(crate) fn new(config: &HttpConfig) -> Self {
+        LazyClient {
+            config: config.clone(),
+            cell: Default::default(),
+        }
+    }
+
+    /// The client, building it on the first call.
+    pub(crate) fn get(&self) -> Result<&reqwest::Client, String> {
+        self.cell
+            .get_or_init(|| build_client(&self.config))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}
+
 /// Builds the one client a source uses. Redirects are not followed: a redirect from a
 /// credential endpoint is an error, not something to chase with a signed request.
 pub(crate) fn build_client(cfg: &HttpConfig) -> Result<reqwest::Client, String> {

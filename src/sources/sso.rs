@@ -28,7 +28,7 @@ use zeroize::Zeroizing;
 use crate::credentials::{Credentials, Secret, format_expiration, parse_timestamp};
 use crate::sources::endpoint::{sso_oidc_endpoint, sso_portal_endpoint};
 use crate::sources::http::{
-    BodyError, Failure, HttpConfig, MAX_RESPONSE_BYTES, Retry, build_client,
+    BodyError, Failure, HttpConfig, LazyClient, MAX_RESPONSE_BYTES, Retry,
     describe_transport_error, read_body, retryable_status, sanitize_message,
 };
 
@@ -140,7 +140,7 @@ pub enum SsoError {
 /// A client for SSO OIDC and the SSO portal. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct SsoClient {
-    http: reqwest::Client,
+    http: LazyClient,
     config: HttpConfig,
 }
 
@@ -161,7 +161,7 @@ enum AttemptError {
 impl SsoClient {
     /// Builds a client with the given timeouts and retry policy.
     pub fn new(config: HttpConfig) -> Result<Self, SsoError> {
-        let http = build_client(&config).map_err(|reason| SsoError::Client { reason })?;
+        let http = LazyClient::new(&config);
         Ok(SsoClient { http, config })
     }
 
@@ -263,10 +263,13 @@ impl SsoClient {
         url.query_pairs_mut()
             .append_pair("role_name", &cfg.role_name)
             .append_pair("account_id", &cfg.account_id);
+        let http = self
+            .http
+            .get()
+            .map_err(|reason| SsoError::Client { reason })?;
         let (status, body) = self
             .send(portal, || {
-                self.http
-                    .get(url.clone())
+                http.get(url.clone())
                     .header("x-amz-sso_bearer_token", access_token.expose())
             })
             .await?;
@@ -307,10 +310,13 @@ impl SsoClient {
             })
             .to_string(),
         );
+        let http = self
+            .http
+            .get()
+            .map_err(|reason| RefreshError::Other(SsoError::Client { reason }))?;
         let (status, resp) = self
             .send(oidc, || {
-                self.http
-                    .post(url.clone())
+                http.post(url.clone())
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
                     .body(body.as_bytes().to_vec())
             })

@@ -17,7 +17,7 @@ use zeroize::Zeroizing;
 use crate::credentials::{Credentials, Secret, parse_timestamp};
 use crate::sources::endpoint::ServiceEndpoint;
 use crate::sources::http::{
-    BodyError, Failure, HttpConfig, MAX_RESPONSE_BYTES, Retry, build_client,
+    BodyError, Failure, HttpConfig, LazyClient, MAX_RESPONSE_BYTES, Retry,
     describe_transport_error, read_body, retryable_status, sanitize_message,
 };
 
@@ -121,7 +121,7 @@ pub struct CallerIdentity {
 /// An STS client. Cheap to clone; clones share one connection pool.
 #[derive(Clone, Debug)]
 pub struct StsClient {
-    http: reqwest::Client,
+    http: LazyClient,
     config: HttpConfig,
 }
 
@@ -129,7 +129,7 @@ impl StsClient {
     /// Builds a client with the given timeouts and retry policy
     /// ([`HttpConfig::default`]: connect 2 s, request 5 s, 3 attempts).
     pub fn new(config: HttpConfig) -> Result<Self, StsError> {
-        let http = build_client(&config).map_err(|reason| StsError::Client { reason })?;
+        let http = LazyClient::new(&config);
         Ok(StsClient { http, config })
     }
 
@@ -333,6 +333,8 @@ impl StsClient {
         };
         let mut builder = self
             .http
+            .get()
+            .map_err(|reason| Failure::Fatal(StsError::Client { reason }))?
             .post(url.as_str())
             .header(reqwest::header::CONTENT_TYPE, FORM_CONTENT_TYPE);
         if let Some(c) = creds {
