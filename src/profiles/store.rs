@@ -55,7 +55,17 @@ pub struct FileStatus {
 
 struct FileSlot {
     last_good: Vec<Section>,
+    /// Hash of the text `last_good` was parsed from: an unchanged file is not parsed again
+    /// (a reload usually concerns one of the two files).
+    last_hash: Option<u64>,
     status: FileStatus,
+}
+
+fn text_hash(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
 }
 
 /// The profile store. Cheap to read from any thread; reloads are serialised.
@@ -74,6 +84,7 @@ impl ProfileStore {
     pub fn open(paths: AwsPaths) -> Self {
         let slot = |kind: FileKind| FileSlot {
             last_good: Vec::new(),
+            last_hash: None,
             status: FileStatus {
                 kind,
                 path: paths.get(kind).clone(),
@@ -152,12 +163,20 @@ impl ProfileStore {
             let state = match text {
                 Ok(None) => {
                     slot.last_good.clear();
+                    slot.last_hash = None;
                     FileState::Missing
+                }
+                Ok(Some(text))
+                    if slot.last_hash == Some(text_hash(&text))
+                        && matches!(slot.status.state, FileState::Ok { .. }) =>
+                {
+                    slot.status.state.clone()
                 }
                 Ok(Some(text)) => match parse::parse(&text) {
                     Ok(sections) => {
                         let n = sections.len();
                         slot.last_good = sections;
+                        slot.last_hash = Some(text_hash(&text));
                         FileState::Ok { sections: n }
                     }
                     Err(e) => FileState::Error {
