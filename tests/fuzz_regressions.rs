@@ -58,3 +58,14 @@ fn serverless_stage_must_be_a_plain_name_before_it_names_files() {
         );
     }
 }
+
+/// `profiles_parse` crash-f01d40f3 (second CI run): `[\]` is a section named `\` for
+/// configparser, but rust-ini alone reads `\]` as an escaped bracket and runs off the end
+/// of the file ("line 6 of 5"). Backslashes are plain characters in names, keys and values.
+#[test]
+fn profiles_parse_backslash_is_a_plain_character() {
+    let s = parse("[a]\nk=v\n[\\]\nk=w\n").unwrap();
+    assert_eq!(s.len(), 2);
+    assert_eq!(s[1].name, "\\");
+    assert_eq!(s[1].props["k"], "w");
+}

@@ -55,7 +55,18 @@ pub fn parse(text: &str) -> Result<Vec<Section>, ParseError> {
     } else {
         text
     };
-    let prepared = prescan(text)?;
+    // rust-ini treats a backslash as an escape even with escapes off (`\]` does not end a
+    // section name, `\` at the end of a line continues it); configparser does neither. A
+    // stand-in character carries backslashes through rust-ini and is turned back after.
+    if let Some(line) = text.lines().position(|l| l.contains(BACKSLASH_STAND_IN)) {
+        return Err(ParseError {
+            line: line + 1,
+            reason: "contains the unsupported character U+E000".into(),
+        });
+    }
+    let mut prepared = prescan(text)?;
+    prepared.text = prepared.text.replace('\\', BACKSLASH_STAND_IN_STR);
+    let restore = |s: &str| s.replace(BACKSLASH_STAND_IN, "\\");
     let opts = ParseOption {
         enabled_quote: false,
         enabled_escape: false,
@@ -85,8 +96,8 @@ pub fn parse(text: &str) -> Result<Vec<Section>, ParseError> {
         let line = headers.next().map(|h| h.1).unwrap_or(0);
         let mut map = BTreeMap::new();
         for (key, value) in props.iter() {
-            let key = key.trim().to_ascii_lowercase();
-            if map.insert(key.clone(), value.trim().to_string()).is_some() {
+            let key = restore(key.trim()).to_ascii_lowercase();
+            if map.insert(key.clone(), restore(value.trim())).is_some() {
                 return Err(ParseError {
                     line: key_line(text, line, &key),
                     reason: format!("key '{key}' repeated in section [{name}]"),
@@ -94,7 +105,7 @@ pub fn parse(text: &str) -> Result<Vec<Section>, ParseError> {
             }
         }
         sections.push(Section {
-            name: name.to_string(),
+            name: restore(name),
             line,
             props: map,
         });
@@ -111,6 +122,10 @@ pub fn parse(text: &str) -> Result<Vec<Section>, ParseError> {
     }
     Ok(sections)
 }
+
+/// Carries backslashes through rust-ini (a private-use character).
+const BACKSLASH_STAND_IN: char = '\u{E000}';
+const BACKSLASH_STAND_IN_STR: &str = "\u{E000}";
 
 struct Prepared {
     text: String,
@@ -288,6 +303,16 @@ mod tests {
         let e = parse("[a]\nK=secret1\nk=secret2\n").unwrap_err();
         assert_eq!(e.line, 3);
         assert!(!e.to_string().contains("secret"), "{e}");
+    }
+
+    #[test]
+    fn backslashes_are_plain_characters() {
+        // Found by fuzzing: rust-ini alone reads `\]` as an escaped bracket.
+        let s = parse("[a]\nk=v\n[\\]\nk=w\n[p]\npath = C:\\dir\\\nnext = 1\n").unwrap();
+        assert_eq!(s[1].name, "\\");
+        assert_eq!(s[2].props["path"], "C:\\dir\\");
+        assert_eq!(s[2].props["next"], "1");
+        assert!(parse("[a]\nk=\u{E000}\n").is_err());
     }
 
     #[test]
