@@ -69,3 +69,13 @@ fn profiles_parse_backslash_is_a_plain_character() {
     assert_eq!(s[1].name, "\\");
     assert_eq!(s[1].props["k"], "w");
 }
+
+/// `profiles_parse` crash-6df6ddb0 (a 60 s local run): a line indented with a form feed
+/// continues the previous value for configparser but was a new key for rust-ini. Any
+/// whitespace indents.
+#[test]
+fn profiles_parse_form_feed_indents() {
+    let s = parse("[saml]\naws_access_key_id = A\n\u{c}aws_security_token = x\n").unwrap();
+    assert_eq!(s[0].props.len(), 1);
+    assert_eq!(s[0].props["aws_access_key_id"], "A\naws_security_token = x");
+}

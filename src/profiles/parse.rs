@@ -199,8 +199,13 @@ fn prescan(text: &str) -> Result<Prepared, ParseError> {
         }
         if !indented {
             have_key = true;
+            out.push_str(line);
+        } else {
+            // configparser counts any whitespace as indentation (form feeds too); rust-ini
+            // only spaces and tabs. Normalise so both read the same continuation.
+            out.push_str("  ");
+            out.push_str(trimmed);
         }
-        out.push_str(line);
         out.push('\n');
     }
     Ok(Prepared { text: out, headers })
@@ -303,6 +308,14 @@ mod tests {
         let e = parse("[a]\nK=secret1\nk=secret2\n").unwrap_err();
         assert_eq!(e.line, 3);
         assert!(!e.to_string().contains("secret"), "{e}");
+    }
+
+    #[test]
+    fn any_whitespace_indents() {
+        // Found by fuzzing: a form feed indents for configparser, not for rust-ini.
+        let s = parse("[a]\nk = v\n\u{c}more\nj = w\n").unwrap();
+        assert_eq!(s[0].props["k"], "v\nmore");
+        assert_eq!(s[0].props["j"], "w");
     }
 
     #[test]
