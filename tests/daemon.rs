@@ -265,7 +265,7 @@ fn reloads_in_place_rename_delete_recreate_and_broken_writes() {
         "broken save must not be served"
     );
     assert!(
-        d.output().contains("line=3"),
+        d.wait_output("line=3", Duration::from_secs(5)),
         "the parse error is reported with its line"
     );
     // ...and the fix is picked up.
@@ -298,7 +298,7 @@ fn starts_without_aws_dir_and_picks_files_up() {
     h.write_config(CONFIG);
     let d = h.serve();
     assert!(
-        d.output().contains("not found yet"),
+        d.wait_output("not found yet", Duration::from_secs(5)),
         "says that the files are missing"
     );
     let tok = h.token("orders", "dev");
@@ -529,10 +529,15 @@ fn no_secret_in_any_output() {
     }
     d.get(&creds_path("orders", "dev"), None);
     h.write_credentials("[devAccount]\naws_secret_access_key = SECRETBROKEN\n[devAccount]\n");
-    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        d.wait_output("credentials issued", Duration::from_secs(5)),
+        "audit line present"
+    );
+    assert!(
+        d.wait_output("reload failed", Duration::from_secs(5)),
+        "broken file reported"
+    );
     let out = d.output();
-    assert!(out.contains("credentials issued"), "audit line present");
-    assert!(out.contains("reload failed"), "broken file reported");
     for secret in [
         "SECRETDEV1",
         "TOKENDEV1",

@@ -348,6 +348,7 @@ fn canary_secrets_never_appear_in_any_output() {
             ),
         ));
     }
+    assert!(d.wait_output("credentials issued", Duration::from_secs(5)));
     std::thread::sleep(Duration::from_millis(200));
     outputs.push(("daemon log".into(), d.output()));
     assert!(

@@ -311,6 +311,7 @@ fn credential_process_success_and_failures() {
         assert!(msg.contains(needle), "{stage}: {msg}");
         assert!(!msg.contains("SECRET"), "{stage} leaked stdout: {msg}");
     }
+    assert!(d.wait_output("credentials refused", Duration::from_secs(5)));
     assert!(!d.output().contains("SECRETLEAK") && !d.output().contains("SECRETSTDOUT"));
 }
 
@@ -409,6 +410,7 @@ fn sso_profiles_read_the_cli_token_cache() {
         1,
         "cached until expiry"
     );
+    assert!(d.wait_output("credentials issued", Duration::from_secs(5)));
     assert!(!d.output().contains("SSOACCESSTOKEN") && !d.output().contains("SECRETSSO"));
 }
 
@@ -443,7 +445,7 @@ fn audit_log_in_json() {
     req.args(["token", "--project", "orders", "--stage", "dev"]);
     let tok = String::from_utf8(req.output().unwrap().stdout).unwrap();
     d.get("/v1/credentials/orders/dev", Some(tok.trim()));
-    std::thread::sleep(Duration::from_millis(100));
+    assert!(d.wait_output("credentials issued", Duration::from_secs(5)));
     let out = d.output();
     let audit = out
         .lines()

@@ -182,6 +182,19 @@ impl Daemon {
         self.output.lock().unwrap().clone()
     }
 
+    /// Waits until the daemon's output contains `needle` (its log is written by a
+    /// background thread, so it may trail the `listening on` line); false on timeout.
+    pub fn wait_output(&self, needle: &str, timeout: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if self.output().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
