@@ -163,10 +163,18 @@ impl Drop for Embedded {
     }
 }
 
-/// Starts an embedded server on `127.0.0.1:0` that serves exactly `scope`.
-pub async fn embedded(paths: &Paths, scope: &Scope) -> Result<Embedded, ClientError> {
+/// Starts an embedded server on `127.0.0.1:0` that serves exactly `scope`, plus the
+/// `other` stages of its project (stage, profile) that serverless's stand-in profiles need.
+pub async fn embedded(
+    paths: &Paths,
+    scope: &Scope,
+    other: &[(String, String)],
+) -> Result<Embedded, ClientError> {
     let mut config = Config::default();
     let mut stages = std::collections::BTreeMap::new();
+    for (stage, profile) in other {
+        stages.insert(stage.clone(), profile.clone());
+    }
     stages.insert(scope.stage.clone(), scope.profile.clone());
     config.projects.insert(
         scope.project.clone(),

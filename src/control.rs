@@ -8,7 +8,8 @@
 //! - `{"op":"login","profile":"dev","code":"123456"}` opens the MFA session that the profile
 //!   needs (the daemon calls STS itself; only the one-time code crosses the socket);
 //! - `{"op":"status"}` answers the daemon's status (see `cli::status`);
-//! - `{"op":"reload"}` re-reads every file.
+//! - `{"op":"reload"}` re-reads every file;
+//! - `{"op":"standin"}` writes `credport env`'s serverless stand-in files now.
 //!
 //! Answers are `{"ok":true,...}` or `{"ok":false,"error":"..."}`.
 
@@ -40,6 +41,9 @@ pub enum Request {
     Status,
     /// Reload every file.
     Reload,
+    /// Write the kept serverless stand-in files now (`credport env`); answers the
+    /// problems met, if any, in `problems`.
+    Standin,
 }
 
 /// Errors talking to the daemon.
@@ -187,7 +191,17 @@ async fn handle(state: &AppState, status: &StatusFn, req: Request) -> serde_json
             state.profiles.reload();
             state.config.reload();
             state.registered.reload();
+            state.poke_standins();
             serde_json::json!({"ok": true})
         }
+        Request::Standin => match state.standins.get() {
+            Some(k) => {
+                state.registered.reload();
+                serde_json::json!({"ok": true, "problems": k.refresh_now().await})
+            }
+            None => {
+                serde_json::json!({"ok": false, "error": "this server keeps no stand-in files"})
+            }
+        },
     }
 }

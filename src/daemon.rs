@@ -164,29 +164,44 @@ impl Daemon {
             registered: registered.clone(),
             tokens: ArcSwapOption::from_pointee(key),
             metrics: Default::default(),
+            standins: Default::default(),
         });
 
         let p = profiles.clone();
+        let weak = Arc::downgrade(&state);
         let mut groups = vec![WatchGroup::new(
             vec![paths.aws.credentials.clone(), paths.aws.config.clone()],
             move |probe| {
                 let mark = probe.mark();
-                p.reload_unless(&|| !probe.quiet_since(mark));
+                if p.reload_unless(&|| !probe.quiet_since(mark))
+                    && let Some(s) = weak.upgrade()
+                {
+                    s.poke_standins();
+                }
             },
         )];
         sessions_for_config.set_process_timeout(config.get().server.process_timeout());
         if fixed_config.is_none() {
             let c = config.clone();
+            let weak = Arc::downgrade(&state);
             groups.push(WatchGroup::new(vec![paths.config.clone()], move |_| {
                 if c.reload() {
                     sessions_for_config.set_process_timeout(c.get().server.process_timeout());
+                    if let Some(s) = weak.upgrade() {
+                        s.poke_standins();
+                    }
                 }
             }));
             let r = registered.clone();
+            let weak = Arc::downgrade(&state);
             groups.push(WatchGroup::new(
                 vec![paths.registered_projects()],
                 move |_| {
-                    r.reload();
+                    if r.reload()
+                        && let Some(s) = weak.upgrade()
+                    {
+                        s.poke_standins();
+                    }
                 },
             ));
             let s = state.clone();

@@ -7,101 +7,19 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-use support::moto::Moto;
+use support::sls::{World, assert_account, last_json};
 use support::*;
 
-const SEED: &str = "service: orders\nframeworkVersion: '3'\ncustom:\n  myStage: ${opt:stage, self:provider.stage}\n  myProfile:\n    prod: prodAccount\n    dev: devAccount\nprovider:\n  name: aws\n  runtime: nodejs20.x\n  region: us-east-1\n  stage: dev\n  profile: ${self:custom.myProfile.${self:custom.myStage}}\nfunctions:\n  hello:\n    handler: handler.hello\n  pyhello:\n    handler: handler.hello\n    runtime: python3.11\n";
-
-const CREDENTIALS: &str = "[default]\naws_access_key_id = AKIADEFAULT00001\naws_secret_access_key = SECRETDEFAULT\n\n[base]\naws_access_key_id = AKIABASE00000001\naws_secret_access_key = SECRETBASEKEY\n";
-const ROLES: &str = "[profile devAccount]\nrole_arn = arn:aws:iam::111111111111:role/Dev\nsource_profile = base\n\n[profile prodAccount]\nrole_arn = arn:aws:iam::222222222222:role/Prod\nsource_profile = base\n";
-
-struct World {
-    home: TestHome,
-    moto: Moto,
-    project: PathBuf,
-}
-
 fn world() -> World {
-    let moto = Moto::start();
-    let mut home = TestHome::new();
-    home.write_credentials(CREDENTIALS);
-    home.write_aws_config(ROLES);
-    home.extra_env
-        .insert("AWS_ENDPOINT_URL_STS".into(), moto.url());
-    home.extra_env
-        .insert("AWS_REGION".into(), "us-east-1".into());
-    let project = home.path().join("orders");
-    std::fs::create_dir_all(&project).unwrap();
-    std::fs::write(project.join("serverless.yml"), SEED).unwrap();
-    World {
-        home,
-        moto,
-        project,
-    }
+    World::new()
 }
 
 /// `credport ARGS` run in the project directory with a hostile shell environment.
 fn credport(w: &World, args: &[&str]) -> Output {
-    let mut c = w.home.command();
-    c.current_dir(&w.project)
-        .env("AWS_PROFILE", "default")
-        .env("SLS_TELEMETRY_DISABLED", "1")
-        .env("SLS_NOTIFICATIONS_MODE", "off")
-        .env("SLS_DEPRECATION_DISABLE", "*")
-        .env("PATH", client_path(w.home.path()))
-        .args(args);
-    c.output().expect("run credport")
-}
-
-/// PATH with the test virtualenv's `bin` first (serverless runs Python handlers as
-/// `python3`, which must be the venv's, found by its own path so that it finds its
-/// `pyvenv.cfg` and boto3) and serverless's own bin directory.
-fn client_path(_home: &Path) -> String {
-    let venv_bin = venv_python().parent().unwrap().to_path_buf();
-    let node_bin = repo_root().join("tests/clients/node/node_modules/.bin");
-    assert!(
-        node_bin.join("serverless").exists(),
-        "{} is missing: run `bash scripts/test-deps`",
-        node_bin.display()
-    );
-    format!(
-        "{}:{}:{}",
-        venv_bin.display(),
-        node_bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    )
-}
-
-fn last_json(out: &Output) -> serde_json::Value {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    stdout
-        .lines()
-        .rev()
-        .find_map(|l| {
-            serde_json::from_str::<serde_json::Value>(l.trim())
-                .ok()
-                .filter(|v| v.is_object())
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "no JSON line; status {}\nstdout:\n{stdout}\nstderr:\n{}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })
-}
-
-fn assert_account(out: &Output, account: &str, what: &str) {
-    let v = last_json(out);
-    assert_eq!(
-        v["account"],
-        account,
-        "{what}: {v}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    w.credport(args)
 }
 
 #[test]
@@ -182,22 +100,7 @@ fn exec_gives_boto3_and_js_v3_the_stage_account_with_and_without_daemon() {
 
 #[test]
 fn exec_reads_stage_from_wrapped_serverless_and_runs_node_and_python_handlers() {
-    let w = world();
-    std::fs::copy(
-        repo_root().join("tests/clients/node/handler.js"),
-        w.project.join("handler.js"),
-    )
-    .unwrap();
-    std::fs::copy(
-        repo_root().join("tests/clients/python/handler.py"),
-        w.project.join("handler.py"),
-    )
-    .unwrap();
-    std::os::unix::fs::symlink(
-        repo_root().join("tests/clients/node/node_modules"),
-        w.project.join("node_modules"),
-    )
-    .unwrap();
+    let w = world().with_handlers();
     let _d = w.home.serve();
     for (stage, account) in [(None, "111111111111"), (Some("prod"), "222222222222")] {
         for function in ["hello", "pyhello"] {
@@ -303,10 +206,11 @@ fn exec_passes_exit_codes_and_signals_and_cleans_up() {
         ],
     );
     assert_eq!(out.status.code(), Some(7));
+    // The harness asks for trace logs (RUST_LOG); --quiet drops credport's own line.
+    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        out.stderr.is_empty(),
-        "--quiet: {}",
-        String::from_utf8_lossy(&out.stderr)
+        !stderr.lines().any(|l| l.starts_with("credport:")),
+        "--quiet: {stderr}"
     );
     let tok = std::fs::read(w.project.join("tokcopy")).unwrap();
     assert!(

@@ -26,6 +26,7 @@ pub fn selection(line: &str) -> Selection {
         stage,
         aws_profile,
         params,
+        ..Selection::default()
     }
 }
 

@@ -161,8 +161,8 @@ pub struct ExecArgs {
     /// Don't print the chosen project, stage and profile.
     #[arg(long, short = 'q')]
     pub quiet: bool,
-    /// Also set AWS_CONTAINER_AUTHORIZATION_TOKEN (instead of the token file), for SDKs
-    /// that cannot read a token file.
+    /// Put the token itself in AWS_CONTAINER_AUTHORIZATION_TOKEN instead of writing a token
+    /// file (AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE), for SDKs that cannot read one.
     #[arg(long)]
     pub env_token: bool,
     /// Leave AWS_SHARED_CREDENTIALS_FILE and AWS_CONFIG_FILE alone (their [default] keys

@@ -8,6 +8,7 @@ use crate::cli::args::{EnvArgs, EnvFormat};
 use crate::client;
 use crate::environment::{ChildEnv, TokenRef};
 use crate::fsutil;
+use crate::launch;
 use crate::paths::Paths;
 use crate::tokens::TokenKey;
 
@@ -20,12 +21,27 @@ pub fn run(
 ) -> Result<()> {
     let config = super::load_config(paths)?;
     let scope = super::resolve_scope(paths, &config, &args.scope, &[], env)?;
+    let for_container = matches!(args.format, EnvFormat::Compose | EnvFormat::Devcontainer);
+    let dir = super::scope_dir(&args.scope)?;
+    // A shell that runs serverless later: its profile lookup must find every stage.
+    let plan = if for_container {
+        None
+    } else {
+        let registered = client::registered(paths);
+        launch::standin_plan_all(&scope, &dir, &config, &registered, env, "a later command")?
+    };
+    for w in launch::check_profiles(paths, &scope, plan.as_ref())? {
+        eprintln!("credport: warning: {w}");
+    }
     if let Some(dir) = &scope.project_dir {
         client::register(paths, &config, &scope.project, dir).context("registering the project")?;
     }
+    let standin_file = match &plan {
+        Some(p) => Some(keep_standins(paths, &scope.project, p, &dir)?),
+        None => None,
+    };
     let key = TokenKey::load_or_create(&paths.token_key())?;
     let token = key.token(&scope.project, &scope.stage);
-    let for_container = matches!(args.format, EnvFormat::Compose | EnvFormat::Devcontainer);
     let token_ref = if args.env_token || for_container {
         TokenRef::Value(token.expose().to_string())
     } else {
@@ -41,14 +57,18 @@ pub fn run(
     let isolated = if for_container {
         None
     } else {
-        Some(isolated_files(paths)?)
+        let (creds, conf) = launch::isolated_files(paths)?;
+        Some((standin_file.unwrap_or(creds), conf))
     };
-    let child = ChildEnv::for_scope(
+    let mut child = ChildEnv::for_scope(
         &client::credentials_url(&base, &scope.project, &scope.stage),
         &token_ref,
         super::scope_region(paths, &scope).as_deref(),
         isolated,
     );
+    if !for_container {
+        child.unset_stage_variables(super::current_variables().iter().map(String::as_str));
+    }
     let text = match args.format {
         EnvFormat::Sh => child.to_sh(),
         EnvFormat::Fish => child.to_fish(),
@@ -73,15 +93,40 @@ pub fn token_file(paths: &Paths, project: &str, stage: &str) -> std::path::PathB
         .join(format!("{project}@{stage}.token"))
 }
 
-/// Empty shared credentials and config files under the state directory, so `[default]`
-/// keys in `~/.aws` cannot shadow the endpoint.
-pub fn isolated_files(paths: &Paths) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
-    let dir = paths.state_dir.join("isolated");
-    let (c, k) = (dir.join("credentials"), dir.join("config"));
-    for f in [&c, &k] {
-        if !f.exists() {
-            fsutil::write_private(f, b"")?;
+/// Records that `project`'s stand-in file is to be kept, and asks the running daemon to
+/// write it now; returns its path. Without a daemon it is written when one starts.
+fn keep_standins(
+    paths: &Paths,
+    project: &str,
+    plan: &launch::StandinPlan,
+    dir: &std::path::Path,
+) -> Result<std::path::PathBuf> {
+    let project_dir = plan.sls_file.parent().unwrap_or(dir);
+    let file = crate::standin::subscribe(&paths.runtime_dir, project, project_dir)?;
+    let names: Vec<String> = plan
+        .entries
+        .iter()
+        .map(|e| format!("{} = {}", e.name, e.stage))
+        .collect();
+    let call = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(crate::control::call(
+            &paths.control_socket(),
+            &crate::control::Request::Standin,
+        ));
+    match call {
+        Ok(v) => {
+            let problems = v["problems"].as_str().unwrap_or_default();
+            if !problems.is_empty() {
+                eprintln!("credport: warning: serverless's profiles: {problems}");
+            }
         }
+        Err(e) => eprintln!(
+            "credport: warning: {e}; serverless's profiles ({}) are written to {} once it runs",
+            names.join(", "),
+            file.display()
+        ),
     }
-    Ok((c, k))
+    Ok(file)
 }

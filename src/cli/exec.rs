@@ -1,12 +1,15 @@
 //! `credport exec`: run a command whose AWS SDK gets the scope's credentials.
 //!
 //! The child gets the endpoint URL and a token file (0600, no trailing newline, in a 0700
-//! runtime directory, removed when the child exits), the hygiene of `environment`, and
-//! isolated shared files. Under `serverless`, which looks `provider.profile` up in the
-//! shared credentials file itself and injects that profile's keys into the handler, the
-//! isolated credentials file holds that profile with the scope's *session* credentials
-//! (never a long-term key), so serverless's lookup succeeds and its handlers, Node and
-//! Python alike, get the stage's account.
+//! per-run directory removed when the child exits), the hygiene of `environment`, and
+//! isolated shared files. Where the command runs serverless (directly, through npx & co,
+//! `sh -c`, npm/yarn/pnpm scripts, or where credport cannot see it, `make`), the isolated
+//! credentials file holds serverless's stand-in profiles (see `standin`): for each stage it
+//! runs, the profile name serverless computes, with that stage's *session* credentials as
+//! credport maps it (never a long-term key), so serverless's own lookup succeeds and its
+//! handlers, Node and Python alike, get that stage's account. credport's `--stage` on a
+//! direct serverless command without one is added to it; a conflict is refused before
+//! anything runs (see `scope`).
 //!
 //! The daemon is used when it can reproduce the scope from its own tables; with
 //! `--profile`, `--aws-profile` or `--param` (which only this command line knows), or when
@@ -15,7 +18,7 @@
 //! the child from the terminal directly, so the wrapper ignores them. The child's exit
 //! code, or the signal that ended it, becomes the wrapper's.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitStatus;
 
 use anyhow::{Context, Result};
@@ -25,6 +28,7 @@ use crate::cli::args::ExecArgs;
 use crate::client;
 use crate::environment::{ChildEnv, TokenRef};
 use crate::fsutil;
+use crate::launch;
 use crate::paths::Paths;
 use crate::tokens::TokenKey;
 
@@ -45,18 +49,18 @@ pub async fn run(
 ) -> Result<ExitStatus> {
     let config = super::load_config(paths)?;
     let mut scope = super::resolve_scope(paths, &config, &args.scope, &args.command, env)?;
-    let pinned = args.profile.is_some()
-        || args.scope.aws_profile.is_some()
-        || !args.scope.param.is_empty()
-        || crate::projects::parse_wrapped_args(&args.command)
-            .aws_profile
-            .is_some()
-        || !crate::projects::parse_wrapped_args(&args.command)
-            .params
-            .is_empty();
     if let Some(p) = &args.profile {
         scope.profile = p.clone();
         scope.rule = "--profile".into();
+    }
+    let pinned = args.profile.is_some()
+        || scope.selection.aws_profile.is_some()
+        || !scope.selection.params.is_empty();
+    let registered = client::registered(paths);
+    let dir = super::scope_dir(&args.scope)?;
+    let plan = launch::standin_plan(&scope, &dir, &config, &registered, env)?;
+    for w in launch::check_profiles(paths, &scope, plan.as_ref())? {
+        eprintln!("credport: warning: {w}");
     }
     if let Some(dir) = &scope.project_dir {
         client::register(paths, &config, &scope.project, dir).context("registering the project")?;
@@ -72,14 +76,19 @@ pub async fn run(
     let base = match daemon {
         Some(url) => url,
         None => {
-            let e = client::embedded(paths, &scope).await?;
+            let other: Vec<(String, String)> = plan
+                .iter()
+                .flat_map(|p| p.entries.iter())
+                .map(|e| (e.stage.clone(), e.profile.clone()))
+                .collect();
+            let e = client::embedded(paths, &scope, &other).await?;
             let url = e.url.clone();
             _embedded = Some(e);
             url
         }
     };
 
-    // Per-run files: token, isolated shared files.
+    // Per-run files: token, isolated shared files with serverless's stand-in profiles.
     fsutil::ensure_private_dir(&paths.runtime_dir)?;
     let mut suffix = [0u8; 6];
     getrandom::fill(&mut suffix).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
@@ -98,25 +107,22 @@ pub async fn run(
         fsutil::write_private_ephemeral(&f, token.expose().as_bytes())?;
         TokenRef::File(f)
     };
+    let mut standins = String::new();
     let isolated = if args.keep_aws_files {
         None
     } else {
         let (creds, conf) = (run_dir.0.join("credentials"), run_dir.0.join("config"));
         let mut text = String::new();
-        if wraps_serverless(&args.command) {
-            let c = client::fetch_credentials(&base, &scope.project, &scope.stage, token.expose())
+        if let Some(p) = &plan {
+            let fetched = launch::fetch_standins(&base, &key, &scope.project, &p.entries)
                 .await
-                .context("fetching session credentials for serverless")?;
-            text = format!(
-                "[{}]\naws_access_key_id = {}\naws_secret_access_key = {}\naws_session_token = {}\n",
-                scope.profile,
-                c.access_key_id,
-                c.secret_access_key.expose(),
-                c.session_token
-                    .as_ref()
-                    .map(|t| t.expose())
-                    .unwrap_or_default()
-            );
+                .context("fetching session credentials for serverless's profiles")?;
+            text = crate::standin::render(&scope.project, &fetched);
+            standins = fetched
+                .iter()
+                .map(|(e, _)| format!("{} = {}", e.name, e.stage))
+                .collect::<Vec<_>>()
+                .join(", ");
         }
         fsutil::write_private_ephemeral(&creds, text.as_bytes())?;
         fsutil::write_private_ephemeral(&conf, b"")?;
@@ -129,35 +135,25 @@ pub async fn run(
         region.as_deref(),
         isolated,
     );
-    let current: Vec<String> = std::env::vars_os()
-        .filter_map(|(k, _)| k.into_string().ok())
-        .collect();
-    child_env.unset_stage_variables(current.iter().map(String::as_str));
+    child_env.unset_stage_variables(super::current_variables().iter().map(String::as_str));
 
     if !args.quiet {
-        eprintln!(
+        let mut line = format!(
             "credport: {}/{} -> profile {} ({})",
             scope.project, scope.stage, scope.profile, scope.rule
         );
+        if let Some(note) = &scope.wrapped.note {
+            line.push_str(&format!("; {note}"));
+        }
+        if !standins.is_empty() {
+            line.push_str(&format!("; serverless profiles: {standins}"));
+        }
+        eprintln!("{line}");
     }
-    let status = spawn_and_wait(&args.command, &child_env).await?;
+    let command = scope.wrapped.apply(&args.command);
+    let status = spawn_and_wait(&command, &child_env).await?;
     drop(run_dir);
     Ok(status)
-}
-
-/// Whether the wrapped command is the Serverless Framework (directly or through npx & co).
-fn wraps_serverless(command: &[String]) -> bool {
-    let runners = ["npx", "pnpx", "bunx", "yarn", "pnpm", "npm", "exec", "--"];
-    command
-        .iter()
-        .map(|a| {
-            Path::new(a)
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or(a)
-        })
-        .find(|a| !runners.contains(a) && !a.starts_with('-'))
-        .is_some_and(|a| a == "serverless" || a == "sls")
 }
 
 async fn spawn_and_wait(command: &[String], env: &ChildEnv) -> Result<ExitStatus> {
@@ -223,23 +219,4 @@ pub fn exit_like(status: ExitStatus) -> ! {
         std::process::exit(128 + sig);
     }
     std::process::exit(status.code().unwrap_or(1));
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn detects_serverless() {
-        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        assert!(wraps_serverless(&v(&["serverless", "invoke", "local"])));
-        assert!(wraps_serverless(&v(&["npx", "sls", "invoke"])));
-        assert!(wraps_serverless(&v(&["/usr/bin/serverless"])));
-        assert!(!wraps_serverless(&v(&["python", "serverless.py"])));
-        assert!(!wraps_serverless(&v(&[
-            "aws",
-            "sts",
-            "get-caller-identity"
-        ])));
-    }
 }

@@ -39,10 +39,7 @@ pub fn resolve_scope(
     wrapped: &[String],
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Scope> {
-    let dir = match &args.dir {
-        Some(d) => d.clone(),
-        None => std::env::current_dir()?,
-    };
+    let dir = scope_dir(args)?;
     let req = Request {
         dir,
         project: args.project.clone(),
@@ -53,6 +50,22 @@ pub fn resolve_scope(
     };
     let registered = crate::client::registered(paths);
     Ok(crate::scope::resolve(&req, config, &registered, env)?)
+}
+
+/// The directory a command resolves from: `--dir`, else the current directory.
+pub fn scope_dir(args: &args::ScopeArgs) -> Result<std::path::PathBuf> {
+    Ok(match &args.dir {
+        Some(d) => d.clone(),
+        None => std::env::current_dir()?,
+    })
+}
+
+/// The names of the variables in this process's environment (for the stage variables
+/// `exec` and `env` unset).
+pub fn current_variables() -> Vec<String> {
+    std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .collect()
 }
 
 /// The region for a scope: the project's, else its profile's in the shared config.

@@ -53,6 +53,9 @@ pub async fn run(
     fsutil::write_private(&state_file, serde_json::to_string(&info)?.as_bytes())
         .context("writing the daemon state file")?;
 
+    let keeper = crate::standin::Keeper::spawn(&daemon.state, paths.runtime_dir.clone());
+    let _ = daemon.state.standins.set(keeper);
+
     let control = crate::control::bind(&paths.control_socket())
         .with_context(|| format!("binding {}", paths.control_socket().display()))?;
     let (st, addrs) = (daemon.state.clone(), daemon.addrs.clone());

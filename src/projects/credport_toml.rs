@@ -10,8 +10,9 @@
 //! prod = "prodAccount"
 //! ```
 //!
-//! Stage: `--stage`, else `default_stage`, else the only stage if there is exactly one,
-//! else an error listing the stages. An unknown stage is an error listing the known
+//! Stage: `--stage`, else `default_stage`, else the stage the framework file beside it
+//! would run (serverless: `provider.stage` or `dev`; SAM: `default`), else the only stage
+//! if there is exactly one, else an error listing the stages. An unknown stage is an error listing the known
 //! ones. `--aws-profile` overrides the mapped profile (the stage must still be known).
 //! Unknown keys are rejected, naming the key.
 
@@ -68,12 +69,14 @@ pub fn resolve(
         known: known.clone(),
     };
     let (stage, stage_rule) = if let Some(s) = &sel.stage {
-        (s.clone(), "from --stage")
+        (s.clone(), "from --stage".to_string())
     } else if let Some(s) = &cfg.default_stage {
-        (s.clone(), "from default_stage")
+        (s.clone(), "from default_stage".to_string())
+    } else if let Some(found) = framework_stage(file, sel, env) {
+        found
     } else if cfg.stages.len() == 1 {
         let only = cfg.stages.keys().next().cloned().unwrap_or_default();
-        (only, "(the only stage)")
+        (only, "(the only stage)".to_string())
     } else {
         return Err(stage_err(
             "no stage selected and no default_stage; pass --stage".into(),
@@ -100,6 +103,33 @@ pub fn resolve(
         kind: ProjectKind::Credport,
         rule: format!("{profile_rule} with stage {stage_rule}"),
     })
+}
+
+/// With no stage flag and no `default_stage`, the stage the framework file beside
+/// `.credport.toml` would run: serverless's `provider.stage` (else `dev`), SAM's `default`.
+fn framework_stage(
+    file: &Path,
+    sel: &Selection,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Option<(String, String)> {
+    let dir = file.parent()?;
+    if let Some(sls) = ["serverless.yml", "serverless.yaml", "serverless.json"]
+        .iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.is_file())
+    {
+        let (stage, rule) = super::serverless::stage_for(&sls, sel, env).ok()?;
+        return Some((stage, format!("as serverless runs it ({rule})")));
+    }
+    ["samconfig.toml", "samconfig.yaml", "samconfig.yml"]
+        .iter()
+        .any(|n| dir.join(n).is_file())
+        .then(|| {
+            (
+                "default".to_string(),
+                "as sam runs it (config env 'default')".to_string(),
+            )
+        })
 }
 
 fn sibling_service(
@@ -202,6 +232,25 @@ mod tests {
         let r = run(&t, &sel).unwrap();
         assert_eq!(r.profile, "cli");
         assert!(r.rule.starts_with("--aws-profile (overrides [stages])"));
+    }
+
+    #[test]
+    fn stage_defaults_to_the_framework_beside_it() {
+        let t = setup("[stages]\ndev = \"d\"\nprod = \"p\"\n");
+        fs::write(
+            t.path().join("serverless.yml"),
+            "service: s\nprovider:\n  stage: prod\n",
+        )
+        .unwrap();
+        let r = run(&t, &Selection::default()).unwrap();
+        assert_eq!((r.stage.as_str(), r.profile.as_str()), ("prod", "p"));
+        assert!(r.rule.contains("as serverless runs it"), "{}", r.rule);
+        fs::write(t.path().join("serverless.yml"), "service: s\n").unwrap();
+        assert_eq!(run(&t, &Selection::default()).unwrap().stage, "dev");
+        fs::remove_file(t.path().join("serverless.yml")).unwrap();
+        fs::write(t.path().join("samconfig.toml"), "version = 0.1\n").unwrap();
+        let e = run(&t, &Selection::default()).unwrap_err().to_string();
+        assert!(e.contains("stage 'default' is not in [stages]"), "{e}");
     }
 
     #[test]

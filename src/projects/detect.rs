@@ -15,6 +15,9 @@ pub struct Selection {
     pub aws_profile: Option<String>,
     /// `--param k=v` (repeatable), also `--param=k=v`.
     pub params: Vec<(String, String)>,
+    /// Every other option of a wrapped Serverless command that has a value, by its full
+    /// name (`-r eu-west-1` is `region`), for `${opt:NAME}`.
+    pub options: Vec<(String, String)>,
 }
 
 /// Which kind of file decided.

@@ -20,7 +20,8 @@
 //!   values may), and a resolved string containing variables is resolved again.
 //!   `${` not followed by `lowercase-word:` or `lowercase-word(` (e.g. `${AWS::Region}`,
 //!   `${Foo}` in `Fn::Sub`) and `\${` are left untouched.
-//! * Sources: `opt` (stage, aws-profile, param; anything else has no value), `self`
+//! * Sources: `opt` (every option of the wrapped command by its full name: stage,
+//!   aws-profile, param, region, ...), `self`
 //!   (dotted path into the document; empty = whole document), `env` (real environment,
 //!   then `.env` values when `useDotenv: true`), `sls` (`stage`; `instanceId` is
 //!   offline-unresolvable), `file(path)` / `file(path):key.path` (yml/yaml/json/tfstate
@@ -876,10 +877,20 @@ impl<'a> Resolver<'a> {
                     if let Some(p) = &self.sel.aws_profile {
                         m.insert("aws-profile".into(), p.clone().into());
                     }
+                    for (k, v) in &self.sel.options {
+                        m.insert(k.clone().into(), v.clone().into());
+                    }
                     Lookup::Found(Value::Mapping(m))
                 }
                 Some("stage") => found(self.sel.stage.clone()),
                 Some("aws-profile") => found(self.sel.aws_profile.clone()),
+                Some(name) if self.sel.options.iter().any(|(k, _)| k == name) => found(
+                    self.sel
+                        .options
+                        .iter()
+                        .find(|(k, _)| k == name)
+                        .map(|(_, v)| v.clone()),
+                ),
                 Some("param") if !self.sel.params.is_empty() => Lookup::Found(Value::Sequence(
                     self.sel
                         .params
@@ -1142,59 +1153,9 @@ pub fn resolve(
     sel: &Selection,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Resolution, ProjectError> {
-    let ext = file
-        .extension()
-        .map(|e| e.to_string_lossy().to_ascii_lowercase())
-        .unwrap_or_default();
-    if matches!(ext.as_str(), "js" | "ts" | "cjs" | "mjs") {
-        return Err(ProjectError::Unsupported {
-            file: file.to_path_buf(),
-            reason: "JavaScript/TypeScript service files cannot be evaluated offline".into(),
-        });
-    }
-    let text = read_text(file)?.ok_or_else(|| ProjectError::Io {
-        file: file.to_path_buf(),
-        source: std::io::Error::from(std::io::ErrorKind::NotFound),
-    })?;
-    let doc = if ext == "json" {
-        parse_json(file, &text)?
-    } else {
-        parse_yaml(file, &text)?
-    };
-    let doc = match doc {
-        Value::Null => Value::Mapping(Mapping::new()),
-        m @ Value::Mapping(_) => m,
-        other => {
-            return Err(ProjectError::Invalid {
-                file: file.to_path_buf(),
-                message: format!("top level is a {}, expected a mapping", kind_name(&other)),
-            });
-        }
-    };
-    let use_dotenv = matches!(child(&doc, "useDotenv"), Some(Value::Bool(true)));
-    let mut r = Resolver::new(file, doc, sel, env);
-
-    // Stage.
-    let (stage, stage_rule) = match &sel.stage {
-        Some(s) => (s.clone(), "from --stage".to_string()),
-        None => match r.resolve_top(&["provider", "stage"])? {
-            Some(s) => {
-                let raw = r
-                    .raw_at(&["provider", "stage"])
-                    .unwrap_or_else(|| s.clone());
-                let rule = if raw == s {
-                    format!("from provider.stage = {s}")
-                } else {
-                    format!("from provider.stage = {raw} (= {s})")
-                };
-                (s, rule)
-            }
-            None => (
-                "dev".to_string(),
-                "'dev' (no --stage, no provider.stage)".to_string(),
-            ),
-        },
-    };
+    let mut r = open(file, sel, env)?;
+    let use_dotenv = matches!(child(&r.doc, "useDotenv"), Some(Value::Bool(true)));
+    let (stage, stage_rule) = stage_of(&mut r)?;
     // The stage names files (`.env.<stage>`) and URLs: nothing but a plain name will do
     // (serverless itself only accepts letters, digits and dashes).
     if let Err(message) = crate::config::check_name("stage", &stage) {
@@ -1250,6 +1211,126 @@ pub fn resolve(
         kind: ProjectKind::Serverless,
         rule: format!("{profile_rule} with stage {stage_rule}"),
     })
+}
+
+/// Reads and parses a Serverless file into a resolver.
+fn open<'a>(
+    file: &Path,
+    sel: &'a Selection,
+    env: &'a dyn Fn(&str) -> Option<String>,
+) -> Result<Resolver<'a>, ProjectError> {
+    let ext = file
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    if matches!(ext.as_str(), "js" | "ts" | "cjs" | "mjs") {
+        return Err(ProjectError::Unsupported {
+            file: file.to_path_buf(),
+            reason: "JavaScript/TypeScript service files cannot be evaluated offline".into(),
+        });
+    }
+    let text = read_text(file)?.ok_or_else(|| ProjectError::Io {
+        file: file.to_path_buf(),
+        source: std::io::Error::from(std::io::ErrorKind::NotFound),
+    })?;
+    let doc = if ext == "json" {
+        parse_json(file, &text)?
+    } else {
+        parse_yaml(file, &text)?
+    };
+    let doc = match doc {
+        Value::Null => Value::Mapping(Mapping::new()),
+        m @ Value::Mapping(_) => m,
+        other => {
+            return Err(ProjectError::Invalid {
+                file: file.to_path_buf(),
+                message: format!("top level is a {}, expected a mapping", kind_name(&other)),
+            });
+        }
+    };
+    Ok(Resolver::new(file, doc, sel, env))
+}
+
+/// The stage serverless runs: `--stage`, else `provider.stage`, else `dev`; with the rule.
+fn stage_of(r: &mut Resolver<'_>) -> Result<(String, String), ProjectError> {
+    Ok(match &r.sel.stage {
+        Some(s) => (s.clone(), "from --stage".to_string()),
+        None => match r.resolve_top(&["provider", "stage"])? {
+            Some(s) => {
+                let raw = r
+                    .raw_at(&["provider", "stage"])
+                    .unwrap_or_else(|| s.clone());
+                let rule = if raw == s {
+                    format!("from provider.stage = {s}")
+                } else {
+                    format!("from provider.stage = {raw} (= {s})")
+                };
+                (s, rule)
+            }
+            None => (
+                "dev".to_string(),
+                "'dev' (no --stage, no provider.stage)".to_string(),
+            ),
+        },
+    })
+}
+
+/// The stage serverless itself runs for `sel` (its `--stage`, else `provider.stage`, else
+/// `dev`), with the rule that decided, without resolving a profile.
+pub fn stage_for(
+    file: &Path,
+    sel: &Selection,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(String, String), ProjectError> {
+    let mut r = open(file, sel, env)?;
+    stage_of(&mut r)
+}
+
+/// Stage names the file itself spells out: `provider.stage`, the keys of `params` and
+/// `stages` (v4), and the keys of the map that `provider.profile` looks the stage up in
+/// (`${self:custom.myProfile.${sls:stage}}`), found by resolving with a stage no map has.
+pub fn declared_stages(
+    file: &Path,
+    sel: &Selection,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let push = |s: String, out: &mut Vec<String>| {
+        if crate::config::check_name("stage", &s).is_ok() && !out.contains(&s) {
+            out.push(s);
+        }
+    };
+    if let Ok((s, _)) = stage_for(
+        file,
+        &Selection {
+            stage: None,
+            ..sel.clone()
+        },
+        env,
+    ) {
+        push(s, &mut out);
+    }
+    if let Ok(r) = open(file, sel, env) {
+        for key in ["params", "stages"] {
+            if let Some(Value::Mapping(m)) = child(&r.doc, key) {
+                for k in m.keys().filter_map(scalar_string) {
+                    if k != "default" {
+                        push(k, &mut out);
+                    }
+                }
+            }
+        }
+    }
+    let probe = Selection {
+        stage: Some("credport-probe-no-such-stage".into()),
+        ..sel.clone()
+    };
+    if let Err(ProjectError::StageNotInMap { has, .. }) = resolve(file, &probe, env) {
+        for k in has.split(", ").filter(|k| !k.is_empty()) {
+            push(k.to_string(), &mut out);
+        }
+    }
+    out
 }
 
 fn service_name(r: &mut Resolver<'_>) -> Option<String> {
@@ -1543,6 +1624,11 @@ resources:
         let f = Fx::new("provider:\n  profile: p-${opt:stage, 'none'}\n");
         assert_eq!(f.profile("-s prod"), "p-prod");
         assert_eq!(f.profile(""), "p-none");
+        // Every option of the wrapped command counts, by its full name.
+        let f = Fx::new("provider:\n  profile: acct-${opt:region, 'us-east-1'}\n");
+        assert_eq!(f.profile("--region eu-west-1"), "acct-eu-west-1");
+        assert_eq!(f.profile("-r eu-west-2"), "acct-eu-west-2");
+        assert_eq!(f.profile(""), "acct-us-east-1");
     }
 
     #[test]

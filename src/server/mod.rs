@@ -51,6 +51,18 @@ pub struct AppState {
     pub allowed_hosts: HashSet<String>,
     /// Request metrics.
     pub metrics: crate::metrics::Metrics,
+    /// Keeps `env`'s serverless stand-in files fresh (set by `serve`; unset in an embedded
+    /// server).
+    pub standins: std::sync::OnceLock<crate::standin::Keeper>,
+}
+
+impl AppState {
+    /// Tells the stand-in keeper that something it depends on was reloaded.
+    pub fn poke_standins(&self) {
+        if let Some(k) = self.standins.get() {
+            k.poke();
+        }
+    }
 }
 
 impl AppState {

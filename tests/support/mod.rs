@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod moto;
+pub mod sls;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};

@@ -1,0 +1,154 @@
+//! What a command is launched with under credport, shared by `exec` and `env`: the stand-in
+//! profiles serverless needs for the stages it runs ([`standin_plan`], [`fetch_standins`]),
+//! the isolated shared files that keep `[default]` keys from shadowing the endpoint
+//! ([`isolated_files`]), and the profile checks done before anything runs
+//! ([`check_profiles`]).
+
+use std::path::{Path, PathBuf};
+
+use crate::client::{ClientError, fetch_credentials};
+use crate::config::Config;
+use crate::credentials::Credentials;
+use crate::paths::Paths;
+use crate::scope::{Scope, ScopeError, check_profile, serverless_file};
+use crate::standin::{self, Entry, StandinError};
+use crate::tokens::TokenKey;
+
+/// The stand-in profiles a command needs: the service file and one entry per stage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StandinPlan {
+    /// The serverless service file the names are computed from.
+    pub sls_file: PathBuf,
+    /// The entries, one per profile name.
+    pub entries: Vec<Entry>,
+}
+
+/// Which stand-in profiles `exec` writes for `scope`: the stages its serverless invocations
+/// run when credport can read them; every known stage when the command may start
+/// serverless where credport cannot see it (`make`), refusing names two stages share;
+/// nothing when it runs no serverless, or the project has no service file.
+pub fn standin_plan(
+    scope: &Scope,
+    dir: &Path,
+    config: &Config,
+    registered: &Config,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<StandinPlan>, StandinError> {
+    let base = scope.project_dir.as_deref().unwrap_or(dir);
+    let Some(sls_file) = serverless_file(base).or_else(|| serverless_file(dir)) else {
+        return Ok(None);
+    };
+    let w = &scope.wrapped;
+    let sel = &scope.selection;
+    let (stages, strict, what) = if !w.serverless_stages.is_empty() {
+        (w.serverless_stages.clone(), true, String::new())
+    } else if let Some(opaque) = &w.opaque {
+        return standin_plan_all(scope, dir, config, registered, env, &format!("`{opaque}`"));
+    } else {
+        return Ok(None);
+    };
+    let profile_of = |stage: &str| {
+        if stage == scope.stage {
+            Some(scope.profile.clone())
+        } else {
+            standin::profile_for_stage(base, &scope.project, stage, sel, config, registered, env)
+        }
+    };
+    let entries = standin::entries(&sls_file, sel, &stages, &profile_of, env, strict, &what)?;
+    Ok((!entries.is_empty()).then_some(StandinPlan { sls_file, entries }))
+}
+
+/// The stand-in profiles for every known stage of the scope's project, for commands that
+/// may run serverless where credport cannot see which stage (`what` names them): refuses a
+/// profile name two stages share while credport maps them to different profiles.
+pub fn standin_plan_all(
+    scope: &Scope,
+    dir: &Path,
+    config: &Config,
+    registered: &Config,
+    env: &dyn Fn(&str) -> Option<String>,
+    what: &str,
+) -> Result<Option<StandinPlan>, StandinError> {
+    let base = scope.project_dir.as_deref().unwrap_or(dir);
+    let Some(sls_file) = serverless_file(base).or_else(|| serverless_file(dir)) else {
+        return Ok(None);
+    };
+    let sel = &scope.selection;
+    let stages = standin::known_stages(&scope.project, base, config, sel, env);
+    let profile_of = |stage: &str| {
+        if stage == scope.stage {
+            Some(scope.profile.clone())
+        } else {
+            standin::profile_for_stage(base, &scope.project, stage, sel, config, registered, env)
+        }
+    };
+    let entries = standin::entries(&sls_file, sel, &stages, &profile_of, env, false, what)?;
+    Ok((!entries.is_empty()).then_some(StandinPlan { sls_file, entries }))
+}
+
+/// Fetches each entry's stage from the endpoint at `base`, with that scope's token.
+pub async fn fetch_standins(
+    base: &str,
+    key: &TokenKey,
+    project: &str,
+    entries: &[Entry],
+) -> Result<Vec<(Entry, Credentials)>, ClientError> {
+    let mut out = Vec::new();
+    for e in entries {
+        let token = key.token(project, &e.stage);
+        let c = fetch_credentials(base, project, &e.stage, token.expose())
+            .await
+            .map_err(|err| {
+                ClientError::Daemon(format!(
+                    "{project}/{} (serverless's profile '{}'): {err}",
+                    e.stage, e.name
+                ))
+            })?;
+        out.push((e.clone(), c));
+    }
+    Ok(out)
+}
+
+/// Checks that the scope's profile and every stand-in entry's profile exist in the AWS
+/// files. Returns warnings (a broken file cannot be checked) or the refusal.
+pub fn check_profiles(
+    paths: &Paths,
+    scope: &Scope,
+    plan: Option<&StandinPlan>,
+) -> Result<Vec<String>, ScopeError> {
+    let store = crate::profiles::store::ProfileStore::open(paths.aws.clone());
+    let snap = store.snapshot();
+    let files = store.status();
+    let mut warnings = Vec::new();
+    let mut names = vec![(scope.profile.clone(), scope.clone())];
+    for e in plan.map(|p| p.entries.as_slice()).unwrap_or_default() {
+        if e.profile != scope.profile {
+            let mut s = scope.clone();
+            s.stage = e.stage.clone();
+            s.rule = format!("stage {} of {}", e.stage, scope.project);
+            s.file = None;
+            names.push((e.profile.clone(), s));
+        }
+    }
+    for (profile, s) in names {
+        if let Some(w) = check_profile(&profile, &s, &snap, &files)?
+            && !warnings.contains(&w)
+        {
+            warnings.push(w);
+        }
+    }
+    Ok(warnings)
+}
+
+/// Empty shared credentials and config files under the state directory, so `[default]`
+/// keys in `~/.aws` cannot shadow the endpoint.
+pub fn isolated_files(paths: &Paths) -> Result<(PathBuf, PathBuf), crate::fsutil::FsError> {
+    let dir = paths.state_dir.join("isolated");
+    let (c, k) = (dir.join("credentials"), dir.join("config"));
+    for f in [&c, &k] {
+        if !f.exists() {
+            crate::fsutil::write_private(f, b"")?;
+        }
+    }
+    Ok((c, k))
+}
