@@ -138,6 +138,13 @@ impl World {
     /// `bash -c SCRIPT` in the project directory, with `credport` on PATH and the same
     /// environment credport's own commands get.
     pub fn sh(&self, script: &str) -> Output {
+        let mut c = self.sh_command();
+        c.arg("-c").arg(script);
+        c.output().expect("run bash")
+    }
+
+    /// `bash` with the environment of [`sh`](Self::sh), in the project directory.
+    pub fn sh_command(&self) -> Command {
         let template = self.home.command();
         let mut c = Command::new("bash");
         c.env_clear();
@@ -149,8 +156,7 @@ impl World {
         self.hostile(&mut c);
         let bin = Path::new(BIN).parent().unwrap();
         c.env("PATH", format!("{}:{}", bin.display(), client_path()));
-        c.arg("-c").arg(script);
-        c.output().expect("run bash")
+        c
     }
 }
 
