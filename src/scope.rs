@@ -346,11 +346,13 @@ pub fn resolve_selection(
     crate::config::check_name("stage", &res.stage).map_err(ScopeError::Name)?;
     if let Some(p) = config.projects.get(&res.project) {
         // The config wins for the stages it maps.
-        let stage = sel
-            .stage
-            .clone()
-            .or_else(|| p.default_stage.clone())
-            .unwrap_or_else(|| res.stage.clone());
+        let (stage, _) = crate::projects::pick_stage(
+            sel.stage.as_deref(),
+            p.default_stage.as_deref(),
+            Some((res.stage.clone(), String::new())),
+            p.stages.keys(),
+        )
+        .unwrap_or_else(|| (res.stage.clone(), String::new()));
         if p.stages.contains_key(&stage) {
             let b = registry::bind(config, registered, &res.project, Some(&stage), env)?;
             return Ok(from_binding(b, sel));
@@ -377,11 +379,8 @@ pub fn resolve_selection(
 
 fn from_binding(b: registry::Binding, sel: Selection) -> Scope {
     let (profile, rule) = match &sel.aws_profile {
-        Some(p) => (
-            p.clone(),
-            format!("--aws-profile (overrides {})", b.decided_by),
-        ),
-        None => (b.profile, b.decided_by),
+        Some(p) => (p.clone(), format!("--aws-profile (overrides {})", b.rule)),
+        None => (b.profile, b.rule),
     };
     Scope {
         project: b.project,

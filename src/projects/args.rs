@@ -36,7 +36,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::detect::Selection;
+use super::Selection;
 
 /// A framework credport reads flags from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

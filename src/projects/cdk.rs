@@ -5,8 +5,9 @@
 
 use std::path::Path;
 
-use super::detect::{ProjectKind, Resolution, Selection, folder_name, read_text};
 use super::error::ProjectError;
+use super::files::{folder_name, read_text};
+use super::{ProjectKind, Resolution, Selection};
 
 /// Resolves a `cdk.json` file.
 pub fn resolve(file: &Path, sel: &Selection) -> Result<Resolution, ProjectError> {

@@ -21,8 +21,10 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::detect::{ProjectKind, Resolution, Selection, folder_name, read_text};
+use super::detect::Sibling;
 use super::error::ProjectError;
+use super::files::{folder_name, read_text};
+use super::{ProjectKind, Resolution, Selection};
 
 /// The parsed contents of `.credport.toml`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -47,11 +49,11 @@ pub fn parse(file: &Path, text: &str) -> Result<CredportToml, ProjectError> {
     })
 }
 
-/// Resolves a `.credport.toml` file.
+/// Resolves a `.credport.toml` file; `sibling` is what the framework file beside it says.
 pub fn resolve(
     file: &Path,
     sel: &Selection,
-    env: &dyn Fn(&str) -> Option<String>,
+    sibling: &Sibling,
 ) -> Result<Resolution, ProjectError> {
     let text = read_text(file)?.ok_or_else(|| ProjectError::Io {
         file: file.to_path_buf(),
@@ -68,16 +70,12 @@ pub fn resolve(
         message,
         known: known.clone(),
     };
-    let (stage, stage_rule) = if let Some(s) = &sel.stage {
-        (s.clone(), "from --stage".to_string())
-    } else if let Some(s) = &cfg.default_stage {
-        (s.clone(), "from default_stage".to_string())
-    } else if let Some(found) = framework_stage(file, sel, env) {
-        found
-    } else if cfg.stages.len() == 1 {
-        let only = cfg.stages.keys().next().cloned().unwrap_or_default();
-        (only, "(the only stage)".to_string())
-    } else {
+    let Some((stage, stage_rule)) = super::pick_stage(
+        sel.stage.as_deref(),
+        cfg.default_stage.as_deref(),
+        sibling.stage.clone(),
+        cfg.stages.keys(),
+    ) else {
         return Err(stage_err(
             "no stage selected and no default_stage; pass --stage".into(),
         ));
@@ -92,7 +90,7 @@ pub fn resolve(
     let project = cfg
         .project
         .clone()
-        .or_else(|| sibling_service(file, sel, env))
+        .or_else(|| sibling.service.clone())
         .unwrap_or_else(|| folder_name(file));
     Ok(Resolution {
         project,
@@ -103,46 +101,6 @@ pub fn resolve(
         kind: ProjectKind::Credport,
         rule: format!("{profile_rule} with stage {stage_rule}"),
     })
-}
-
-/// With no stage flag and no `default_stage`, the stage the framework file beside
-/// `.credport.toml` would run: serverless's `provider.stage` (else `dev`), SAM's `default`.
-fn framework_stage(
-    file: &Path,
-    sel: &Selection,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Option<(String, String)> {
-    let dir = file.parent()?;
-    if let Some(sls) = ["serverless.yml", "serverless.yaml", "serverless.json"]
-        .iter()
-        .map(|n| dir.join(n))
-        .find(|p| p.is_file())
-    {
-        let (stage, rule) = super::serverless::stage_for(&sls, sel, env).ok()?;
-        return Some((stage, format!("as serverless runs it ({rule})")));
-    }
-    ["samconfig.toml", "samconfig.yaml", "samconfig.yml"]
-        .iter()
-        .any(|n| dir.join(n).is_file())
-        .then(|| {
-            (
-                "default".to_string(),
-                "as sam runs it (config env 'default')".to_string(),
-            )
-        })
-}
-
-fn sibling_service(
-    file: &Path,
-    sel: &Selection,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Option<String> {
-    let dir = file.parent()?;
-    ["serverless.yml", "serverless.yaml", "serverless.json"]
-        .iter()
-        .map(|n| dir.join(n))
-        .find(|p| p.is_file())
-        .and_then(|p| super::serverless::service_name_of(&p, sel, env))
 }
 
 #[cfg(test)]
@@ -161,7 +119,12 @@ mod tests {
     }
 
     fn run(t: &tempfile::TempDir, sel: &Selection) -> Result<Resolution, ProjectError> {
-        resolve(&t.path().join(".credport.toml"), sel, &no_env)
+        let file = t.path().join(".credport.toml");
+        resolve(
+            &file,
+            sel,
+            &super::super::detect::sibling(&file, sel, &no_env),
+        )
     }
 
     fn stage(s: &str) -> Selection {

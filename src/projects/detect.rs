@@ -1,58 +1,12 @@
-//! Owns the public types and entry points: walking up from a directory to the
-//! nearest project file, and dispatching to the resolver for that file kind.
-//! Also holds the small file-reading/parsing helpers shared by the resolvers.
+//! Walking up from a directory to the nearest project file, and dispatching to the
+//! resolver for that file kind. The one place that knows several formats at once: a
+//! `.credport.toml` beside a framework file learns that file's service name and default
+//! stage from here ([`Sibling`]), so no format module calls into another.
 
 use std::path::{Path, PathBuf};
 
 use super::error::ProjectError;
-
-/// Flags that pick a stage/profile: from credport's CLI or read from a wrapped command.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Selection {
-    /// `--stage` / `-s` (sam: `--config-env`).
-    pub stage: Option<String>,
-    /// `--aws-profile` (sam/cdk: `--profile`).
-    pub aws_profile: Option<String>,
-    /// `--param k=v` (repeatable), also `--param=k=v`.
-    pub params: Vec<(String, String)>,
-    /// Every other option of a wrapped Serverless command that has a value, by its full
-    /// name (`-r eu-west-1` is `region`), for `${opt:NAME}`.
-    pub options: Vec<(String, String)>,
-}
-
-/// Which kind of file decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ProjectKind {
-    /// `.credport.toml`.
-    Credport,
-    /// `serverless.{yml,yaml,json}` (and `.js/.ts`, which are rejected).
-    Serverless,
-    /// `samconfig.{toml,yaml,yml}`.
-    Sam,
-    /// `cdk.json`.
-    Cdk,
-}
-
-/// The outcome of resolving a project directory.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Resolution {
-    /// `.credport.toml` `project`, else serverless `service`, else SAM `stack_name`,
-    /// else the folder name.
-    pub project: String,
-    /// The stage (SAM: config environment; CDK: `default` unless given).
-    pub stage: String,
-    /// The AWS profile to use.
-    pub profile: String,
-    /// `provider.region` / SAM `region` / `.credport.toml` `region` when resolvable; never an error.
-    pub region: Option<String>,
-    /// The file that decided.
-    pub file: PathBuf,
-    /// Which kind of file decided.
-    pub kind: ProjectKind,
-    /// Human text explaining where the profile and stage came from.
-    pub rule: String,
-}
+use super::{ProjectKind, Resolution, Selection};
 
 /// File names probed in each directory, in priority order.
 pub(crate) const CANDIDATES: &[(&str, ProjectKind)] = &[
@@ -98,10 +52,58 @@ pub fn resolve_dir(
     let (file, kind) =
         find_project_file(dir).ok_or_else(|| ProjectError::NoProjectFile { dir: absolute(dir) })?;
     match kind {
-        ProjectKind::Credport => super::credport_toml::resolve(&file, sel, env),
+        ProjectKind::Credport => {
+            super::credport_toml::resolve(&file, sel, &sibling(&file, sel, env))
+        }
         ProjectKind::Serverless => super::serverless::resolve(&file, sel, env),
         ProjectKind::Sam => super::sam::resolve(&file, sel),
         ProjectKind::Cdk => super::cdk::resolve(&file, sel),
+    }
+}
+
+/// What the framework file beside a `.credport.toml` says: its service name (the default
+/// project name) and the stage the framework runs without a stage flag.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sibling {
+    /// serverless's `service`, when it resolves offline.
+    pub service: Option<String>,
+    /// The framework's own stage and why: serverless's `provider.stage` or `dev`, SAM's
+    /// `default`.
+    pub stage: Option<(String, String)>,
+}
+
+/// Reads the framework file beside `credport_toml`, if any.
+pub fn sibling(
+    credport_toml: &Path,
+    sel: &Selection,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Sibling {
+    let Some(dir) = credport_toml.parent() else {
+        return Sibling::default();
+    };
+    if let Some(sls) = ["serverless.yml", "serverless.yaml", "serverless.json"]
+        .iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.is_file())
+    {
+        return Sibling {
+            service: super::serverless::service_name_of(&sls, sel, env),
+            stage: super::serverless::stage_for(&sls, sel, env)
+                .ok()
+                .map(|(s, rule)| (s, format!("as serverless runs it ({rule})"))),
+        };
+    }
+    let sam = ["samconfig.toml", "samconfig.yaml", "samconfig.yml"]
+        .iter()
+        .any(|n| dir.join(n).is_file());
+    Sibling {
+        service: None,
+        stage: sam.then(|| {
+            (
+                "default".to_string(),
+                "as sam runs it (config env 'default')".to_string(),
+            )
+        }),
     }
 }
 
@@ -113,69 +115,6 @@ fn absolute(p: &Path) -> PathBuf {
             .map(|c| c.join(p))
             .unwrap_or_else(|_| p.to_path_buf())
     }
-}
-
-/// Largest project/variable file we read (bytes).
-pub(crate) const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
-
-/// Reads a UTF-8 file of bounded size. `Ok(None)` when it does not exist.
-pub(crate) fn read_text(file: &Path) -> Result<Option<String>, ProjectError> {
-    let io = |source| ProjectError::Io {
-        file: file.to_path_buf(),
-        source,
-    };
-    let meta = match std::fs::metadata(file) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io(e)),
-    };
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(ProjectError::Invalid {
-            file: file.to_path_buf(),
-            message: format!("file is larger than {MAX_FILE_BYTES} bytes"),
-        });
-    }
-    match std::fs::read(file) {
-        Ok(bytes) => String::from_utf8(bytes)
-            .map(Some)
-            .map_err(|_| ProjectError::Invalid {
-                file: file.to_path_buf(),
-                message: "file is not valid UTF-8".into(),
-            }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io(e)),
-    }
-}
-
-/// Parses YAML (keeping `!Tags`) and applies `<<` merge keys. Never panics.
-pub(crate) fn parse_yaml(file: &Path, text: &str) -> Result<yaml_serde::Value, ProjectError> {
-    let invalid = |message: String| ProjectError::Invalid {
-        file: file.to_path_buf(),
-        message,
-    };
-    let parsed = std::panic::catch_unwind(|| yaml_serde::from_str::<yaml_serde::Value>(text))
-        .map_err(|_| invalid("YAML parser failed on this input".into()))?;
-    let mut v = parsed.map_err(|e| invalid(format!("invalid YAML: {e}")))?;
-    // A merge key whose value is not a mapping is left unmerged rather than failing:
-    // only the keys we need matter.
-    let _ = v.apply_merge();
-    Ok(v)
-}
-
-/// Parses JSON into the YAML value model.
-pub(crate) fn parse_json(file: &Path, text: &str) -> Result<yaml_serde::Value, ProjectError> {
-    serde_json::from_str::<yaml_serde::Value>(text).map_err(|e| ProjectError::Invalid {
-        file: file.to_path_buf(),
-        message: format!("invalid JSON: {e}"),
-    })
-}
-
-/// The name of the directory holding `file` (used as the default project name).
-pub(crate) fn folder_name(file: &Path) -> String {
-    file.parent()
-        .and_then(|d| d.file_name())
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "project".to_string())
 }
 
 #[cfg(test)]
@@ -275,19 +214,5 @@ mod tests {
             "\"credport\""
         );
         assert_eq!(serde_json::to_string(&ProjectKind::Sam).unwrap(), "\"sam\"");
-    }
-
-    #[test]
-    fn yaml_helpers_never_panic() {
-        let f = Path::new("x.yml");
-        assert!(parse_yaml(f, "a: [").is_err());
-        // self-referencing anchor / alias
-        let _ = parse_yaml(f, "a: &x [*x]\n");
-        let _ = parse_yaml(f, "a: *nope\n");
-        let deep = "[".repeat(10_000);
-        assert!(parse_yaml(f, &deep).is_err());
-        let laughs = "a: &a [x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\ng: [*f,*f,*f,*f,*f,*f,*f,*f,*f]\n";
-        let _ = parse_yaml(f, laughs);
-        assert!(parse_json(f, &"[".repeat(10_000)).is_err());
     }
 }

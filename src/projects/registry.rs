@@ -26,7 +26,7 @@ pub struct Binding {
     /// Region override for the scope, if configured.
     pub region: Option<String>,
     /// Human-readable origin of the mapping (file and table).
-    pub decided_by: String,
+    pub rule: String,
 }
 
 /// Why a scope has no profile.
@@ -111,13 +111,11 @@ pub fn bind(
         };
     };
     let known = || p.stages.keys().cloned().collect::<Vec<_>>();
-    let stage = match stage {
-        Some(s) => s.to_string(),
-        None => match (&p.default_stage, p.stages.len(), path) {
-            (Some(d), _, _) => d.clone(),
-            (None, 1, _) => p.stages.keys().next().cloned().unwrap_or_default(),
-            (None, _, Some(dir)) => return bind_dir(project, dir, None, env, "config path"),
-            _ => {
+    let stage = match super::pick_stage(stage, p.default_stage.as_deref(), None, p.stages.keys()) {
+        Some((s, _)) => s,
+        None => match path {
+            Some(dir) => return bind_dir(project, dir, None, env, "config path"),
+            None => {
                 return Err(RegistryError::NoStage {
                     project: project.to_string(),
                     known: known(),
@@ -130,7 +128,7 @@ pub fn bind(
             project: project.to_string(),
             profile: profile.clone(),
             region: p.region.clone(),
-            decided_by: format!("config [projects.{project}] stages.{stage}"),
+            rule: format!("config [projects.{project}] stages.{stage}"),
             stage,
         }),
         (None, Some(dir)) => {
@@ -167,7 +165,7 @@ fn bind_dir(
         stage: r.stage,
         profile: r.profile,
         region: r.region,
-        decided_by: format!("{via} {}: {}", r.file.display(), r.rule),
+        rule: format!("{via} {}: {}", r.file.display(), r.rule),
     })
 }
 

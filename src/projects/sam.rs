@@ -12,8 +12,9 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::detect::{ProjectKind, Resolution, Selection, folder_name, parse_yaml, read_text};
 use super::error::ProjectError;
+use super::files::{folder_name, parse_yaml, read_text};
+use super::{ProjectKind, Resolution, Selection};
 
 const SECTIONS: &[&str] = &["local_invoke", "global", "deploy"];
 

@@ -1,0 +1,81 @@
+//! Reading and parsing project files: one bounded read, YAML (tags kept, merge keys
+//! applied) and JSON into one value model, and the folder name that names a project by
+//! default.
+
+use std::path::Path;
+
+use super::error::ProjectError;
+
+/// Reads a project file through the one bounded, FIFO-safe reader ([`crate::fsutil::read_text`]);
+/// `Ok(None)` when it does not exist.
+pub(crate) fn read_text(file: &Path) -> Result<Option<String>, ProjectError> {
+    use crate::fsutil::FsError;
+    crate::fsutil::read_text(file).map_err(|e| match e {
+        FsError::Io { source, .. } => ProjectError::Io {
+            file: file.to_path_buf(),
+            source,
+        },
+        FsError::TooLarge { limit, .. } => ProjectError::Invalid {
+            file: file.to_path_buf(),
+            message: format!("file is larger than {limit} bytes"),
+        },
+        FsError::NotUtf8 { line, .. } => ProjectError::Invalid {
+            file: file.to_path_buf(),
+            message: format!("line {line}: file is not valid UTF-8"),
+        },
+        other => ProjectError::Invalid {
+            file: file.to_path_buf(),
+            message: other.to_string(),
+        },
+    })
+}
+
+/// Parses YAML (keeping `!Tags`) and applies `<<` merge keys. Never panics.
+pub(crate) fn parse_yaml(file: &Path, text: &str) -> Result<yaml_serde::Value, ProjectError> {
+    let invalid = |message: String| ProjectError::Invalid {
+        file: file.to_path_buf(),
+        message,
+    };
+    let parsed = std::panic::catch_unwind(|| yaml_serde::from_str::<yaml_serde::Value>(text))
+        .map_err(|_| invalid("YAML parser failed on this input".into()))?;
+    let mut v = parsed.map_err(|e| invalid(format!("invalid YAML: {e}")))?;
+    // A merge key whose value is not a mapping is left unmerged rather than failing:
+    // only the keys we need matter.
+    let _ = v.apply_merge();
+    Ok(v)
+}
+
+/// Parses JSON into the YAML value model.
+pub(crate) fn parse_json(file: &Path, text: &str) -> Result<yaml_serde::Value, ProjectError> {
+    serde_json::from_str::<yaml_serde::Value>(text).map_err(|e| ProjectError::Invalid {
+        file: file.to_path_buf(),
+        message: format!("invalid JSON: {e}"),
+    })
+}
+
+/// The name of the directory holding `file` (used as the default project name).
+pub(crate) fn folder_name(file: &Path) -> String {
+    file.parent()
+        .and_then(|d| d.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "project".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yaml_helpers_never_panic() {
+        let f = Path::new("x.yml");
+        assert!(parse_yaml(f, "a: [").is_err());
+        // self-referencing anchor / alias
+        let _ = parse_yaml(f, "a: &x [*x]\n");
+        let _ = parse_yaml(f, "a: *nope\n");
+        let deep = "[".repeat(10_000);
+        assert!(parse_yaml(f, &deep).is_err());
+        let laughs = "a: &a [x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\ng: [*f,*f,*f,*f,*f,*f,*f,*f,*f]\n";
+        let _ = parse_yaml(f, laughs);
+        assert!(parse_json(f, &"[".repeat(10_000)).is_err());
+    }
+}

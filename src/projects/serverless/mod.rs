@@ -1,0 +1,906 @@
+//! Owns the Serverless Framework resolver: reads `serverless.{yml,yaml,json}` and
+//! evaluates, offline, just the variables needed for `provider.stage`,
+//! `provider.profile`, `provider.region` and `service` (and whatever they
+//! reference). Everything else in the file is never looked at, so unrelated
+//! unresolvable variables or CloudFormation intrinsics do not cause errors.
+//!
+//! Semantics follow Serverless **v3** (`lib/configuration/variables/parse.js`,
+//! `resolve.js`, `sources/*.js`, `lib/cli/load-dotenv.js`):
+//!
+//! * Stage: `--stage`, else `provider.stage` (resolved as an ordinary property), else `dev`.
+//!   `${sls:stage}` is that stage; `${self:provider.stage}` is the raw property resolved
+//!   normally (it ignores `--stage`); `${opt:stage}` is only the flag (aliases such as
+//!   `${opt:s}` are never set: Serverless stores options under their full names).
+//! * Profile: `--aws-profile`, else `provider.profile`, else (v4) the single `type: aws`
+//!   resolver in `stages.<stage>.resolvers` / `stages.default.resolvers`. None → error.
+//! * Syntax: `${source:address}`, `${source(param, ...):address}`, comma-separated
+//!   fallbacks tried left to right (a source without a value moves on); fallback
+//!   literals must be quoted strings, numbers, `true`, `false` or `null`. Variables
+//!   nest (innermost first), interpolate inside longer strings (only string/number/bool
+//!   values may), and a resolved string containing variables is resolved again.
+//!   `${` not followed by `lowercase-word:` or `lowercase-word(` (e.g. `${AWS::Region}`,
+//!   `${Foo}` in `Fn::Sub`) and `\${` are left untouched.
+//! * Sources: `opt` (every option of the wrapped command by its full name: stage,
+//!   aws-profile, param, region, ...), `self`
+//!   (dotted path into the document; empty = whole document), `env` (real environment,
+//!   then `.env` values when `useDotenv: true`), `sls` (`stage`; `instanceId` is
+//!   offline-unresolvable), `file(path)` / `file(path):key.path` (yml/yaml/json/tfstate
+//!   parsed, other extensions read as text, relative to the service dir, must stay inside
+//!   it; a missing file has no value; `.js`/`.ts` are offline-unresolvable), `param`
+//!   (`--param k=v` > `params.<stage>.k` > `params.default.k`; the v4 forms
+//!   `stages.<stage>.params.k` / `stages.default.params.k` are consulted after the
+//!   matching v3 form) and `strToBool(...)`. `ssm`, `cf`, `s3`, `aws`, and any other
+//!   (plugin) source are errors that suggest `.credport.toml`, even with a fallback
+//!   (the fallback might silently pick the wrong account).
+//! * `useDotenv: true`: after the stage is known, `.env.<stage>` is loaded if it exists,
+//!   otherwise `.env` (as v3's `load-dotenv.js`); real environment variables win;
+//!   `$VAR`/`${VAR}` references inside values are expanded (dotenv-expand). The stage
+//!   itself is resolved before dotenv is loaded, as in Serverless.
+//! * Bounds: nesting depth, property-reference cycles and a total step budget are
+//!   checked, so cyclic or explosive configurations give an error, never a hang.
+//!
+//! v4 differences (documented, partly supported): v4 adds `stages.<stage>.params`,
+//! `stages.<stage>.resolvers` (AWS-account resolvers carrying `profile`/`region`, read
+//! here as a profile fallback), `${aws:...}`/`${vault:...}` style resolvers (offline
+//! errors here) and makes stage params override `--param` (v3 order is used here).
+//! v4 also loads `.env` unconditionally; here only `useDotenv: true` loads it.
+
+mod document;
+mod dotenv;
+mod resolver;
+mod template;
+
+use std::path::Path;
+
+use yaml_serde::{Mapping, Value};
+
+use document::{child, kind_name, scalar_string};
+use resolver::{Lookup, Resolver, StageState};
+
+use super::error::ProjectError;
+use super::files::{folder_name, parse_json, parse_yaml, read_text};
+use super::{ProjectKind, Resolution, Selection};
+
+/// Resolves a Serverless project file (`serverless.{yml,yaml,json}`; `.js`/`.ts`
+/// configs are rejected with [`ProjectError::Unsupported`]).
+pub fn resolve(
+    file: &Path,
+    sel: &Selection,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Resolution, ProjectError> {
+    let mut r = open(file, sel, env)?;
+    let use_dotenv = matches!(child(&r.doc, "useDotenv"), Some(Value::Bool(true)));
+    let (stage, stage_rule) = stage_of(&mut r)?;
+    // The stage names files (`.env.<stage>`) and URLs: nothing but a plain name will do
+    // (serverless itself only accepts letters, digits and dashes).
+    if let Err(message) = crate::config::check_name("stage", &stage) {
+        return Err(ProjectError::Stage {
+            file: file.to_path_buf(),
+            message,
+            known: "none".into(),
+        });
+    }
+    r.stage = StageState::Known(stage.clone());
+    if use_dotenv {
+        r.load_dotenv(&stage)?;
+    }
+
+    // Profile.
+    let mut v4_region = None;
+    let profile_rule;
+    let profile = if let Some(p) = &sel.aws_profile {
+        profile_rule = "--aws-profile (overrides provider.profile)".to_string();
+        p.clone()
+    } else if let Some(p) = r.resolve_top(&["provider", "profile"])? {
+        let raw = r
+            .raw_at(&["provider", "profile"])
+            .unwrap_or_else(|| p.clone());
+        profile_rule = format!("provider.profile = {raw}");
+        p
+    } else if let Some(acct) = r.v4_resolver(&stage)? {
+        profile_rule = format!("{} = {}", acct.path, acct.profile);
+        v4_region = acct.region;
+        acct.profile
+    } else {
+        return Err(ProjectError::NoProfile {
+            file: file.to_path_buf(),
+            stage,
+            hint: "provider.profile is not set; pass --aws-profile or map the stages in .credport.toml"
+                .into(),
+        });
+    };
+
+    let region = r
+        .resolve_top(&["provider", "region"])
+        .ok()
+        .flatten()
+        .or(v4_region);
+    let project = service_name(&mut r).unwrap_or_else(|| folder_name(file));
+
+    Ok(Resolution {
+        project,
+        stage,
+        profile,
+        region,
+        file: file.to_path_buf(),
+        kind: ProjectKind::Serverless,
+        rule: format!("{profile_rule} with stage {stage_rule}"),
+    })
+}
+
+/// Reads and parses a Serverless file into a resolver.
+fn open<'a>(
+    file: &Path,
+    sel: &'a Selection,
+    env: &'a dyn Fn(&str) -> Option<String>,
+) -> Result<Resolver<'a>, ProjectError> {
+    let ext = file
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    if matches!(ext.as_str(), "js" | "ts" | "cjs" | "mjs") {
+        return Err(ProjectError::Unsupported {
+            file: file.to_path_buf(),
+            reason: "JavaScript/TypeScript service files cannot be evaluated offline".into(),
+        });
+    }
+    let text = read_text(file)?.ok_or_else(|| ProjectError::Io {
+        file: file.to_path_buf(),
+        source: std::io::Error::from(std::io::ErrorKind::NotFound),
+    })?;
+    let doc = if ext == "json" {
+        parse_json(file, &text)?
+    } else {
+        parse_yaml(file, &text)?
+    };
+    let doc = match doc {
+        Value::Null => Value::Mapping(Mapping::new()),
+        m @ Value::Mapping(_) => m,
+        other => {
+            return Err(ProjectError::Invalid {
+                file: file.to_path_buf(),
+                message: format!("top level is a {}, expected a mapping", kind_name(&other)),
+            });
+        }
+    };
+    Ok(Resolver::new(file, doc, sel, env))
+}
+
+/// The stage serverless runs: `--stage`, else `provider.stage`, else `dev`; with the rule.
+fn stage_of(r: &mut Resolver<'_>) -> Result<(String, String), ProjectError> {
+    Ok(match &r.sel.stage {
+        Some(s) => (s.clone(), "from --stage".to_string()),
+        None => match r.resolve_top(&["provider", "stage"])? {
+            Some(s) => {
+                let raw = r
+                    .raw_at(&["provider", "stage"])
+                    .unwrap_or_else(|| s.clone());
+                let rule = if raw == s {
+                    format!("from provider.stage = {s}")
+                } else {
+                    format!("from provider.stage = {raw} (= {s})")
+                };
+                (s, rule)
+            }
+            None => (
+                "dev".to_string(),
+                "'dev' (no --stage, no provider.stage)".to_string(),
+            ),
+        },
+    })
+}
+
+/// The stage serverless itself runs for `sel` (its `--stage`, else `provider.stage`, else
+/// `dev`), with the rule that decided, without resolving a profile.
+pub fn stage_for(
+    file: &Path,
+    sel: &Selection,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(String, String), ProjectError> {
+    let mut r = open(file, sel, env)?;
+    stage_of(&mut r)
+}
+
+/// Stage names the file itself spells out: `provider.stage`, the keys of `params` and
+/// `stages` (v4), and the keys of the map that `provider.profile` looks the stage up in
+/// (`${self:custom.myProfile.${sls:stage}}`), found by resolving with a stage no map has.
+pub fn declared_stages(
+    file: &Path,
+    sel: &Selection,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let push = |s: String, out: &mut Vec<String>| {
+        if crate::config::check_name("stage", &s).is_ok() && !out.contains(&s) {
+            out.push(s);
+        }
+    };
+    if let Ok((s, _)) = stage_for(
+        file,
+        &Selection {
+            stage: None,
+            ..sel.clone()
+        },
+        env,
+    ) {
+        push(s, &mut out);
+    }
+    if let Ok(r) = open(file, sel, env) {
+        for key in ["params", "stages"] {
+            if let Some(Value::Mapping(m)) = child(&r.doc, key) {
+                for k in m.keys().filter_map(scalar_string) {
+                    if k != "default" {
+                        push(k, &mut out);
+                    }
+                }
+            }
+        }
+    }
+    let probe = Selection {
+        stage: Some("credport-probe-no-such-stage".into()),
+        ..sel.clone()
+    };
+    if let Err(ProjectError::StageNotInMap { has, .. }) = resolve(file, &probe, env) {
+        for k in has.split(", ").filter(|k| !k.is_empty()) {
+            push(k.to_string(), &mut out);
+        }
+    }
+    out
+}
+
+fn service_name(r: &mut Resolver<'_>) -> Option<String> {
+    r.key = "service".into();
+    match r.resolve_path(&["service".to_string()], 0).ok()? {
+        Lookup::Found(Value::Mapping(_)) => r.resolve_top(&["service", "name"]).ok().flatten(),
+        Lookup::Found(v) => scalar_string(&v),
+        Lookup::Missing(_) => None,
+    }
+}
+
+/// Best-effort service name of a Serverless file (used by `.credport.toml` for its
+/// default project name); `None` when absent or not resolvable offline.
+pub fn service_name_of(
+    file: &Path,
+    sel: &Selection,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Option<String> {
+    let ext = file.extension()?.to_string_lossy().to_ascii_lowercase();
+    let text = read_text(file).ok()??;
+    let doc = match ext.as_str() {
+        "json" => parse_json(file, &text).ok()?,
+        "yml" | "yaml" => parse_yaml(file, &text).ok()?,
+        _ => return None,
+    };
+    let mut r = Resolver::new(file, doc, sel, env);
+    if let Some(s) = &sel.stage {
+        r.stage = StageState::Known(s.clone());
+    } else if let Ok(Some(s)) = r.resolve_top(&["provider", "stage"]) {
+        r.stage = StageState::Known(s);
+    } else {
+        r.stage = StageState::Known("dev".into());
+    }
+    service_name(&mut r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dotenv::{expand_dotenv, parse_dotenv};
+    use super::template::{Part, has_vars, parse_template};
+    use super::*;
+    use std::collections::HashMap;
+    use std::fs;
+
+    const SEED: &str = "service: orders
+custom:
+  myStage: ${opt:stage, self:provider.stage}
+  myProfile:
+    prod: prodAccount
+    dev: devAccount
+provider:
+  name: aws
+  stage: dev
+  profile: ${self:custom.myProfile.${self:custom.myStage}}
+";
+
+    struct Fx {
+        dir: tempfile::TempDir,
+        env: HashMap<String, String>,
+    }
+
+    impl Fx {
+        fn new(yml: &str) -> Fx {
+            Fx::named("serverless.yml", yml)
+        }
+        fn named(name: &str, text: &str) -> Fx {
+            let dir = tempfile::tempdir().unwrap();
+            fs::write(dir.path().join(name), text).unwrap();
+            Fx {
+                dir,
+                env: HashMap::new(),
+            }
+        }
+        fn file(&self, name: &str, text: &str) -> &Self {
+            let p = self.dir.path().join(name);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, text).unwrap();
+            self
+        }
+        fn env(mut self, k: &str, v: &str) -> Self {
+            self.env.insert(k.into(), v.into());
+            self
+        }
+        fn run(&self, args: &str) -> Result<Resolution, ProjectError> {
+            let mut argv = vec!["sls".to_string()];
+            argv.extend(args.split_whitespace().map(String::from));
+            let sel = crate::projects::parse_wrapped_args(&argv);
+            let env = |k: &str| self.env.get(k).cloned();
+            let (file, _) = crate::projects::find_project_file(self.dir.path()).unwrap();
+            resolve(&file, &sel, &env)
+        }
+        fn profile(&self, args: &str) -> String {
+            match self.run(args) {
+                Ok(r) => r.profile,
+                Err(e) => panic!("unexpected error: {e}"),
+            }
+        }
+        fn err(&self, args: &str) -> String {
+            match self.run(args) {
+                Ok(r) => panic!("expected an error, got {r:?}"),
+                Err(e) => e.to_string(),
+            }
+        }
+    }
+
+    // ---- required cases ------------------------------------------------
+
+    #[test]
+    fn case1_seed() {
+        let f = Fx::new(SEED);
+        let r = f.run("").unwrap();
+        assert_eq!(r.profile, "devAccount");
+        assert_eq!(r.stage, "dev");
+        assert_eq!(r.project, "orders");
+        assert_eq!(
+            r.rule,
+            "provider.profile = ${self:custom.myProfile.${self:custom.myStage}} with stage from provider.stage = dev"
+        );
+        assert_eq!(f.profile("deploy --stage prod"), "prodAccount");
+        assert_eq!(f.profile("deploy -s prod"), "prodAccount");
+        assert_eq!(
+            f.run("deploy --stage prod").unwrap().rule,
+            "provider.profile = ${self:custom.myProfile.${self:custom.myStage}} with stage from --stage"
+        );
+        let e = f.err("deploy -s qa");
+        assert!(e.ends_with("serverless.yml: provider.profile: stage 'qa' is not in custom.myProfile (has: prod, dev) and there is no fallback"), "{e}");
+    }
+
+    #[test]
+    fn case2_no_provider_stage() {
+        let f = Fx::new(&SEED.replace("  stage: dev\n", ""));
+        let e = f.err("");
+        assert!(e.contains("provider.profile: variable ${opt:stage, self:provider.stage} has no value and no fallback"), "{e}");
+        assert!(e.contains("key 'stage' is not in provider"), "{e}");
+        // with a flag it works
+        assert_eq!(f.profile("-s prod"), "prodAccount");
+    }
+
+    const PROFILES: &str = "custom:\n  profiles:\n    dev: devP\n    prod: prodP\n";
+
+    #[test]
+    fn case3_sls_stage() {
+        let f = Fx::new(&format!(
+            "service: s\n{PROFILES}provider:\n  profile: ${{self:custom.profiles.${{sls:stage}}}}\n"
+        ));
+        assert_eq!(f.profile(""), "devP");
+        assert_eq!(f.profile("-s prod"), "prodP");
+    }
+
+    #[test]
+    fn case4_self_provider_stage_ignores_flag() {
+        let f = Fx::new(&format!(
+            "{PROFILES}provider:\n  stage: dev\n  profile: ${{self:custom.profiles.${{self:provider.stage}}}}\n"
+        ));
+        let r = f.run("-s prod").unwrap();
+        assert_eq!(r.profile, "devP");
+        assert_eq!(r.stage, "prod");
+    }
+
+    #[test]
+    fn case5_env_stage_with_literal_fallback() {
+        let yml = format!(
+            "{PROFILES}provider:\n  stage: ${{env:STAGE, 'dev'}}\n  profile: ${{self:custom.profiles.${{sls:stage}}}}\n"
+        );
+        let f = Fx::new(&yml).env("STAGE", "prod");
+        let r = f.run("").unwrap();
+        assert_eq!((r.stage.as_str(), r.profile.as_str()), ("prod", "prodP"));
+        assert!(
+            r.rule
+                .ends_with("with stage from provider.stage = ${env:STAGE, 'dev'} (= prod)"),
+            "{}",
+            r.rule
+        );
+        let f = Fx::new(&yml);
+        assert_eq!(f.profile(""), "devP");
+    }
+
+    #[test]
+    fn case6_bare_literal_is_error() {
+        let f = Fx::new("provider:\n  profile: ${env:SLS_PROFILE, foo}\n");
+        let e = f.err("");
+        assert!(
+            e.contains("provider.profile") && e.contains("invalid literal fallback 'foo'"),
+            "{e}"
+        );
+        let f = Fx::new("provider:\n  profile: ${env:SLS_PROFILE, foo}\n").env("SLS_PROFILE", "x");
+        assert!(
+            f.run("").is_err(),
+            "syntax errors are reported even if the first source has a value"
+        );
+    }
+
+    #[test]
+    fn case7_params() {
+        let f = Fx::new(
+            "params:\n  default:\n    profile: paramDefault\n  prod:\n    profile: paramProd\nprovider:\n  profile: ${param:profile}\n",
+        );
+        assert_eq!(f.profile(""), "paramDefault");
+        assert_eq!(f.profile("-s prod"), "paramProd");
+        assert_eq!(f.profile("--param profile=cliParam"), "cliParam");
+        assert_eq!(f.profile("-s prod --param=profile=cliParam"), "cliParam");
+        let f = Fx::new("provider:\n  profile: ${param:profile}\n");
+        let e = f.err("");
+        assert!(e.contains("${param:profile} has no value"), "{e}");
+    }
+
+    #[test]
+    fn case7b_v4_stage_params() {
+        let f = Fx::new(
+            "stages:\n  default:\n    params:\n      profile: d4\n  prod:\n    params:\n      profile: p4\nprovider:\n  profile: ${param:profile}\n",
+        );
+        assert_eq!(f.profile(""), "d4");
+        assert_eq!(f.profile("-s prod"), "p4");
+    }
+
+    #[test]
+    fn case8_interpolation() {
+        let f = Fx::new("provider:\n  profile: ${opt:stage}-account\n");
+        let e = f.err("");
+        assert!(
+            e.contains("${opt:stage} has no value and no fallback"),
+            "{e}"
+        );
+        assert_eq!(f.profile("-s prod"), "prod-account");
+    }
+
+    #[test]
+    fn case9_aws_profile_flag_wins() {
+        let f = Fx::new(SEED);
+        let r = f.run("--aws-profile cliProfile").unwrap();
+        assert_eq!(r.profile, "cliProfile");
+        assert!(r.rule.starts_with("--aws-profile"));
+        // even when provider.profile cannot be resolved
+        let f = Fx::new("provider:\n  profile: ${ssm:/x}\n");
+        assert_eq!(f.profile("--aws-profile cliProfile"), "cliProfile");
+    }
+
+    #[test]
+    fn case10_cloudformation_tags_and_merge_keys() {
+        let f = Fx::new(
+            r#"service: cfn
+x-base: &base
+  name: aws
+  runtime: nodejs18.x
+  region: us-east-2
+custom:
+  profiles:
+    dev: tagDev
+provider:
+  <<: *base
+  profile: ${self:custom.profiles.${sls:stage}}
+  environment:
+    TABLE: !Ref OrdersTable
+    ARN: !GetAtt OrdersTable.Arn
+    COND: !If [IsProd, a, b]
+    JOINED: !Join ['', [a, !Ref AWS::Region]]
+    SUBBED: !Sub "arn:${AWS::Partition}:s3:::${Bucket}"
+    SSM: ${ssm:/not/needed}
+resources:
+  Conditions:
+    IsProd: !Equals [!Ref Stage, prod]
+    Not: !Not [!Condition IsProd]
+    Both: !And [!Condition IsProd, !Or [!Condition IsProd, !Condition IsProd]]
+  Resources:
+    OrdersTable:
+      Type: AWS::DynamoDB::Table
+      Properties:
+        AZ: !Select [0, !GetAZs '']
+        Imp: !ImportValue shared-vpc
+        Map: !FindInMap [M, !Ref AWS::Region, x]
+        B64: !Base64 abc
+        Cidr: !Cidr [!Ref Block, 6, 5]
+        Split: !Split [',', 'a,b']
+        Raw: ${cf:other.output}
+"#,
+        );
+        let r = f.run("").unwrap();
+        assert_eq!(r.profile, "tagDev");
+        assert_eq!(r.region.as_deref(), Some("us-east-2"));
+        assert_eq!(r.project, "cfn");
+    }
+
+    // ---- sources -------------------------------------------------------
+
+    #[test]
+    fn opt_sources() {
+        let f = Fx::new(
+            "provider:\n  profile: ${opt:aws-profile, opt:region, opt:s, 'fallback'}\n  region: ${opt:region, 'eu-west-3'}\n",
+        );
+        let r = f.run("").unwrap();
+        assert_eq!(r.profile, "fallback");
+        assert_eq!(r.region.as_deref(), Some("eu-west-3"));
+        let f = Fx::new("provider:\n  profile: p-${opt:stage, 'none'}\n");
+        assert_eq!(f.profile("-s prod"), "p-prod");
+        assert_eq!(f.profile(""), "p-none");
+        // Every option of the wrapped command counts, by its full name.
+        let f = Fx::new("provider:\n  profile: acct-${opt:region, 'us-east-1'}\n");
+        assert_eq!(f.profile("--region eu-west-1"), "acct-eu-west-1");
+        assert_eq!(f.profile("-r eu-west-2"), "acct-eu-west-2");
+        assert_eq!(f.profile(""), "acct-us-east-1");
+    }
+
+    #[test]
+    fn self_whole_document_and_paths() {
+        let f = Fx::new("provider:\n  profile: ${self:}\n");
+        assert!(f.err("").contains("resolves to a mapping"));
+        let f = Fx::new("custom:\n  list: [a, b]\nprovider:\n  profile: ${self:custom.list.1}\n");
+        assert_eq!(f.profile(""), "b");
+        let f = Fx::new("custom:\n  n: 42\nprovider:\n  profile: ${self:custom.n}\n");
+        assert_eq!(f.profile(""), "42");
+        let f = Fx::new(
+            "custom:\n  n: 42\nprovider:\n  profile: acct-${self:custom.n}-${self:custom.b}\ncustom2: x\n",
+        );
+        assert!(f.run("").is_err());
+        let f = Fx::new(
+            "custom:\n  n: 42\n  b: true\nprovider:\n  profile: acct-${self:custom.n}-${self:custom.b}\n",
+        );
+        assert_eq!(f.profile(""), "acct-42-true");
+    }
+
+    #[test]
+    fn env_source() {
+        let f = Fx::new("provider:\n  profile: ${env:P}\n").env("P", "envP");
+        assert_eq!(f.profile(""), "envP");
+        let f = Fx::new("provider:\n  profile: ${env:P}\n");
+        assert!(f.err("").contains("${env:P} has no value and no fallback"));
+        let f = Fx::new("provider:\n  profile: ${env:A, env:B, \"lit\"}\n").env("B", "b");
+        assert_eq!(f.profile(""), "b");
+        let f = Fx::new("provider:\n  profile: ${env:A, env:B, \"lit\"}\n");
+        assert_eq!(f.profile(""), "lit");
+    }
+
+    #[test]
+    fn sls_sources() {
+        let f = Fx::new("provider:\n  profile: ${sls:instanceId}\n");
+        let e = f.err("");
+        assert!(e.contains("variable ${sls:instanceId} cannot be resolved offline; map the stages in .credport.toml instead"), "{e}");
+        let f = Fx::new("provider:\n  stage: ${sls:stage}\n  profile: x\n");
+        assert!(f.err("").contains("while resolving the stage itself"));
+        // with --stage provider.stage is not needed
+        assert_eq!(f.profile("-s dev"), "x");
+    }
+
+    #[test]
+    fn file_source() {
+        let f = Fx::new(
+            "custom: ${file(./config/custom.yml)}\nprovider:\n  profile: ${file(./accounts.json):${sls:stage}.profile}\n  region: ${self:custom.region}\n",
+        );
+        f.file(
+            "accounts.json",
+            r#"{"dev":{"profile":"jsonDev"},"prod":{"profile":"jsonProd"}}"#,
+        )
+        .file("config/custom.yml", "region: ${opt:region, 'ap-south-1'}\n");
+        let r = f.run("").unwrap();
+        assert_eq!(r.profile, "jsonDev");
+        assert_eq!(r.region.as_deref(), Some("ap-south-1"));
+        assert_eq!(f.profile("-s prod"), "jsonProd");
+        let e = f.err("-s qa");
+        assert!(e.contains("stage 'qa' is not in ./accounts.json:"), "{e}");
+    }
+
+    #[test]
+    fn file_source_missing_text_and_outside() {
+        let f = Fx::new("provider:\n  profile: ${file(./nope.yml):x, 'fb'}\n");
+        assert_eq!(f.profile(""), "fb");
+        let f = Fx::new("provider:\n  profile: ${file(./nope.yml)}\n");
+        assert!(f.err("").contains("has no value"));
+        let f = Fx::new("provider:\n  profile: ${file(profile.txt)}\n");
+        f.file("profile.txt", "textProfile");
+        assert_eq!(f.profile(""), "textProfile");
+        let f = Fx::new("provider:\n  profile: ${file(../outside.yml)}\n");
+        assert!(f.err("").contains("outside the service folder"));
+        let f = Fx::new("provider:\n  profile: ${file(./profile.js):name}\n");
+        assert!(f.err("").contains("cannot be resolved offline"));
+        let f = Fx::new("provider:\n  profile: ${file(./bad.yml):a}\n");
+        f.file("bad.yml", "a: [\n");
+        assert!(f.err("").contains("bad.yml"));
+    }
+
+    #[test]
+    fn file_content_variables_resolve_against_main_doc() {
+        let f = Fx::new("custom:\n  who: nested\nprovider:\n  profile: ${file(p.yml):profile}\n");
+        f.file("p.yml", "profile: from-${self:custom.who}\n");
+        assert_eq!(f.profile(""), "from-nested");
+    }
+
+    #[test]
+    fn str_to_bool() {
+        let f = Fx::new("custom:\n  flag: ${strToBool(${env:F})}\nprovider:\n  profile: p-${self:custom.flag}\n").env("F", "1");
+        assert_eq!(f.profile(""), "p-true");
+        let f = Fx::new(
+            "custom:\n  flag: ${strToBool(nope)}\nprovider:\n  profile: p-${self:custom.flag}\n",
+        );
+        assert!(f.err("").contains("strToBool"));
+    }
+
+    #[test]
+    fn offline_sources_error() {
+        for v in [
+            "${ssm:/x}",
+            "${cf:stack.out}",
+            "${s3:b/k}",
+            "${aws:accountId}",
+            "${cf.us-east-1:s.o}",
+            "${vault:secret}",
+        ] {
+            let f = Fx::new(&format!("provider:\n  profile: {v}\n"));
+            let e = f.err("");
+            assert!(e.contains(&format!("provider.profile: variable {v} cannot be resolved offline; map the stages in .credport.toml instead")), "{e}");
+        }
+        // even with a fallback
+        let f = Fx::new("provider:\n  profile: ${ssm:/x, 'dev'}\n");
+        assert!(f.err("").contains("cannot be resolved offline"));
+    }
+
+    #[test]
+    fn fallbacks_nesting_and_reresolution() {
+        let f = Fx::new(
+            "custom:\n  a: ${self:custom.b}\n  b: ${env:X, self:custom.c}\n  c: '${opt:stage, \"z\"}'\nprovider:\n  profile: ${self:custom.a}-${self:custom.missing, 1}\n",
+        );
+        assert_eq!(f.profile(""), "z-1");
+        // an env value containing a variable is resolved again
+        let f = Fx::new("provider:\n  profile: ${env:P}\n").env("P", "${opt:stage}-via-env");
+        assert_eq!(f.profile("-s qa"), "qa-via-env");
+        // numbers, null, true literal fallbacks
+        let f = Fx::new("provider:\n  profile: ${env:A, 12.5}\n");
+        assert_eq!(f.profile(""), "12.5");
+        let f = Fx::new("provider:\n  profile: ${env:A, null}\n");
+        assert!(f.err("").contains("no AWS profile"));
+    }
+
+    #[test]
+    fn cycles_are_errors() {
+        let f = Fx::new(
+            "custom:\n  a: ${self:custom.b}\n  b: ${self:custom.a}\nprovider:\n  profile: ${self:custom.a}\n",
+        );
+        let e = f.err("");
+        assert!(e.contains("cycle"), "{e}");
+        let f = Fx::new("provider:\n  profile: ${self:provider.profile}\n");
+        assert!(f.err("").contains("cycle"));
+        let f =
+            Fx::new("custom:\n  a: ${self:custom.a.b}\nprovider:\n  profile: ${self:custom.a}\n");
+        assert!(f.err("").contains("cycle"));
+        // re-resolution loop through env
+        let f = Fx::new("provider:\n  profile: ${env:P}\n").env("P", "${env:P}");
+        assert!(f.err("").contains("deep"));
+        // exponential fan-out is bounded
+        let mut y = String::from("custom:\n");
+        for i in 0..30 {
+            y.push_str(&format!(
+                "  v{i}: ${{self:custom.v{n}}}${{self:custom.v{n}}}\n",
+                n = i + 1
+            ));
+        }
+        y.push_str("  v30: x\nprovider:\n  profile: ${self:custom.v0}\n");
+        let e = Fx::new(&y).err("");
+        assert!(e.contains("steps") || e.contains("deep"), "{e}");
+        // wide fan-out at shallow depth hits the step budget
+        let mut y = String::from("custom:\n  leaf: x\n");
+        for i in 0..6 {
+            let refs = format!("${{self:custom.l{}}}", i + 1).repeat(8);
+            y.push_str(&format!("  l{i}: {refs}\n"));
+        }
+        y.push_str("  l6: ${self:custom.leaf}\nprovider:\n  profile: ${self:custom.l0}\n");
+        let e = Fx::new(&y).err("");
+        assert!(e.contains("steps"), "{e}");
+    }
+
+    #[test]
+    fn escapes_and_foreign_braces_left_alone() {
+        let f = Fx::new("provider:\n  profile: 'p\\${opt:stage}-${AWS::Region}-${Foo}-${foo}'\n");
+        assert_eq!(
+            f.profile("-s x"),
+            "p\\${opt:stage}-${AWS::Region}-${Foo}-${foo}"
+        );
+    }
+
+    #[test]
+    fn syntax_errors() {
+        let f = Fx::new("provider:\n  profile: ${opt:stage\n");
+        assert!(f.err("").contains("missing closing bracket"));
+        let f = Fx::new("provider:\n  profile: ${opt:stage, 'x}\n");
+        assert!(f.err("").contains("unterminated"));
+        let deep = format!(
+            "provider:\n  profile: {}x{}\n",
+            "${env:A, ".repeat(200),
+            "}".repeat(200)
+        );
+        assert!(Fx::new(&deep).run("").is_err());
+    }
+
+    #[test]
+    fn unrelated_garbage_is_ignored() {
+        let f = Fx::new(
+            "service: ok\nfunctions:\n  f:\n    handler: ${ssm:/x}\n    env: ${bad syntax\n    other: ${env:X, foo}\nprovider:\n  profile: p\n",
+        );
+        assert_eq!(f.profile(""), "p");
+        // a broken region never fails the resolution
+        let f = Fx::new("provider:\n  profile: p\n  region: ${ssm:/region}\n");
+        assert_eq!(f.run("").unwrap().region, None);
+        // an unresolvable service falls back to the folder name
+        let f = Fx::new("service: ${ssm:/svc}\nprovider:\n  profile: p\n");
+        let r = f.run("").unwrap();
+        assert_eq!(r.project, folder_name(&r.file));
+    }
+
+    #[test]
+    fn use_dotenv() {
+        let yml = "useDotenv: true\nprovider:\n  profile: ${env:PROFILE}\n  region: ${env:REGION, 'none'}\n";
+        let f = Fx::new(yml);
+        f.file(
+            ".env",
+            "# comment\nexport PROFILE=\"base profile\"\nREGION=eu-north-1 # trailing\n",
+        )
+        .file(
+            ".env.prod",
+            "PROFILE='prod-$NOT_EXPANDED'\nREGION=${BASE}-x\nBASE=ignored\n",
+        );
+        let r = f.run("").unwrap();
+        assert_eq!(r.profile, "base profile");
+        assert_eq!(r.region.as_deref(), Some("eu-north-1"));
+        // .env.<stage> replaces .env entirely (v3), expanding ${VAR}
+        let r = f.run("-s prod").unwrap();
+        assert_eq!(r.profile, "prod-$NOT_EXPANDED");
+        assert_eq!(r.region.as_deref(), Some("-x"));
+        // real environment wins
+        let f2 = Fx::new(yml).env("PROFILE", "real");
+        f2.file(".env", "PROFILE=fromfile\n");
+        assert_eq!(f2.profile(""), "real");
+        // without useDotenv the file is ignored
+        let f3 = Fx::new("provider:\n  profile: ${env:PROFILE, 'no'}\n");
+        f3.file(".env", "PROFILE=fromfile\n");
+        assert_eq!(f3.profile(""), "no");
+    }
+
+    #[test]
+    fn dotenv_parser() {
+        let v = parse_dotenv(
+            "A=1\n  export B = \"x\\ny\"\nC='lit # not comment'\n#D=no\nE\nF=a # c\nG=`t`\n",
+        );
+        let m: HashMap<_, _> = v.into_iter().map(|(k, v, _)| (k, v)).collect();
+        assert_eq!(m["A"], "1");
+        assert_eq!(m["B"], "x\ny");
+        assert_eq!(m["C"], "lit # not comment");
+        assert_eq!(m["F"], "a");
+        assert_eq!(m["G"], "t");
+        assert!(!m.contains_key("D") && !m.contains_key("E"));
+        let look = |n: &str| (n == "X").then(|| "1".to_string());
+        assert_eq!(expand_dotenv("a$X-${X}-${Y:-d}-\\$X", &look), "a1-1-d-$X");
+    }
+
+    #[test]
+    fn serverless_json() {
+        let f = Fx::named(
+            "serverless.json",
+            r#"{"service":"js","custom":{"p":{"dev":"jDev"}},"provider":{"name":"aws","profile":"${self:custom.p.${sls:stage}}","region":"us-west-2"}}"#,
+        );
+        let r = f.run("").unwrap();
+        assert_eq!((r.project.as_str(), r.profile.as_str()), ("js", "jDev"));
+        assert_eq!(r.region.as_deref(), Some("us-west-2"));
+    }
+
+    #[test]
+    fn js_and_ts_configs_unsupported() {
+        for n in ["serverless.ts", "serverless.js"] {
+            let f = Fx::named(n, "module.exports = {}");
+            let e = f.err("");
+            assert!(e.contains(n) && e.contains(".credport.toml"), "{e}");
+        }
+    }
+
+    #[test]
+    fn v4_resolvers() {
+        let f = Fx::new(
+            "stages:\n  default:\n    resolvers:\n      acct:\n        type: aws\n        profile: v4Profile\n        region: eu-central-1\n",
+        );
+        let r = f.run("").unwrap();
+        assert_eq!(r.profile, "v4Profile");
+        assert_eq!(r.region.as_deref(), Some("eu-central-1"));
+        assert!(r.rule.starts_with("stages.default.resolvers.acct.profile"));
+        let f = Fx::new(
+            "stages:\n  prod:\n    resolvers:\n      a:\n        type: aws\n        profile: pa\n  default:\n    resolvers:\n      b:\n        type: aws\n        profile: pb\n      c:\n        type: aws\n        profile: pc\n",
+        );
+        assert_eq!(f.profile("-s prod"), "pa");
+        assert!(f.err("").contains("several aws resolvers"));
+    }
+
+    #[test]
+    fn no_profile_and_bad_documents() {
+        let f = Fx::new("service: x\nprovider:\n  name: aws\n");
+        let e = f.err("");
+        assert!(e.contains("no AWS profile for stage 'dev'"), "{e}");
+        let f = Fx::new("- a\n- b\n");
+        assert!(f.err("").contains("expected a mapping"));
+        let f = Fx::new("a: [\n");
+        assert!(f.err("").contains("invalid YAML"));
+        let f = Fx::new("");
+        assert!(f.err("").contains("no AWS profile"));
+        let f = Fx::new("provider:\n  profile: !Ref Prof\n");
+        assert!(f.err("").contains("CloudFormation intrinsic"));
+        let f = Fx::new("a: &a [*a]\nprovider:\n  profile: p\n");
+        let _ = f.run("");
+        let f = Fx::new("provider:\n  <<: 5\n  profile: p\n");
+        assert_eq!(f.profile(""), "p");
+    }
+
+    #[test]
+    fn service_mapping_form_and_numeric_stage() {
+        let f = Fx::new(
+            "service:\n  name: old-style\nprovider:\n  stage: 2024\n  profile: p${sls:stage}\n",
+        );
+        let r = f.run("").unwrap();
+        assert_eq!(
+            (r.project.as_str(), r.stage.as_str(), r.profile.as_str()),
+            ("old-style", "2024", "p2024")
+        );
+    }
+
+    #[test]
+    fn parser_shapes() {
+        let t = parse_template("a${opt:stage, self:x.${sls:stage}, 'q,}', 3}b").unwrap();
+        assert_eq!(t.len(), 3);
+        let Part::Var(v) = &t[1] else { panic!() };
+        assert_eq!(v.sources.len(), 4);
+        assert_eq!(v.raw, "${opt:stage, self:x.${sls:stage}, 'q,}', 3}");
+        assert!(!has_vars("${AWS::Region} ${Foo} \\${opt:x} $$ {}"));
+        assert!(has_vars("$${opt:x}"));
+        assert!(parse_template("${file(a.yml, b):c}").is_ok());
+        assert!(parse_template("${opt:a, ,}").is_err());
+        assert!(parse_template("${opt:a, foo bar}").is_err());
+    }
+
+    #[test]
+    fn random_variable_strings_never_panic() {
+        let alphabet: Vec<char> = "${}():,.'\" \\aAs:elfoptnv1-_é".chars().collect();
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let doc: Value = yaml_serde::from_str("custom:\n  a: ${self:custom.a}\n  b: x\n").unwrap();
+        let sel = Selection {
+            stage: Some("dev".into()),
+            ..Default::default()
+        };
+        let env = |_: &str| Some("${env:X}".to_string());
+        for _ in 0..3000 {
+            let len = (seed % 40) as usize;
+            let mut text = String::new();
+            for _ in 0..len {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                text.push(alphabet[(seed >> 33) as usize % alphabet.len()]);
+            }
+            let _ = parse_template(&text);
+            let mut r = Resolver::new(Path::new("/tmp/x/serverless.yml"), doc.clone(), &sel, &env);
+            r.stage = StageState::Known("dev".into());
+            let _ = r.resolve_string(&text, 0);
+        }
+    }
+}
