@@ -19,11 +19,10 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use super::plan::{MFA_SESSION_SECONDS, Plan};
-use super::process::run_credential_process;
+use super::fetch::Providers;
+use super::plan::Plan;
 use super::sso::SsoClient;
-use super::sts::{AssumeRoleRequest, StsClient};
-use super::web_identity::read_token_file;
+use super::sts::StsClient;
 use super::{SourceError, environment_credentials};
 use crate::credentials::Credentials;
 
@@ -90,10 +89,8 @@ pub struct SessionInfo {
 
 /// The cache and the clients it fetches with.
 pub struct Sessions {
-    sts: StsClient,
-    sso: SsoClient,
+    providers: Providers,
     slots: Mutex<HashMap<Plan, Arc<Slot>>>,
-    process_timeout_ms: AtomicU64,
     /// Fetch counters.
     pub stats: CacheStats,
 }
@@ -102,18 +99,15 @@ impl Sessions {
     /// A cache fetching through `sts` and `sso`.
     pub fn new(sts: StsClient, sso: SsoClient) -> Arc<Self> {
         Arc::new(Sessions {
-            sts,
-            sso,
+            providers: Providers::new(sts, sso),
             slots: Mutex::new(HashMap::new()),
-            process_timeout_ms: AtomicU64::new(60_000),
             stats: CacheStats::default(),
         })
     }
 
     /// Sets how long a `credential_process` may run.
     pub fn set_process_timeout(&self, timeout: Duration) {
-        self.process_timeout_ms
-            .store(timeout.as_millis() as u64, Ordering::Relaxed);
+        self.providers.set_process_timeout(timeout);
     }
 
     fn slot(&self, plan: &Plan) -> Arc<Slot> {
@@ -229,11 +223,11 @@ impl Sessions {
         {
             let slot = self.slot(plan);
             let now = OffsetDateTime::now_utc();
-            if let Plan::MfaSession { .. } = plan {
+            if let Plan::MfaSession { serial, .. } = plan {
                 return match slot.get() {
                     Some(h) if remaining(&h.creds, now).is_none_or(|l| !l.is_zero()) => Ok(h.creds),
-                    _ => Err(SourceError::MfaRequired {
-                        profile: String::new(),
+                    _ => Err(SourceError::NoMfaSession {
+                        serial: serial.clone(),
                     }),
                 };
             }
@@ -314,21 +308,11 @@ impl Sessions {
         let keys = self.get(source, Duration::ZERO).await?;
         self.stats.fetches.fetch_add(1, Ordering::Relaxed);
         let creds = self
-            .sts
-            .get_session_token(
-                endpoint,
-                &keys,
-                Some(MFA_SESSION_SECONDS),
-                Some((serial, code)),
-            )
+            .providers
+            .mfa_session(plan, endpoint, &keys, serial, code)
             .await
-            .map_err(|e| {
+            .inspect_err(|_| {
                 self.stats.fetch_errors.fetch_add(1, Ordering::Relaxed);
-                SourceError::Sts {
-                    profile: describe_profile(plan),
-                    error: e.to_string(),
-                    unreachable: is_unreachable(&e),
-                }
             })?;
         self.slot(plan).set(creds.clone());
         Ok(creds)
@@ -340,154 +324,18 @@ impl Sessions {
         margin: Duration,
     ) -> Result<Credentials, SourceError> {
         self.stats.fetches.fetch_add(1, Ordering::Relaxed);
-        let result = self.fetch_inner(plan, margin).await;
+        // The cache resolves the step's source (cached or fetched in turn); the providers
+        // run the one step.
+        let source = match plan.fetch_source() {
+            Some(src) => Some(self.get(src, margin).await?),
+            None => None,
+        };
+        let result = self.providers.step(plan, source.as_ref()).await;
         if result.is_err() {
             self.stats.fetch_errors.fetch_add(1, Ordering::Relaxed);
         }
         result
     }
-
-    async fn fetch_inner(
-        self: &Arc<Self>,
-        plan: &Plan,
-        margin: Duration,
-    ) -> Result<Credentials, SourceError> {
-        let sts_err = |e: super::sts::StsError| SourceError::Sts {
-            profile: describe_profile(plan),
-            unreachable: is_unreachable(&e),
-            error: e.to_string(),
-        };
-        match plan {
-            Plan::SessionToken {
-                source,
-                endpoint,
-                duration,
-            } => {
-                let keys = self.get(source, margin).await?;
-                self.sts
-                    .get_session_token(endpoint, &keys, *duration, None)
-                    .await
-                    .map_err(sts_err)
-            }
-            Plan::AssumeRole {
-                source,
-                role_arn,
-                session_name,
-                external_id,
-                duration,
-                source_identity,
-                endpoint,
-                ..
-            } => {
-                let creds = self.get(source, margin).await?;
-                let req = AssumeRoleRequest {
-                    role_arn: role_arn.clone(),
-                    session_name: session_name.clone(),
-                    external_id: external_id.clone(),
-                    duration_seconds: *duration,
-                    mfa: None,
-                    source_identity: source_identity.clone(),
-                };
-                self.sts
-                    .assume_role(endpoint, &creds, &req)
-                    .await
-                    .map_err(sts_err)
-            }
-            Plan::WebIdentity {
-                profile,
-                role_arn,
-                token_file,
-                session_name,
-                duration,
-                endpoint,
-            } => {
-                let token = read_token_file(token_file)
-                    .await
-                    .map_err(|e| SourceError::Other {
-                        profile: profile.clone(),
-                        error: e.to_string(),
-                    })?;
-                self.sts
-                    .assume_role_with_web_identity(
-                        endpoint,
-                        role_arn,
-                        session_name,
-                        &token,
-                        *duration,
-                    )
-                    .await
-                    .map_err(sts_err)
-            }
-            Plan::Sso {
-                config,
-                portal,
-                oidc,
-                cache_dir,
-            } => self
-                .sso
-                .get_role_credentials_at(cache_dir, config, portal, oidc)
-                .await
-                .map_err(|e| {
-                    let login = matches!(e, super::sso::SsoError::LoginRequired { .. });
-                    SourceError::Sso {
-                        profile: config.profile.clone(),
-                        error: e.to_string(),
-                        login_required: login,
-                    }
-                }),
-            Plan::Process {
-                profile,
-                command,
-                endpoint,
-            } => {
-                let creds = run_credential_process(
-                    command,
-                    Duration::from_millis(self.process_timeout_ms.load(Ordering::Relaxed)),
-                )
-                .await
-                .map_err(|e| SourceError::Other {
-                    profile: profile.clone(),
-                    error: e.to_string(),
-                })?;
-                if creds.session_token.is_some() {
-                    Ok(creds)
-                } else {
-                    self.sts
-                        .get_session_token(endpoint, &creds, None, None)
-                        .await
-                        .map_err(sts_err)
-                }
-            }
-            Plan::MfaSession { .. } => Err(SourceError::MfaRequired {
-                profile: String::new(),
-            }),
-            Plan::FileSession { .. } | Plan::Keys { .. } | Plan::Environment => {
-                Err(SourceError::Internal("uncached plan reached fetch".into()))
-            }
-        }
-    }
-}
-
-fn describe_profile(plan: &Plan) -> String {
-    match plan {
-        Plan::AssumeRole { profile, .. }
-        | Plan::WebIdentity { profile, .. }
-        | Plan::Process { profile, .. }
-        | Plan::FileSession { profile, .. }
-        | Plan::Keys { profile, .. } => profile.clone(),
-        Plan::Sso { config, .. } => config.profile.clone(),
-        Plan::SessionToken { source, .. } | Plan::MfaSession { source, .. } => {
-            describe_profile(source)
-        }
-        Plan::Environment => "environment".into(),
-    }
-}
-
-fn is_unreachable(e: &super::sts::StsError) -> bool {
-    matches!(
-        e,
-        super::sts::StsError::Unreachable { .. } | super::sts::StsError::Throttled { .. }
-    )
 }
 
 /// Time left before `creds` expire (`None` when they do not expire; zero when expired).

@@ -10,6 +10,7 @@
 
 pub mod cache;
 pub mod endpoint;
+pub mod fetch;
 pub mod http;
 pub mod plan;
 pub mod process;
@@ -94,6 +95,13 @@ pub enum SourceError {
         /// The profile to log in with.
         profile: String,
     },
+    /// The plan step for an MFA device has no open session; [`Resolver::resolve`] names
+    /// the profile to log in with ([`SourceError::MfaRequired`]).
+    #[error("no MFA session is open for device {serial}: run `credport login PROFILE`")]
+    NoMfaSession {
+        /// The device's `mfa_serial`.
+        serial: String,
+    },
     /// STS refused or could not be reached.
     #[error("profile '{profile}': {error}")]
     Sts {
@@ -157,6 +165,7 @@ impl SourceError {
         matches!(
             self,
             SourceError::MfaRequired { .. }
+                | SourceError::NoMfaSession { .. }
                 | SourceError::Sso {
                     login_required: true,
                     ..
@@ -253,7 +262,8 @@ impl Resolver {
         let plan = self.plan_in(&snap, profile, project, stage)?;
         let result = self.sessions.get(&plan, margin).await;
         result.map_err(|e| match e {
-            SourceError::MfaRequired { .. } => SourceError::MfaRequired {
+            // The step knows the device; the profile to log in with is the one asked for.
+            SourceError::NoMfaSession { .. } => SourceError::MfaRequired {
                 profile: profile.to_string(),
             },
             e => e,

@@ -155,6 +155,15 @@ impl Plan {
         }
     }
 
+    /// The plan whose credentials this step needs first (its source), for the steps that
+    /// sign with them: `SessionToken` and `AssumeRole`.
+    pub fn fetch_source(&self) -> Option<&Plan> {
+        match self {
+            Plan::SessionToken { source, .. } | Plan::AssumeRole { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+
     /// A short description for status output (no secrets).
     pub fn describe(&self) -> String {
         match self {
