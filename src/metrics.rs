@@ -20,12 +20,47 @@ const BUCKETS: [f64; 12] = [
 #[derive(Default)]
 pub struct Metrics {
     requests: Mutex<BTreeMap<(String, String, &'static str), u64>>,
+    issued: Mutex<BTreeMap<(String, String), Issued>>,
     buckets: [AtomicU64; BUCKETS.len()],
     count: AtomicU64,
     sum_micros: AtomicU64,
 }
 
+/// The last issuance of one scope (for `credport status`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issued {
+    /// When.
+    pub at: time::OffsetDateTime,
+    /// The client's User-Agent (escaped), which names the SDK and often the tool.
+    pub user_agent: String,
+    /// How many times this scope was issued since the daemon started.
+    pub count: u64,
+}
+
 impl Metrics {
+    /// Records that `project`/`stage` was issued to a client with `user_agent` at `at`.
+    pub fn issued(&self, project: &str, stage: &str, user_agent: &str, at: time::OffsetDateTime) {
+        let mut map = self.issued.lock().unwrap_or_else(|e| e.into_inner());
+        let e = map
+            .entry((project.to_string(), stage.to_string()))
+            .or_insert_with(|| Issued {
+                at,
+                user_agent: String::new(),
+                count: 0,
+            });
+        e.at = at;
+        e.user_agent = user_agent.to_string();
+        e.count += 1;
+    }
+
+    /// The last issuance of every scope issued since the daemon started.
+    pub fn last_issued(&self) -> BTreeMap<(String, String), Issued> {
+        self.issued
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Records one credentials request. `scope` is `None` unless the token was valid.
     pub fn record(&self, scope: Option<(&str, &str)>, outcome: &'static str, took: Duration) {
         let (p, s) = scope.unwrap_or(("", ""));

@@ -49,8 +49,11 @@ pub struct AppState {
     pub resolver: Resolver,
     /// Lowercased `Host` header values accepted.
     pub allowed_hosts: HashSet<String>,
-    /// Request metrics.
+    /// Request metrics, and each scope's last issuance.
     pub metrics: crate::metrics::Metrics,
+    /// This daemon's random instance id, echoed by `/healthz` and written to
+    /// `daemon.json`, so clients can tell it from whatever else answers on the port.
+    pub instance: String,
 }
 
 impl AppState {
