@@ -8,6 +8,9 @@ use credport::cli::args::{Cli, Command, LogFormat};
 use credport::cli::{doctor, env, exec, login, project, resolve, serve, service, status, token};
 use credport::paths::Paths;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::FmtContext;
+use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
 
 /// Sets up the log subscriber. The daemon writes through a background thread, so a
 /// request never waits on stderr for its audit line (nothing is dropped: the writer blocks
@@ -44,11 +47,57 @@ fn init_logging(
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(writer);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+    match (format, daemon) {
+        (LogFormat::Text, true) => builder.init(),
+        // A one-shot command talks to a person: `credport: warning: ...`, no timestamp.
+        (LogFormat::Text, false) => builder.with_ansi(false).event_format(Plain).init(),
+        (LogFormat::Json, _) => builder.json().init(),
     }
     guard
+}
+
+/// The line format of one-shot commands: `credport: LEVEL: message key=value ...`.
+struct Plain;
+
+impl<S, N> FormatEvent<S, N> for Plain
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let level = match *event.metadata().level() {
+            tracing::Level::ERROR => "error",
+            tracing::Level::WARN => "warning",
+            tracing::Level::INFO => "note",
+            tracing::Level::DEBUG => "debug",
+            tracing::Level::TRACE => "trace",
+        };
+        write!(writer, "credport: {level}: ")?;
+        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
+}
+
+/// An error and its causes joined by `: `, skipping a cause whose text the message
+/// already contains (an I/O error quoted by its wrapper is printed once, not twice).
+fn chain_text(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 fn main() -> ExitCode {
@@ -57,7 +106,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("credport: error: {e:#}");
+            eprintln!("credport: error: {}", chain_text(&e));
             ExitCode::FAILURE
         }
     }

@@ -43,6 +43,7 @@ pub async fn run(
     args: &ExecArgs,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<ExitStatus> {
+    crate::rundirs::sweep_stale(&paths.runtime_dir);
     let config = super::load_config(paths)?;
     let mut scope = super::resolve_scope(paths, &config, &args.scope, &args.command, env)?;
     let pinned = args.profile.is_some()
@@ -66,7 +67,7 @@ pub async fn run(
     let daemon = if pinned {
         None
     } else {
-        client::running_daemon(paths, env)
+        client::daemon_for_exec(paths, env)
     };
     let mut _embedded = None;
     let base = match daemon {
