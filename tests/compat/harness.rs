@@ -129,7 +129,7 @@ impl World {
     /// (an upper bound of the window in which the file holds a refused token).
     pub fn rotate_and_replace(&self, file: &Path, stage: &str) -> Duration {
         let rotated = Instant::now();
-        let out = self.home.run(&["token", "--rotate"]);
+        let out = self.home.run(&["token", "--rotate", "--now"]);
         assert!(
             out.status.success(),
             "token --rotate failed: {}",
@@ -155,7 +155,7 @@ impl World {
     /// `credport token --rotate`, then waits until the daemon has loaded the new key
     /// (probed on the prod stage, so dev's counters only show the client's requests).
     pub fn rotate(&self) {
-        let out = self.home.run(&["token", "--rotate"]);
+        let out = self.home.run(&["token", "--rotate", "--now"]);
         assert!(
             out.status.success(),
             "token --rotate failed: {}",
