@@ -123,7 +123,8 @@ impl World {
         );
     }
 
-    /// `credport token --rotate`, then at once the new token (computed from the new key
+    /// `credport token --rotate --now` (no grace: the old key stops at once, the worst
+    /// case for a client), then at once the new token (computed from the new key
     /// in-process, to keep the gap short) into `file` by rename; waits until the daemon
     /// has loaded the key. Returns the time from starting `token --rotate` to the rename
     /// (an upper bound of the window in which the file holds a refused token).
@@ -152,7 +153,8 @@ impl World {
         self.home.token(PROJECT, stage)
     }
 
-    /// `credport token --rotate`, then waits until the daemon has loaded the new key
+    /// `credport token --rotate --now` (no grace), then waits until the daemon has loaded
+    /// the new key
     /// (probed on the prod stage, so dev's counters only show the client's requests).
     pub fn rotate(&self) {
         let out = self.home.run(&["token", "--rotate", "--now"]);
