@@ -227,6 +227,10 @@ pub enum Lookup {
 pub fn find(runtime_dir: &Path, credport_url: Option<&str>) -> Lookup {
     if let Some(url) = credport_url.filter(|u| !u.is_empty()) {
         let url = url.trim_end_matches('/').to_string();
+        if !url.starts_with("http://") {
+            // An https relay cannot be probed with a plain socket: trust the user's choice.
+            return Lookup::Running { url };
+        }
         return match healthz(&url) {
             Ok(_) => Lookup::Running { url },
             Err(reason) => Lookup::Unreachable { url, reason },

@@ -153,12 +153,25 @@ fn files(paths: &Paths, store: &ProfileStore, f: &mut Vec<Finding>) {
             ));
         }
     }
-    for p in [
-        &paths.aws.credentials,
-        &paths.aws.config,
-        &paths.token_key(),
-    ] {
+    for p in [&paths.aws.credentials, &paths.aws.config] {
         check_mode(p, f);
+    }
+    let key = paths.token_key();
+    if let Some(mode) = crate::fsutil::exposed_mode(&key) {
+        f.push(finding(
+            Severity::Error,
+            "file-mode",
+            format!(
+                "{} is readable by other users (mode {mode:o}): credport refuses to use it",
+                key.display()
+            ),
+            format!(
+                "chmod 600 {} && credport token --rotate --now",
+                key.display()
+            ),
+        ));
+    } else {
+        check_mode(&key, f);
     }
     if let Ok(m) = std::fs::metadata(&paths.state_dir)
         && m.permissions().mode() & 0o077 != 0
@@ -384,6 +397,20 @@ async fn daemon(paths: &Paths, f: &mut Vec<Finding>) {
     match call(&paths.control_socket(), &Request::Status).await {
         Ok(_) => {}
         Err(ControlError::NotRunning { .. }) => {
+            if let crate::instance::Lookup::Stale { reason, removed } =
+                crate::instance::find(&paths.runtime_dir, None)
+            {
+                f.push(finding(
+                    Severity::Info,
+                    "stale-state",
+                    reason,
+                    if removed {
+                        "none: the stale state file was removed"
+                    } else {
+                        "stop the process that holds the daemon lock, or run `credport serve --replace`"
+                    },
+                ));
+            }
             f.push(finding(
                 Severity::Warning,
                 "daemon-down",
