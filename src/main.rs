@@ -77,9 +77,64 @@ where
             tracing::Level::DEBUG => "debug",
             tracing::Level::TRACE => "trace",
         };
+        let _ = ctx;
+        let mut f = PlainFields::default();
+        event.record(&mut f);
         write!(writer, "credport: {level}: ")?;
-        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        // A file problem reads like a compiler's: `FILE: line N: REASON (what happens)`.
+        match (f.take("file"), f.take("reason")) {
+            (Some(file), Some(reason)) => {
+                let line = f
+                    .take("line")
+                    .map(|l| format!(" line {l}:"))
+                    .unwrap_or_default();
+                write!(writer, "{file}:{line} {reason} ({})", f.message)?;
+            }
+            (file, reason) => {
+                write!(writer, "{}", f.message)?;
+                for (k, v) in [("file", file), ("reason", reason)] {
+                    if let Some(v) = v {
+                        write!(writer, " {k}={v}")?;
+                    }
+                }
+            }
+        }
+        for (k, v) in &f.rest {
+            write!(writer, " {k}={v}")?;
+        }
         writeln!(writer)
+    }
+}
+
+/// An event's fields for [`Plain`]: the message, and the others in order.
+#[derive(Default)]
+struct PlainFields {
+    message: String,
+    rest: Vec<(&'static str, String)>,
+}
+
+impl PlainFields {
+    fn take(&mut self, name: &str) -> Option<String> {
+        let i = self.rest.iter().position(|(k, _)| *k == name)?;
+        Some(self.rest.remove(i).1)
+    }
+}
+
+impl tracing::field::Visit for PlainFields {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "message" {
+            self.message = value.to_string();
+        } else {
+            self.rest.push((field.name(), format!("{value:?}")));
+        }
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.message = format!("{value:?}");
+        } else {
+            self.rest.push((field.name(), format!("{value:?}")));
+        }
     }
 }
 
