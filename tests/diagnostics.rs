@@ -839,3 +839,145 @@ fn permissions_are_enforced_like_ssh() {
     assert_eq!(mode(&h.state_dir()), 0o700);
     let _ = std::io::stderr().flush();
 }
+
+/// Findings of `credport doctor --json` run in `dir`, as (check, problem, fix).
+fn doctor_findings(h: &TestHome, dir: &Path) -> Vec<(String, String, String)> {
+    let out = run_in(h, dir, &["doctor", "--json"]);
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{}", explain(&format!("doctor --json: {e}"), &out, &[])));
+    j["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let s = |k: &str| f[k].as_str().unwrap_or_default().to_string();
+            (s("check"), s("problem"), s("fix"))
+        })
+        .collect()
+}
+
+// Item 4's other new checks, each provoked, and each printed fix applied to show it is
+// right: an unresolvable project file in the current directory, a registered project
+// whose files are gone, a token key others can read, a stale daemon.json.
+#[test]
+fn doctor_new_checks_are_provoked_and_their_fixes_work() {
+    let h = home();
+    let project = h.path().join("ssm-project");
+    std::fs::create_dir_all(&project).unwrap();
+    let yml = project.join("serverless.yml");
+    std::fs::write(
+        &yml,
+        "service: ssmapp\nprovider:\n  name: aws\n  profile: ${ssm:/team/profile}\n",
+    )
+    .unwrap();
+    let found = doctor_findings(&h, &project);
+    let f = found
+        .iter()
+        .find(|f| f.0 == "project-file")
+        .unwrap_or_else(|| panic!("no project-file finding: {found:?}"));
+    assert!(
+        f.1.contains("serverless.yml") && f.1.contains("${ssm:/team/profile}"),
+        "{f:?}"
+    );
+    // The fix the resolver suggests (map the stages in .credport.toml) clears it.
+    assert!(f.1.contains(".credport.toml"), "{f:?}");
+    std::fs::write(
+        project.join(".credport.toml"),
+        "project = \"ssmapp\"\ndefault_stage = \"dev\"\n[stages]\ndev = \"devAccount\"\n",
+    )
+    .unwrap();
+    let found = doctor_findings(&h, &project);
+    assert!(
+        !found.iter().any(|f| f.0.starts_with("project")),
+        "{found:?}"
+    );
+
+    // A registered project whose directory lost its file.
+    let gone = h.path().join("gone");
+    std::fs::create_dir_all(&gone).unwrap();
+    std::fs::write(
+        gone.join(".credport.toml"),
+        "project = \"goneapp\"\n[stages]\ndev = \"devAccount\"\n",
+    )
+    .unwrap();
+    let out = h.run(&["project", "add", gone.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        explain("project add", &out, &[])
+    );
+    std::fs::remove_file(gone.join(".credport.toml")).unwrap();
+    let found = doctor_findings(&h, h.path());
+    let f = found
+        .iter()
+        .find(|f| f.0 == "project")
+        .unwrap_or_else(|| panic!("no project finding: {found:?}"));
+    assert!(f.1.contains("goneapp"), "{f:?}");
+    assert!(h.run(&["project", "remove", "goneapp"]).status.success());
+    assert!(
+        !doctor_findings(&h, h.path())
+            .iter()
+            .any(|f| f.0 == "project")
+    );
+
+    // A token key others can read: an error whose fix (chmod, then rotate) clears it.
+    h.token("orders", "dev");
+    let key = h.state_dir().join("token-key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let found = doctor_findings(&h, h.path());
+    let f = found
+        .iter()
+        .find(|f| f.0 == "file-mode" && f.1.contains("token-key"))
+        .unwrap_or_else(|| panic!("no token-key finding: {found:?}"))
+        .clone();
+    assert_eq!(
+        f.2,
+        format!(
+            "chmod 600 {} && credport token --rotate --now",
+            key.display()
+        )
+    );
+    let mut fix = Command::new("sh");
+    fix.arg("-c").arg(&f.2).env(
+        "PATH",
+        format!(
+            "{}:{}",
+            Path::new(BIN).parent().unwrap().display(),
+            std::env::var("PATH").unwrap_or_default()
+        ),
+    );
+    for (k, v) in h.command().get_envs() {
+        if let (k, Some(v)) = (k, v)
+            && k != "PATH"
+        {
+            fix.env(k, v);
+        }
+    }
+    let out = fix.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        explain("the printed fix", &out, &[])
+    );
+    assert!(
+        !doctor_findings(&h, h.path())
+            .iter()
+            .any(|f| f.0 == "file-mode" && f.1.contains("token-key"))
+    );
+
+    // A stale daemon.json is noted (and removed).
+    std::fs::create_dir_all(h.runtime_dir()).unwrap();
+    std::fs::write(
+        h.runtime_dir().join("daemon.json"),
+        r#"{"url":"http://127.0.0.1:9","listen":["127.0.0.1:9"],"pid":1,"instance":"x"}"#,
+    )
+    .unwrap();
+    let found = doctor_findings(&h, h.path());
+    assert!(
+        found
+            .iter()
+            .any(|f| f.0 == "stale-state" && f.1.contains("no longer runs")),
+        "{found:?}"
+    );
+    assert!(!h.runtime_dir().join("daemon.json").exists());
+}
