@@ -314,6 +314,7 @@ pub fn status_json(state: &AppState, addrs: &[SocketAddr]) -> serde_json::Value 
             entry["last_issued"] = serde_json::json!({
                 "at": crate::credentials::format_expiration(i.at),
                 "user_agent": i.user_agent,
+                "process": i.process,
                 "count": i.count,
             });
         }

@@ -19,6 +19,7 @@ pub mod instance;
 pub mod inventory;
 pub mod metrics;
 pub mod paths;
+pub mod peer;
 pub mod profiles;
 pub mod projects;
 pub mod rundirs;

@@ -199,6 +199,15 @@ fn status_lists_registered_project_scopes() {
         "Boto3/1.40 md/Botocore#1.40"
     );
     assert!(prod["last_issued"]["at"].as_str().unwrap().ends_with('Z'));
+    // The request came from this test process: status names it.
+    assert_eq!(
+        prod["last_issued"]["process"]
+            .as_str()
+            .and_then(|p| p.strip_prefix("pid "))
+            .and_then(|p| p.split(' ').next()),
+        Some(std::process::id().to_string().as_str()),
+        "{prod}"
+    );
     assert_eq!(find("orders", "dev")["origin"], "config");
     let human = h.run(&["status"]);
     let t = text(&human.stdout);
@@ -207,7 +216,7 @@ fn status_lists_registered_project_scopes() {
             && t.contains("shop/dev *")
             && t.contains("shop/prod")
             && t.contains("prodAccount")
-            && t.contains("(Boto3/1.40"),
+            && t.contains(&format!("(pid {} (", std::process::id())),
         "{}",
         explain("human status table", &human, &[])
     );

@@ -150,12 +150,16 @@ pub async fn run(
         };
         let issued = match sc["last_issued"]["at"].as_str() {
             Some(at) => {
+                // The process when it was found, else the client's first User-Agent word.
                 let agent = s(&sc["last_issued"]["user_agent"]);
-                let agent = agent.split_whitespace().next().unwrap_or("").to_string();
-                if agent.is_empty() {
+                let who = match sc["last_issued"]["process"].as_str() {
+                    Some(p) => p.to_string(),
+                    None => agent.split_whitespace().next().unwrap_or("").to_string(),
+                };
+                if who.is_empty() {
                     at.to_string()
                 } else {
-                    format!("{at} ({agent})")
+                    format!("{at} ({who})")
                 }
             }
             None => "-".into(),

@@ -189,11 +189,15 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                let ends = stream.local_addr().ok().map(|local| crate::peer::Conn { peer, local });
                 let conn_state = Arc::new(ConnState::new(table.epoch));
                 let (r, cs) = (router.clone(), conn_state.clone());
                 let service = TowerToHyperService::new(tower::service_fn(
-                    move |req: hyper::Request<hyper::body::Incoming>| {
+                    move |mut req: hyper::Request<hyper::body::Incoming>| {
                         let (r, cs) = (r.clone(), cs.clone());
+                        if let Some(ends) = ends {
+                            req.extensions_mut().insert(ends);
+                        }
                         async move {
                             cs.begin();
                             let resp = tower::ServiceExt::oneshot(r, req).await;

@@ -249,10 +249,30 @@ fn presented_token(headers: &HeaderMap) -> Result<&str, ApiError> {
     }
 }
 
-async fn credentials(State(state): State<Arc<AppState>>, uri: Uri, headers: HeaderMap) -> Response {
+async fn credentials(
+    State(state): State<Arc<AppState>>,
+    ends: Option<axum::Extension<crate::peer::Conn>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
     let started = std::time::Instant::now();
     let mut authenticated = None;
     let result = issue(&state, uri.path(), &headers, &mut authenticated).await;
+    // Which process asked: looked up at most every 10 s per scope, while the client still
+    // holds its connection (it waits for this answer, which waits up to 100 ms for the
+    // lookup; a slower lookup finishes in the background).
+    if let (Ok(_), Some((project, stage)), Some(axum::Extension(ends))) =
+        (&result, &authenticated, ends)
+        && state.metrics.wants_process(project, stage)
+    {
+        let (state, project, stage) = (state.clone(), project.clone(), stage.clone());
+        let lookup = tokio::task::spawn_blocking(move || {
+            if let Some(p) = crate::peer::process_of(ends) {
+                state.metrics.set_process(&project, &stage, p);
+            }
+        });
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(100), lookup).await;
+    }
     let scope = authenticated
         .as_ref()
         .map(|(p, s): &(String, String)| (p.as_str(), s.as_str()));
