@@ -41,6 +41,23 @@ pub async fn run(
             // A state file without a daemon behind it is removed (and said so).
             let stale = match crate::client::find_daemon(paths, env) {
                 crate::instance::Lookup::Stale { removed, reason } => Some((removed, reason)),
+                crate::instance::Lookup::Running { url } => {
+                    // Alive and verified, but its control socket is gone (removed by hand).
+                    if json {
+                        writeln!(
+                            out,
+                            "{}",
+                            serde_json::json!({"running": true, "url": url, "control_socket": false})
+                        )?;
+                    } else {
+                        writeln!(
+                            out,
+                            "daemon: running at {url}, but its control socket {} is missing; restart it for details (`credport serve --replace`)",
+                            paths.control_socket().display()
+                        )?;
+                    }
+                    return Ok(true);
+                }
                 _ => None,
             };
             if json {
