@@ -5,8 +5,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use crate::config::{Config, ConfigStore, DEFAULT_LISTEN, ProjectConfig};
-use crate::daemon::{Daemon, DaemonInfo, base_url};
+use crate::daemon::{Daemon, base_url};
 use crate::fsutil;
+use crate::instance::Lookup;
 use crate::paths::Paths;
 use crate::scope::Scope;
 
@@ -32,31 +33,87 @@ pub enum ClientError {
     Daemon(String),
 }
 
-/// The URL of a running daemon: `CREDPORT_URL`, else the one in `daemon.json` when its
-/// process is alive; `None` when no daemon runs.
-pub fn running_daemon(paths: &Paths, env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
-    if let Some(url) = env("CREDPORT_URL").filter(|u| !u.is_empty()) {
-        return Some(url.trim_end_matches('/').to_string());
+/// Finds the daemon and checks that it answers as itself (see [`crate::instance::find`]):
+/// `CREDPORT_URL` when set, else `daemon.json` verified against `/healthz`'s instance id.
+pub fn find_daemon(paths: &Paths, env: &dyn Fn(&str) -> Option<String>) -> Lookup {
+    crate::instance::find(&paths.runtime_dir, env("CREDPORT_URL").as_deref())
+}
+
+/// Why a lookup found no daemon, in words for a warning; `None` when none was expected
+/// (no state file, no `CREDPORT_URL`).
+fn lookup_problem(lookup: &Lookup) -> Option<String> {
+    match lookup {
+        Lookup::Running { .. } | Lookup::NotRunning => None,
+        Lookup::Stale { reason, removed } => Some(format!(
+            "{reason}{}",
+            if *removed {
+                " (stale state file removed)"
+            } else {
+                ""
+            }
+        )),
+        Lookup::Unreachable { url, reason } => Some(format!(
+            "CREDPORT_URL={url} does not answer as credport: {reason}"
+        )),
     }
-    let info = DaemonInfo::read(&paths.daemon_state())?;
-    // kill(pid, 0): is it alive (and ours)?
-    let alive = unsafe { libc::kill(info.pid as libc::pid_t, 0) } == 0;
-    alive.then_some(info.url)
+}
+
+/// The URL of a running daemon that answered as itself: `CREDPORT_URL`, else the one in
+/// `daemon.json`; `None` when no daemon runs (a stale state file is warned about and
+/// removed).
+pub fn running_daemon(paths: &Paths, env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    let lookup = find_daemon(paths, env);
+    if let Some(p) = lookup_problem(&lookup) {
+        tracing::warn!("{p}");
+    }
+    match lookup {
+        Lookup::Running { url } => Some(url),
+        _ => None,
+    }
+}
+
+/// [`running_daemon`] for `exec`: when the state file or `CREDPORT_URL` names a daemon
+/// that does not answer, says that the command gets an embedded server instead.
+pub fn daemon_for_exec(paths: &Paths, env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    let lookup = find_daemon(paths, env);
+    if let Some(p) = lookup_problem(&lookup) {
+        tracing::warn!("{p}; using an embedded server for this command");
+    }
+    match lookup {
+        Lookup::Running { url } => Some(url),
+        _ => None,
+    }
 }
 
 /// The URL clients should keep using across daemon restarts: `CREDPORT_URL`, else a
 /// running daemon's, else the configured listen address (default `127.0.0.1:9911`).
+/// Warns when nothing answers there (a socket-activated address that starts the daemon
+/// on connection counts as answering), since the printed URL works only once one does.
 pub fn stable_url(paths: &Paths, config: &Config, env: &dyn Fn(&str) -> Option<String>) -> String {
-    if let Some(u) = running_daemon(paths, env) {
-        return u;
+    let lookup = find_daemon(paths, env);
+    if let Lookup::Running { url } = lookup {
+        return url;
     }
-    let addr: SocketAddr = config
-        .server
-        .listen
-        .first()
-        .copied()
-        .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default address"));
-    base_url(addr)
+    let url = match env("CREDPORT_URL").filter(|u| !u.is_empty()) {
+        Some(u) => u.trim_end_matches('/').to_string(),
+        None => {
+            let addr: SocketAddr = config
+                .server
+                .listen
+                .first()
+                .copied()
+                .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default address"));
+            base_url(addr)
+        }
+    };
+    let problem = lookup_problem(&lookup);
+    if problem.is_some() || crate::instance::healthz(&url).is_err() {
+        let why = problem.map(|p| format!(" ({p})")).unwrap_or_default();
+        tracing::warn!(
+            "no credport daemon answers at {url}{why}; these settings work once one runs there: start it with `credport serve` or `credport service install`"
+        );
+    }
+    url
 }
 
 /// The credentials URL of a scope under `base`.

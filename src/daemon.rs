@@ -34,12 +34,12 @@ pub enum StartError {
     )]
     NonLoopback(SocketAddr),
     /// Binding failed.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {reason}")]
     Bind {
         /// The address.
         addr: SocketAddr,
-        /// Why.
-        source: std::io::Error,
+        /// Why, with what to do about it.
+        reason: String,
     },
     /// The token key could not be loaded or created.
     #[error(transparent)]
@@ -61,6 +61,10 @@ pub struct DaemonInfo {
     pub listen: Vec<SocketAddr>,
     /// The daemon's process id.
     pub pid: u32,
+    /// The daemon's random instance id; `/healthz` answers the same one, which is how
+    /// clients know the URL is this daemon and not a stale file's.
+    #[serde(default)]
+    pub instance: String,
 }
 
 impl DaemonInfo {
@@ -82,6 +86,58 @@ pub fn base_url(addr: SocketAddr) -> String {
         format!("http://{host}")
     } else {
         format!("http://{host}:{}", addr.port())
+    }
+}
+
+/// A bind failure in words a person can act on (the OS message once, plus a hint).
+fn bind_error(addr: SocketAddr, e: &std::io::Error) -> StartError {
+    let reason = match e.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            "the address is already in use (is credport already running? `credport status`; or pick another with --listen {}:PORT)",
+            addr.ip()
+        ),
+        std::io::ErrorKind::PermissionDenied if addr.port() < 1024 => format!(
+            "permission denied: port {} needs root or CAP_NET_BIND_SERVICE (or `sysctl net.ipv4.ip_unprivileged_port_start={}`)",
+            addr.port(),
+            addr.port()
+        ),
+        std::io::ErrorKind::AddrNotAvailable => "no network interface has this address".to_string(),
+        _ => e.to_string(),
+    };
+    StartError::Bind { addr, reason }
+}
+
+/// How often a missing non-loopback address is probed again.
+const ADDRESS_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Binds `addr` (an adopted, socket-activated listener when there is one). A
+/// non-loopback address that no interface has yet (a container bridge that `docker
+/// compose up` creates later) is waited for: logged once, then bound as soon as it
+/// appears. Loopback addresses never wait.
+async fn bind_when_present(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    let mut logged = false;
+    loop {
+        match crate::service::bind(addr).await {
+            Ok(l) => {
+                if logged {
+                    tracing::info!(%addr, "the address appeared; listening");
+                }
+                return Ok(l);
+            }
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrNotAvailable && !addr.ip().is_loopback() =>
+            {
+                if !logged {
+                    tracing::warn!(
+                        %addr,
+                        "no network interface has this address yet; waiting for it (e.g. for `docker compose up` to create the bridge)"
+                    );
+                    logged = true;
+                }
+                tokio::time::sleep(ADDRESS_POLL).await;
+            }
+            Err(e) => return Err(bind_error(addr, &e)),
+        }
     }
 }
 
@@ -140,14 +196,8 @@ impl Daemon {
         let mut listeners = Vec::new();
         let mut addrs = Vec::new();
         for a in listen {
-            // An adopted (socket-activated) listener for this address, else a new bind.
-            let l = crate::service::bind(*a)
-                .await
-                .map_err(|source| StartError::Bind { addr: *a, source })?;
-            addrs.push(
-                l.local_addr()
-                    .map_err(|source| StartError::Bind { addr: *a, source })?,
-            );
+            let l = bind_when_present(*a).await?;
+            addrs.push(l.local_addr().map_err(|e| bind_error(*a, &e))?);
             listeners.push(l);
         }
         let http = HttpConfig::default();
@@ -165,6 +215,7 @@ impl Daemon {
             tokens: ArcSwapOption::from_pointee(key),
             metrics: Default::default(),
             standins: Default::default(),
+            instance: crate::instance::new_instance_id(),
         });
 
         let p = profiles.clone();
@@ -234,15 +285,28 @@ impl Daemon {
     }
 }
 
-/// The daemon's status as JSON: listeners, watched files, every project's stages with
-/// their profile, source and cached session expiry, and fetch counters. No secrets.
+/// The daemon's status as JSON: listeners, watched files, every scope (declared and
+/// registered projects, each stage) with its profile, source kind, cached session expiry,
+/// last issuance and the error a request would get now, the token key's rotation grace,
+/// and fetch counters. No secrets. The shape is documented in README ("credport status").
 pub fn status_json(state: &AppState, addrs: &[SocketAddr]) -> serde_json::Value {
     use std::sync::atomic::Ordering;
     let config = state.config.get();
+    let registered = state.registered.get();
     let snap = state.profiles.snapshot();
-    let mut files: Vec<serde_json::Value> = state
-        .profiles
-        .status()
+    let file_status = state.profiles.status();
+    let broken: Vec<String> = file_status
+        .iter()
+        .filter_map(|f| match &f.state {
+            crate::profiles::store::FileState::Error { line, .. } => Some(format!(
+                "{} line {} is broken (serving its last good version)",
+                f.path.display(),
+                line.unwrap_or(0)
+            )),
+            _ => None,
+        })
+        .collect();
+    let mut files: Vec<serde_json::Value> = file_status
         .into_iter()
         .map(|f| serde_json::to_value(f).unwrap_or_default())
         .collect();
@@ -250,50 +314,82 @@ pub fn status_json(state: &AppState, addrs: &[SocketAddr]) -> serde_json::Value 
     cfg["kind"] = "credport-config".into();
     cfg["path"] = state.config.path().display().to_string().into();
     files.push(cfg);
+    let issued = state.metrics.last_issued();
+    let issued_scopes: Vec<(String, String)> = issued.keys().cloned().collect();
+    let env = |k: &str| std::env::var(k).ok();
     let mut scopes = Vec::new();
-    for (project, p) in &config.projects {
-        for (stage, profile) in &p.stages {
-            let mut entry = serde_json::json!({
-                "project": project,
-                "stage": stage,
-                "profile": profile,
-                "default": p.default_stage.as_deref() == Some(stage.as_str()),
+    for sc in crate::inventory::scopes(&config, &registered, &issued_scopes, &env) {
+        let mut entry = serde_json::json!({
+            "project": sc.project,
+            "stage": sc.stage,
+            "origin": sc.origin,
+            "default": sc.default,
+        });
+        if let Some(i) = issued.get(&(sc.project.clone(), sc.stage.clone())) {
+            entry["last_issued"] = serde_json::json!({
+                "at": crate::credentials::format_expiration(i.at),
+                "user_agent": i.user_agent,
+                "process": i.process,
+                "count": i.count,
             });
-            match snap.profile(profile) {
-                None => {
-                    entry["error"] = format!("profile '{profile}' is not in the AWS files").into()
+        }
+        let b = match sc.binding {
+            Ok(b) => b,
+            Err(e) => {
+                entry["error"] = e.into();
+                scopes.push(entry);
+                continue;
+            }
+        };
+        entry["profile"] = b.profile.clone().into();
+        entry["rule"] = b.rule.clone().into();
+        let profile = &b.profile;
+        match snap.profile(profile) {
+            None => {
+                let mut e = format!("profile '{profile}' is not in the AWS files");
+                if !broken.is_empty() {
+                    e.push_str(&format!(" ({})", broken.join("; ")));
                 }
-                Some(pr) => {
-                    entry["kind"] = serde_json::to_value(pr.kind()).unwrap_or_default();
-                    match state.resolver.plan(profile, project, stage) {
-                        Ok(plan) => {
-                            entry["source"] = plan.describe().into();
-                            if plan.is_cached() {
-                                let info = state.resolver.sessions().info(&plan);
-                                entry["expires"] = info.expires.into();
-                                if let Some(e) = info.last_error {
-                                    entry["last_error"] = e.into();
-                                }
-                            } else if let Ok(Some(e)) = pr.written_expiry() {
-                                entry["expires"] = crate::credentials::format_expiration(e).into();
+                entry["error"] = e.into();
+            }
+            Some(pr) => {
+                entry["kind"] = serde_json::to_value(pr.kind()).unwrap_or_default();
+                match state.resolver.plan(profile, &b.project, &b.stage) {
+                    Ok(plan) => {
+                        entry["source"] = plan.describe().into();
+                        if plan.is_cached() {
+                            let info = state.resolver.sessions().info(&plan);
+                            entry["expires"] = info.expires.into();
+                            if let Some(e) = info.last_error {
+                                entry["last_error"] = e.into();
                             }
+                        } else if let Ok(Some(e)) = pr.written_expiry() {
+                            entry["expires"] = crate::credentials::format_expiration(e).into();
                         }
-                        Err(e) => entry["error"] = e.to_string().into(),
                     }
+                    Err(e) => entry["error"] = e.to_string().into(),
                 }
             }
-            scopes.push(entry);
         }
+        scopes.push(entry);
     }
+    let grace = state
+        .tokens
+        .load_full()
+        .and_then(|k| k.grace_until())
+        .and_then(|u| time::OffsetDateTime::from_unix_timestamp(u).ok())
+        .map(crate::credentials::format_expiration);
     let stats = &state.resolver.sessions().stats;
     serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
         "pid": std::process::id(),
+        "instance": state.instance,
         "listen": addrs.iter().map(|a| base_url(*a)).collect::<Vec<_>>(),
         "files": files,
         "profiles": snap.profiles.len(),
         "generation": snap.generation,
         "scopes": scopes,
+        "token_key": {"previous_valid_until": grace},
         "fetches": stats.fetches.load(Ordering::Relaxed),
         "fetch_errors": stats.fetch_errors.load(Ordering::Relaxed),
     })

@@ -8,7 +8,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Largest file [`read_text`] accepts. Real credentials files are a few KiB.
@@ -108,10 +108,41 @@ pub fn read_text(path: &Path) -> Result<Option<String>, FsError> {
     })
 }
 
-/// Creates `dir` (and parents) and makes it 0700.
+/// Creates `dir` and every missing parent 0700 (whatever the umask), or makes an
+/// existing `dir` 0700. An existing directory that group or others could access is
+/// tightened with a warning naming it (credport's directories hold secrets).
 pub fn ensure_private_dir(dir: &Path) -> Result<(), FsError> {
-    fs::create_dir_all(dir).map_err(io_err(dir))?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err(dir))
+    match fs::metadata(dir) {
+        Ok(m) => {
+            let mode = m.permissions().mode() & 0o777;
+            if mode != 0o700 {
+                fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err(dir))?;
+                if mode & 0o077 != 0 {
+                    tracing::warn!(
+                        "{} was accessible to other users (mode {mode:o}); credport made it 0700",
+                        dir.display()
+                    );
+                }
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io_err(dir))?;
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err(dir))
+        }
+        Err(e) => Err(io_err(dir)(e)),
+    }
+}
+
+/// Checks that a secret file is readable by its owner only. Returns the offending mode
+/// (`0o644`, ...) when group or others have any access; `None` when private or missing.
+pub fn exposed_mode(path: &Path) -> Option<u32> {
+    let mode = fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then_some(mode)
 }
 
 /// Writes a new file for one command's lifetime (`exec`'s per-run token and isolated
@@ -230,5 +261,25 @@ mod tests {
         assert_eq!(mode(p.parent().unwrap()), 0o700);
         let leftovers: Vec<_> = fs::read_dir(p.parent().unwrap()).unwrap().collect();
         assert_eq!(leftovers.len(), 1);
+    }
+
+    #[test]
+    fn private_dirs_create_parents_0700_and_tighten() {
+        let t = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let deep = t.path().join("a/b/c");
+        ensure_private_dir(&deep).unwrap();
+        for p in [t.path().join("a"), t.path().join("a/b"), deep.clone()] {
+            assert_eq!(mode(&p), 0o700, "{}", p.display());
+        }
+        fs::set_permissions(&deep, fs::Permissions::from_mode(0o755)).unwrap();
+        ensure_private_dir(&deep).unwrap();
+        assert_eq!(mode(&deep), 0o700);
+        let f = deep.join("k");
+        fs::write(&f, "x").unwrap();
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(exposed_mode(&f), Some(0o644));
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(exposed_mode(&f), None);
     }
 }

@@ -8,6 +8,9 @@ use credport::cli::args::{Cli, Command, LogFormat};
 use credport::cli::{doctor, env, exec, login, project, resolve, serve, service, status, token};
 use credport::paths::Paths;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::FmtContext;
+use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
 
 /// Sets up the log subscriber. The daemon writes through a background thread, so a
 /// request never waits on stderr for its audit line (nothing is dropped: the writer blocks
@@ -44,11 +47,112 @@ fn init_logging(
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(writer);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+    match (format, daemon) {
+        (LogFormat::Text, true) => builder.init(),
+        // A one-shot command talks to a person: `credport: warning: ...`, no timestamp.
+        (LogFormat::Text, false) => builder.with_ansi(false).event_format(Plain).init(),
+        (LogFormat::Json, _) => builder.json().init(),
     }
     guard
+}
+
+/// The line format of one-shot commands: `credport: LEVEL: message key=value ...`.
+struct Plain;
+
+impl<S, N> FormatEvent<S, N> for Plain
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let level = match *event.metadata().level() {
+            tracing::Level::ERROR => "error",
+            tracing::Level::WARN => "warning",
+            tracing::Level::INFO => "note",
+            tracing::Level::DEBUG => "debug",
+            tracing::Level::TRACE => "trace",
+        };
+        let _ = ctx;
+        let mut f = PlainFields::default();
+        event.record(&mut f);
+        write!(writer, "credport: {level}: ")?;
+        // A file problem reads like a compiler's: `FILE: line N: REASON (what happens)`.
+        match (f.take("file"), f.take("reason")) {
+            (Some(file), Some(reason)) => {
+                let line = f
+                    .take("line")
+                    .map(|l| format!(" line {l}:"))
+                    .unwrap_or_default();
+                write!(writer, "{file}:{line} {reason} ({})", f.message)?;
+            }
+            (file, reason) => {
+                write!(writer, "{}", f.message)?;
+                for (k, v) in [("file", file), ("reason", reason)] {
+                    if let Some(v) = v {
+                        write!(writer, " {k}={v}")?;
+                    }
+                }
+            }
+        }
+        for (k, v) in &f.rest {
+            write!(writer, " {k}={v}")?;
+        }
+        writeln!(writer)
+    }
+}
+
+/// An event's fields for [`Plain`]: the message, and the others in order.
+#[derive(Default)]
+struct PlainFields {
+    message: String,
+    rest: Vec<(&'static str, String)>,
+}
+
+impl PlainFields {
+    fn take(&mut self, name: &str) -> Option<String> {
+        let i = self.rest.iter().position(|(k, _)| *k == name)?;
+        Some(self.rest.remove(i).1)
+    }
+}
+
+impl tracing::field::Visit for PlainFields {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "message" {
+            self.message = value.to_string();
+        } else {
+            self.rest.push((field.name(), format!("{value:?}")));
+        }
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.message = format!("{value:?}");
+        } else {
+            self.rest.push((field.name(), format!("{value:?}")));
+        }
+    }
+}
+
+/// An error and its causes joined by `: `, skipping a cause whose text the message
+/// already contains (an I/O error quoted by its wrapper is printed once, not twice).
+fn chain_text(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 fn main() -> ExitCode {
@@ -57,7 +161,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("credport: error: {e:#}");
+            eprintln!("credport: error: {}", chain_text(&e));
             ExitCode::FAILURE
         }
     }

@@ -20,12 +20,80 @@ const BUCKETS: [f64; 12] = [
 #[derive(Default)]
 pub struct Metrics {
     requests: Mutex<BTreeMap<(String, String, &'static str), u64>>,
+    issued: Mutex<BTreeMap<(String, String), Issued>>,
     buckets: [AtomicU64; BUCKETS.len()],
     count: AtomicU64,
     sum_micros: AtomicU64,
 }
 
+/// The last issuance of one scope (for `credport status`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issued {
+    /// When.
+    pub at: time::OffsetDateTime,
+    /// The client's User-Agent (escaped), which names the SDK and often the tool.
+    pub user_agent: String,
+    /// How many times this scope was issued since the daemon started.
+    pub count: u64,
+    /// The local process that asked last, when it could be found (`pid N (name)`).
+    pub process: Option<String>,
+    /// When the process was last looked up (lookups are throttled per scope).
+    looked_up: Option<std::time::Instant>,
+}
+
+/// How often a scope's client process is looked up at most.
+const PROCESS_LOOKUP_EVERY: Duration = Duration::from_secs(10);
+
 impl Metrics {
+    /// Records that `project`/`stage` was issued to a client with `user_agent` at `at`.
+    pub fn issued(&self, project: &str, stage: &str, user_agent: &str, at: time::OffsetDateTime) {
+        let mut map = self.issued.lock().unwrap_or_else(|e| e.into_inner());
+        let e = map
+            .entry((project.to_string(), stage.to_string()))
+            .or_insert_with(|| Issued {
+                at,
+                user_agent: String::new(),
+                count: 0,
+                process: None,
+                looked_up: None,
+            });
+        e.at = at;
+        e.user_agent = user_agent.to_string();
+        e.count += 1;
+    }
+
+    /// Whether the client process of `project`/`stage` should be looked up now (at most
+    /// every 10 s per scope); marks the lookup as started.
+    pub fn wants_process(&self, project: &str, stage: &str) -> bool {
+        let mut map = self.issued.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(e) = map.get_mut(&(project.to_string(), stage.to_string())) else {
+            return false;
+        };
+        if e.looked_up
+            .is_some_and(|t| t.elapsed() < PROCESS_LOOKUP_EVERY)
+        {
+            return false;
+        }
+        e.looked_up = Some(std::time::Instant::now());
+        true
+    }
+
+    /// Records the client process of the last issuance of `project`/`stage`.
+    pub fn set_process(&self, project: &str, stage: &str, process: String) {
+        let mut map = self.issued.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = map.get_mut(&(project.to_string(), stage.to_string())) {
+            e.process = Some(process);
+        }
+    }
+
+    /// The last issuance of every scope issued since the daemon started.
+    pub fn last_issued(&self) -> BTreeMap<(String, String), Issued> {
+        self.issued
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Records one credentials request. `scope` is `None` unless the token was valid.
     pub fn record(&self, scope: Option<(&str, &str)>, outcome: &'static str, took: Duration) {
         let (p, s) = scope.unwrap_or(("", ""));

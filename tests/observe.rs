@@ -50,8 +50,12 @@ fn status_reports_files_scopes_and_errors_without_secrets() {
     let s = text(&out);
     assert!(out.status.success(), "{s}");
     assert!(s.contains(&format!("listening on {}", d.url())), "{s}");
+    // The scopes table: the default stage is starred.
     assert!(
-        s.contains("orders/dev (default) -> devAccount: session-keys"),
+        s.lines().any(|l| l.contains("orders/dev *")
+            && l.contains("devAccount")
+            && l.contains("session-keys")
+            && l.trim_end().ends_with("ok")),
         "{s}"
     );
     assert!(

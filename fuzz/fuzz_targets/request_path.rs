@@ -71,6 +71,8 @@ fn world() -> &'static World {
             registered: Arc::new(ConfigStore::fixed(Default::default())),
             metrics: Default::default(),
             tokens: ArcSwapOption::from_pointee(key),
+            instance: "fuzz".into(),
+            standins: Default::default(),
         });
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

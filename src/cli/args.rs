@@ -38,9 +38,12 @@ pub enum Command {
     /// Run the daemon until SIGINT or SIGTERM (SIGHUP reloads every file).
     ///
     /// Prints `listening on http://HOST:PORT` on stderr once ready. Without --listen it uses
-    /// `[server] listen` from the config, else 127.0.0.1:9911.
+    /// `[server] listen` from the config, else 127.0.0.1:9911. One daemon runs per user
+    /// (runtime directory): a second `serve` refuses and names the running one, unless
+    /// --replace. A non-loopback address that does not exist yet (a container bridge) is
+    /// waited for.
     #[command(
-        after_help = "Examples:\n  credport serve\n  credport serve --listen 127.0.0.1:0\n  credport serve --listen 169.254.170.2:80 --allow-non-loopback"
+        after_help = "Examples:\n  credport serve\n  credport serve --listen 127.0.0.1:0\n  credport serve --replace\n  credport serve --listen 169.254.170.2:80 --allow-non-loopback"
     )]
     Serve(ServeArgs),
     /// Print the token for one project and stage, or rotate every token.
@@ -250,6 +253,10 @@ pub struct ServeArgs {
     /// Allow listen addresses that are not loopback (for a container network).
     #[arg(long)]
     pub allow_non_loopback: bool,
+    /// Take over from the daemon already running for this user (SIGTERM, then serve once
+    /// it has stopped), e.g. after an upgrade.
+    #[arg(long)]
+    pub replace: bool,
 }
 
 /// `credport token`.
@@ -261,9 +268,22 @@ pub struct TokenArgs {
     /// The stage.
     #[arg(long, required_unless_present = "rotate")]
     pub stage: Option<String>,
-    /// Replace the token key: every token changes, old ones stop working at once.
+    /// Replace the token key: every token changes; token files are rewritten, and the old
+    /// tokens keep working for the grace period (see --grace, --now).
     #[arg(long, conflicts_with_all = ["project", "stage"])]
     pub rotate: bool,
+    /// With --rotate: how long the old tokens keep working, in seconds (default 60), so a
+    /// process between reading its token file and the rewrite is not refused.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        requires = "rotate",
+        conflicts_with = "now"
+    )]
+    pub grace: Option<u64>,
+    /// With --rotate: old tokens stop working at once (after a leak).
+    #[arg(long, requires = "rotate")]
+    pub now: bool,
 }
 
 /// `credport service`.

@@ -58,7 +58,8 @@ pub async fn run(
     json: bool,
     out: &mut dyn Write,
 ) -> Result<usize> {
-    let found = findings(paths, env).await;
+    let cwd = std::env::current_dir().ok();
+    let found = findings(paths, env, cwd.as_deref()).await;
     let problems = found
         .iter()
         .filter(|f| f.severity != Severity::Info)
@@ -87,14 +88,20 @@ pub async fn run(
     Ok(problems)
 }
 
-/// Every finding, in a fixed order.
-pub async fn findings(paths: &Paths, env: &dyn Fn(&str) -> Option<String>) -> Vec<Finding> {
+/// Every finding, in a fixed order. `dir` is where the user is about to run something:
+/// its project files are resolved as `resolve` and `exec` would.
+pub async fn findings(
+    paths: &Paths,
+    env: &dyn Fn(&str) -> Option<String>,
+    dir: Option<&Path>,
+) -> Vec<Finding> {
     let mut f = Vec::new();
     environment(env, &mut f);
     let store = ProfileStore::open(paths.aws.clone());
     files(paths, &store, &mut f);
     default_keys(&store, &mut f);
-    config(paths, &store, &mut f);
+    config(paths, &mut f);
+    mappings(paths, &store, env, dir, &mut f);
     daemon(paths, &mut f).await;
     sdks(env, &mut f);
     clock(env, &mut f).await;
@@ -146,12 +153,25 @@ fn files(paths: &Paths, store: &ProfileStore, f: &mut Vec<Finding>) {
             ));
         }
     }
-    for p in [
-        &paths.aws.credentials,
-        &paths.aws.config,
-        &paths.token_key(),
-    ] {
+    for p in [&paths.aws.credentials, &paths.aws.config] {
         check_mode(p, f);
+    }
+    let key = paths.token_key();
+    if let Some(mode) = crate::fsutil::exposed_mode(&key) {
+        f.push(finding(
+            Severity::Error,
+            "file-mode",
+            format!(
+                "{} is readable by other users (mode {mode:o}): credport refuses to use it",
+                key.display()
+            ),
+            format!(
+                "chmod 600 {} && credport token --rotate --now",
+                key.display()
+            ),
+        ));
+    } else {
+        check_mode(&key, f);
     }
     if let Ok(m) = std::fs::metadata(&paths.state_dir)
         && m.permissions().mode() & 0o077 != 0
@@ -211,7 +231,7 @@ fn default_keys(store: &ProfileStore, f: &mut Vec<Finding>) {
     }
 }
 
-fn config(paths: &Paths, store: &ProfileStore, f: &mut Vec<Finding>) {
+fn config(paths: &Paths, f: &mut Vec<Finding>) {
     let cs = crate::config::ConfigStore::open(paths.config.clone());
     if let FileState::Error { line, reason } = cs.state() {
         f.push(finding(
@@ -225,18 +245,147 @@ fn config(paths: &Paths, store: &ProfileStore, f: &mut Vec<Finding>) {
             "fix the file; the daemon serves its last good version meanwhile",
         ));
     }
+}
+
+/// Files of the shared AWS files that do not parse, as `PATH line N`.
+fn broken_files(store: &ProfileStore) -> Vec<String> {
+    store
+        .status()
+        .into_iter()
+        .filter_map(|st| match st.state {
+            FileState::Error { line, .. } => {
+                Some(format!("{} line {}", st.path.display(), line.unwrap_or(0)))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The closest profile name to `wanted` (a typo's likely meaning), if one is close.
+fn did_you_mean<'a>(wanted: &str, names: impl Iterator<Item = &'a String>) -> Option<&'a str> {
+    fn distance(a: &str, b: &str) -> usize {
+        let b: Vec<char> = b.chars().collect();
+        let mut prev: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut cur = vec![i + 1];
+            for (j, cb) in b.iter().enumerate() {
+                let sub = prev[j] + usize::from(ca != *cb);
+                cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+            }
+            prev = cur;
+        }
+        prev[b.len()]
+    }
+    let limit = (wanted.chars().count() / 3).max(1);
+    names
+        .map(|n| (distance(&wanted.to_lowercase(), &n.to_lowercase()), n))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, n)| n.as_str())
+}
+
+/// Every mapped profile: declared and registered projects (as the daemon binds them) and
+/// the project files of `dir` (as `resolve` reads them), each stage they name. A profile
+/// that is missing while an AWS file is broken is not called missing: the broken file is
+/// the finding (reported by `files` with its line), and the daemon serves its last good
+/// version meanwhile.
+fn mappings(
+    paths: &Paths,
+    store: &ProfileStore,
+    env: &dyn Fn(&str) -> Option<String>,
+    dir: Option<&Path>,
+    f: &mut Vec<Finding>,
+) {
     let snap = store.snapshot();
-    for (project, p) in &cs.get().projects {
-        for (stage, profile) in &p.stages {
-            if snap.profile(profile).is_none() {
-                f.push(finding(
+    let broken = broken_files(store);
+    let config = crate::config::ConfigStore::open(paths.config.clone())
+        .get()
+        .as_ref()
+        .clone();
+    let registered = crate::client::registered(paths);
+    // (scope, profile, where the mapping is written)
+    let mut mapped: Vec<(String, String, String)> = Vec::new();
+    for sc in crate::inventory::scopes(&config, &registered, &[], env) {
+        match sc.binding {
+            Ok(b) => mapped.push((format!("{}/{}", b.project, b.stage), b.profile, b.rule)),
+            Err(e) => f.push(finding(
+                Severity::Error,
+                "project",
+                e,
+                "fix the project file the message names (or its entry in config.toml)",
+            )),
+        }
+    }
+    if let Some(dir) = dir
+        && crate::projects::find_project_file(dir).is_some()
+    {
+        let (default, stages) = crate::inventory::project_stages(dir, env);
+        if let Err(e) = &default {
+            f.push(finding(
+                Severity::Error,
+                "project-file",
+                format!("this directory's project: {e}"),
+                "fix the file and rule the message names; `credport resolve` shows what exec would use",
+            ));
+        }
+        for stage in stages {
+            let req = crate::scope::Request {
+                dir: dir.to_path_buf(),
+                stage: Some(stage.clone()),
+                ..Default::default()
+            };
+            match crate::scope::resolve(&req, &config, &registered, env) {
+                Ok(sc) => {
+                    let key = format!("{}/{}", sc.project, sc.stage);
+                    if !mapped.iter().any(|(k, p, _)| *k == key && *p == sc.profile) {
+                        let origin = match &sc.file {
+                            Some(file) => format!("{}: {}", file.display(), sc.rule),
+                            None => sc.rule.clone(),
+                        };
+                        mapped.push((key, sc.profile, origin));
+                    }
+                }
+                Err(e) => f.push(finding(
                     Severity::Error,
-                    "missing-profile",
-                    format!("{project}/{stage} maps to profile '{profile}', which is in neither AWS file"),
-                    format!("add [profile {profile}] to {} or fix the mapping in {}", paths.aws.config.display(), paths.config.display()),
-                ));
+                    "project-file",
+                    format!("this directory's project, stage '{stage}': {e}"),
+                    "fix the file and rule the message names; `credport resolve --stage STAGE` shows what exec would use",
+                )),
             }
         }
+    }
+    for (scope, profile, origin) in mapped {
+        if snap.profile(&profile).is_some() {
+            continue;
+        }
+        if !broken.is_empty() {
+            f.push(finding(
+                Severity::Info,
+                "unchecked-profile",
+                format!(
+                    "{scope} maps to profile '{profile}', which cannot be checked while {} does not parse",
+                    broken.join(" and ")
+                ),
+                "fix the broken line (reported above); the daemon serves the file's last good version meanwhile",
+            ));
+            continue;
+        }
+        let hint = match did_you_mean(&profile, snap.profiles.keys()) {
+            Some(near) => {
+                format!("did you mean '{near}'? fix the name in the mapping ({origin}), or ")
+            }
+            None => format!("fix the mapping ({origin}), or "),
+        };
+        f.push(finding(
+            Severity::Error,
+            "missing-profile",
+            format!("{scope} maps to profile '{profile}', which is in neither AWS file ({origin})"),
+            format!(
+                "{hint}add [profile {profile}] to {} (or [{profile}] to {})",
+                paths.aws.config.display(),
+                paths.aws.credentials.display()
+            ),
+        ));
     }
 }
 
@@ -244,6 +393,20 @@ async fn daemon(paths: &Paths, f: &mut Vec<Finding>) {
     match call(&paths.control_socket(), &Request::Status).await {
         Ok(_) => {}
         Err(ControlError::NotRunning { .. }) => {
+            if let crate::instance::Lookup::Stale { reason, removed } =
+                crate::instance::find(&paths.runtime_dir, None)
+            {
+                f.push(finding(
+                    Severity::Info,
+                    "stale-state",
+                    reason,
+                    if removed {
+                        "none: the stale state file was removed"
+                    } else {
+                        "stop the process that holds the daemon lock, or run `credport serve --replace`"
+                    },
+                ));
+            }
             f.push(finding(
                 Severity::Warning,
                 "daemon-down",

@@ -47,6 +47,7 @@ pub async fn run(
     args: &ExecArgs,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<ExitStatus> {
+    crate::rundirs::sweep_stale(&paths.runtime_dir);
     let config = super::load_config(paths)?;
     let mut scope = super::resolve_scope(paths, &config, &args.scope, &args.command, env)?;
     if let Some(p) = &args.profile {
@@ -70,7 +71,7 @@ pub async fn run(
     let daemon = if pinned {
         None
     } else {
-        client::running_daemon(paths, env)
+        client::daemon_for_exec(paths, env)
     };
     let mut _embedded = None;
     let base = match daemon {

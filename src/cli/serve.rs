@@ -1,4 +1,8 @@
 //! `credport serve`: run the daemon until a signal.
+//!
+//! It first takes the per-user instance lock (see `instance`): a second `serve` refuses,
+//! naming the running daemon, unless `--replace` (or socket activation) takes over. Only
+//! the lock holder writes and removes `daemon.json` and the control socket.
 
 use std::net::SocketAddr;
 
@@ -21,6 +25,7 @@ pub async fn run(
     args: &ServeArgs,
     activated: Vec<std::net::TcpListener>,
 ) -> Result<()> {
+    let was_activated = !activated.is_empty();
     let listen: Vec<SocketAddr> = if !activated.is_empty() {
         let addrs = service::adopt(activated).context("adopting the activated sockets")?;
         tracing::info!(
@@ -42,12 +47,24 @@ pub async fn run(
             from_config
         }
     };
+    // One daemon per user: the lock is held until this process ends. Socket activation
+    // takes over like --replace (the service manager owns the address).
+    let _lock =
+        crate::instance::InstanceLock::acquire(&paths.runtime_dir, args.replace || was_activated)?;
+    let swept = crate::rundirs::sweep_stale(&paths.runtime_dir);
+    if swept > 0 {
+        tracing::info!(
+            removed = swept,
+            "removed run directories left by killed `credport exec`s"
+        );
+    }
     let mut daemon = Daemon::start(paths, &listen, args.allow_non_loopback).await?;
 
     let info = DaemonInfo {
         url: base_url(daemon.addrs[0]),
         listen: daemon.addrs.clone(),
         pid: std::process::id(),
+        instance: daemon.state.instance.clone(),
     };
     let state_file = paths.daemon_state();
     fsutil::write_private(&state_file, serde_json::to_string(&info)?.as_bytes())
@@ -96,9 +113,8 @@ pub async fn run(
         }
     }
     control_task.abort();
-    if DaemonInfo::read(&state_file).is_some_and(|i| i.pid == std::process::id()) {
-        let _ = std::fs::remove_file(&state_file);
-        let _ = std::fs::remove_file(paths.control_socket());
-    }
+    // Still holding the lock: these files are ours, no other instance can own them.
+    let _ = std::fs::remove_file(&state_file);
+    let _ = std::fs::remove_file(paths.control_socket());
     Ok(())
 }

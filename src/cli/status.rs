@@ -38,10 +38,43 @@ pub async fn run(
                 }
                 return Ok(true);
             }
+            // A state file without a daemon behind it is removed (and said so).
+            let stale = match crate::client::find_daemon(paths, env) {
+                crate::instance::Lookup::Stale { removed, reason } => Some((removed, reason)),
+                crate::instance::Lookup::Running { url } => {
+                    // Alive and verified, but its control socket is gone (removed by hand).
+                    if json {
+                        writeln!(
+                            out,
+                            "{}",
+                            serde_json::json!({"running": true, "url": url, "control_socket": false})
+                        )?;
+                    } else {
+                        writeln!(
+                            out,
+                            "daemon: running at {url}, but its control socket {} is missing; restart it for details (`credport serve --replace`)",
+                            paths.control_socket().display()
+                        )?;
+                    }
+                    return Ok(true);
+                }
+                _ => None,
+            };
             if json {
-                writeln!(out, "{}", serde_json::json!({"running": false}))?;
+                let mut v = serde_json::json!({"running": false});
+                if let Some((removed, reason)) = &stale {
+                    v["stale_state"] = serde_json::json!({"removed": removed, "reason": reason});
+                }
+                writeln!(out, "{v}")?;
             } else {
-                writeln!(out, "daemon: not running (start it with `credport serve`)")?;
+                match stale {
+                    Some((true, _)) => writeln!(
+                        out,
+                        "daemon: not running (stale state file removed; start it with `credport serve`)"
+                    )?,
+                    Some((false, reason)) => writeln!(out, "daemon: not answering: {reason}")?,
+                    None => writeln!(out, "daemon: not running (start it with `credport serve`)")?,
+                }
             }
             return Ok(false);
         }
@@ -96,37 +129,89 @@ pub async fn run(
             s(&f["path"])
         )?;
     }
-    writeln!(out, "scopes:")?;
-    let scopes = status["scopes"].as_array().cloned().unwrap_or_default();
-    if scopes.is_empty() {
-        writeln!(out, "  (none declared in the config)")?;
-    }
-    for sc in scopes {
-        let default = if sc["default"] == true {
-            " (default)"
-        } else {
-            ""
-        };
-        let detail = if let Some(e) = sc["error"].as_str() {
-            format!("ERROR: {e}")
-        } else {
-            let mut d = format!("{}; {}", s(&sc["kind"]), s(&sc["source"]));
-            if let Some(x) = sc["expires"].as_str() {
-                d.push_str(&format!("; session expires {x}"));
-            }
-            if let Some(e) = sc["last_error"].as_str() {
-                d.push_str(&format!("; last refresh failed: {e}"));
-            }
-            d
-        };
+    if let Some(until) = status["token_key"]["previous_valid_until"].as_str() {
         writeln!(
             out,
-            "  {}/{}{default} -> {}: {detail}",
-            s(&sc["project"]),
-            s(&sc["stage"]),
-            s(&sc["profile"])
+            "token key: rotated; tokens of the previous key keep working until {until}"
         )?;
     }
+    let scopes = status["scopes"].as_array().cloned().unwrap_or_default();
+    if scopes.is_empty() {
+        writeln!(
+            out,
+            "scopes: none (declare projects in config.toml or register one with `credport project add DIR`)"
+        )?;
+        return Ok(true);
+    }
+    writeln!(out, "scopes:")?;
+    let mut rows = vec![[
+        "SCOPE".to_string(),
+        "PROFILE".into(),
+        "SOURCE".into(),
+        "SESSION EXPIRES".into(),
+        "LAST ISSUED".into(),
+        "STATUS".into(),
+    ]];
+    for sc in &scopes {
+        let default = if sc["default"] == true { " *" } else { "" };
+        let stage = s(&sc["stage"]);
+        let scope = format!(
+            "{}/{}{default}",
+            s(&sc["project"]),
+            if stage.is_empty() { "?" } else { &stage }
+        );
+        let source = match (sc["kind"].as_str(), sc["source"].as_str()) {
+            (Some(k), Some(src)) => format!("{k}: {src}"),
+            (Some(k), None) => k.to_string(),
+            _ => "-".into(),
+        };
+        let issued = match sc["last_issued"]["at"].as_str() {
+            Some(at) => {
+                // The process when it was found, else the client's first User-Agent word.
+                let agent = s(&sc["last_issued"]["user_agent"]);
+                let who = match sc["last_issued"]["process"].as_str() {
+                    Some(p) => p.to_string(),
+                    None => agent.split_whitespace().next().unwrap_or("").to_string(),
+                };
+                if who.is_empty() {
+                    at.to_string()
+                } else {
+                    format!("{at} ({who})")
+                }
+            }
+            None => "-".into(),
+        };
+        let state = if let Some(e) = sc["error"].as_str() {
+            format!("ERROR: {e}")
+        } else if let Some(e) = sc["last_error"].as_str() {
+            format!("last refresh failed: {e}")
+        } else {
+            "ok".into()
+        };
+        rows.push([
+            scope,
+            sc["profile"].as_str().unwrap_or("-").to_string(),
+            source,
+            sc["expires"].as_str().unwrap_or("-").to_string(),
+            issued,
+            state,
+        ]);
+    }
+    let mut widths = [0usize; 5];
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r.iter()) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    for r in &rows {
+        let mut line = String::from("  ");
+        for (i, w) in widths.iter().enumerate() {
+            line.push_str(&format!("{:<w$}  ", r[i], w = *w));
+        }
+        line.push_str(&r[5]);
+        writeln!(out, "{}", line.trim_end())?;
+    }
+    writeln!(out, "  (* = the project's default stage)")?;
     Ok(true)
 }
 

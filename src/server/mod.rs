@@ -49,8 +49,11 @@ pub struct AppState {
     pub resolver: Resolver,
     /// Lowercased `Host` header values accepted.
     pub allowed_hosts: HashSet<String>,
-    /// Request metrics.
+    /// Request metrics, and each scope's last issuance.
     pub metrics: crate::metrics::Metrics,
+    /// This daemon's random instance id, echoed by `/healthz` and written to
+    /// `daemon.json`, so clients can tell it from whatever else answers on the port.
+    pub instance: String,
     /// Keeps `env`'s serverless stand-in files fresh (set by `serve`; unset in an embedded
     /// server).
     pub standins: std::sync::OnceLock<crate::standin::Keeper>,
@@ -198,11 +201,15 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                let ends = stream.local_addr().ok().map(|local| crate::peer::Conn { peer, local });
                 let conn_state = Arc::new(ConnState::new(table.epoch));
                 let (r, cs) = (router.clone(), conn_state.clone());
                 let service = TowerToHyperService::new(tower::service_fn(
-                    move |req: hyper::Request<hyper::body::Incoming>| {
+                    move |mut req: hyper::Request<hyper::body::Incoming>| {
                         let (r, cs) = (r.clone(), cs.clone());
+                        if let Some(ends) = ends {
+                            req.extensions_mut().insert(ends);
+                        }
                         async move {
                             cs.begin();
                             let resp = tower::ServiceExt::oneshot(r, req).await;

@@ -2,7 +2,11 @@
 //! guards in front of them.
 //!
 //! Every request first passes [`guard`]: a `Host` that is one of the daemon's own addresses
-//! (DNS rebinding), no browser headers (`Origin`, `Referer`, `Sec-Fetch-*`), GET only.
+//! (DNS rebinding), no browser headers (`Origin`, `Referer`, `Sec-Fetch-Site`, `-Dest`,
+//! `-User`; a lone `Sec-Fetch-Mode` is Node's `fetch()` and passes), GET only.
+//! Values a client sends (User-Agent, path) are logged as quoted, escaped strings
+//! (`user_agent="x project=evil"` in text, a JSON string in JSON logs), never as bare
+//! text that could forge a field.
 //! The credentials route then parses the raw path itself (no percent-decoding: `%2F`,
 //! `..` and friends simply do not name a scope), checks the token against exactly that
 //! scope, binds the scope to a profile, and answers the container-credentials JSON.
@@ -48,7 +52,13 @@ async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next) -> 
 fn check_request(state: &AppState, method: &Method, headers: &HeaderMap) -> Result<(), ApiError> {
     for name in headers.keys() {
         let n = name.as_str();
-        if n == "origin" || n == "referer" || n.starts_with("sec-fetch-") {
+        // What browsers send on every request they make for a page: Origin and/or Referer,
+        // and Sec-Fetch-Site (with -Dest, -User). A lone Sec-Fetch-Mode is what Node's
+        // fetch() (undici) sends, so it is allowed; the Host check still stops rebinding.
+        if matches!(
+            n,
+            "origin" | "referer" | "sec-fetch-site" | "sec-fetch-dest" | "sec-fetch-user"
+        ) {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "BrowserRequestRefused",
@@ -94,6 +104,8 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
         "version": env!("CARGO_PKG_VERSION"),
         "profiles": snap.profiles.len(),
         "generation": snap.generation,
+        "instance": state.instance,
+        "pid": std::process::id(),
     });
     json_response(StatusCode::OK, body.to_string())
 }
@@ -237,10 +249,30 @@ fn presented_token(headers: &HeaderMap) -> Result<&str, ApiError> {
     }
 }
 
-async fn credentials(State(state): State<Arc<AppState>>, uri: Uri, headers: HeaderMap) -> Response {
+async fn credentials(
+    State(state): State<Arc<AppState>>,
+    ends: Option<axum::Extension<crate::peer::Conn>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
     let started = std::time::Instant::now();
     let mut authenticated = None;
     let result = issue(&state, uri.path(), &headers, &mut authenticated).await;
+    // Which process asked: looked up at most every 10 s per scope, while the client still
+    // holds its connection (it waits for this answer, which waits up to 100 ms for the
+    // lookup; a slower lookup finishes in the background).
+    if let (Ok(_), Some((project, stage)), Some(axum::Extension(ends))) =
+        (&result, &authenticated, ends)
+        && state.metrics.wants_process(project, stage)
+    {
+        let (state, project, stage) = (state.clone(), project.clone(), stage.clone());
+        let lookup = tokio::task::spawn_blocking(move || {
+            if let Some(p) = crate::peer::process_of(ends) {
+                state.metrics.set_process(&project, &stage, p);
+            }
+        });
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(100), lookup).await;
+    }
     let scope = authenticated
         .as_ref()
         .map(|(p, s): &(String, String)| (p.as_str(), s.as_str()));
@@ -252,7 +284,13 @@ async fn credentials(State(state): State<Arc<AppState>>, uri: Uri, headers: Head
     match result {
         Ok(r) => r,
         Err(e) => {
-            tracing::info!(status = e.status.as_u16(), code = e.code, path = %echo(uri.path()), "credentials refused");
+            let path = untrusted(uri.path());
+            tracing::info!(
+                status = e.status.as_u16(),
+                code = e.code,
+                path = path.as_str(),
+                "credentials refused"
+            );
             e.into_response()
         }
     }
@@ -330,19 +368,40 @@ async fn issue(
     })?;
     let agent = headers
         .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .map(echo)
+        .map(|v| untrusted(&String::from_utf8_lossy(v.as_bytes())))
         .unwrap_or_default();
+    state
+        .metrics
+        .issued(&binding.project, &binding.stage, &agent, now);
+    // `&str` values: quoted and escaped by the text format, JSON strings in JSON logs.
     tracing::info!(
         project = %binding.project,
         stage = %binding.stage,
         profile = %binding.profile,
         key = %creds.key_hint(),
         expires = %crate::credentials::format_expiration(served),
-        user_agent = %agent,
+        user_agent = agent.as_str(),
         "credentials issued"
     );
     Ok(json_response(StatusCode::OK, body))
+}
+
+/// Request-supplied text for a log field: control characters escaped, at most 200
+/// characters. Logged as a `&str` field, so the formatter quotes it.
+fn untrusted(text: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == 200 {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn source_error(project: &str, stage: &str, e: SourceError) -> ApiError {

@@ -123,13 +123,14 @@ impl World {
         );
     }
 
-    /// `credport token --rotate`, then at once the new token (computed from the new key
+    /// `credport token --rotate --now` (no grace: the old key stops at once, the worst
+    /// case for a client), then at once the new token (computed from the new key
     /// in-process, to keep the gap short) into `file` by rename; waits until the daemon
     /// has loaded the key. Returns the time from starting `token --rotate` to the rename
     /// (an upper bound of the window in which the file holds a refused token).
     pub fn rotate_and_replace(&self, file: &Path, stage: &str) -> Duration {
         let rotated = Instant::now();
-        let out = self.home.run(&["token", "--rotate"]);
+        let out = self.home.run(&["token", "--rotate", "--now"]);
         assert!(
             out.status.success(),
             "token --rotate failed: {}",
@@ -152,10 +153,11 @@ impl World {
         self.home.token(PROJECT, stage)
     }
 
-    /// `credport token --rotate`, then waits until the daemon has loaded the new key
+    /// `credport token --rotate --now` (no grace), then waits until the daemon has loaded
+    /// the new key
     /// (probed on the prod stage, so dev's counters only show the client's requests).
     pub fn rotate(&self) {
-        let out = self.home.run(&["token", "--rotate"]);
+        let out = self.home.run(&["token", "--rotate", "--now"]);
         assert!(
             out.status.success(),
             "token --rotate failed: {}",

@@ -1,0 +1,127 @@
+//! `exec`'s per-run directories in the runtime directory, and their cleanup.
+//!
+//! Each `credport exec` keeps its token file and isolated shared files in
+//! `<runtime dir>/exec-<PID>-<hex>` (0700) and removes it when the command ends. A wrapper
+//! killed with SIGKILL cannot, so [`sweep_stale`] removes the directories whose PID no
+//! longer runs; the daemon calls it at start and `exec` before each run. A directory whose
+//! PID is alive is left alone (a reused PID only delays the cleanup). [`rewrite_tokens`]
+//! gives the token files of running `exec`s the new key's token after a rotation.
+
+use std::path::{Path, PathBuf};
+
+use crate::tokens::TokenKey;
+
+/// The prefix of a per-run directory's name.
+pub const PREFIX: &str = "exec-";
+
+/// The PID in a per-run directory name (`exec-<PID>-<hex>`), if it is one.
+pub fn pid_of(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix(PREFIX)?;
+    let (pid, suffix) = rest.split_once('-')?;
+    if suffix.is_empty() || !suffix.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    pid.parse().ok().filter(|p| *p > 0)
+}
+
+fn alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // EPERM: it exists but belongs to someone else (still alive).
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// The per-run directories in `runtime_dir`, with their PIDs.
+fn run_dirs(runtime_dir: &Path) -> Vec<(PathBuf, u32)> {
+    let Ok(entries) = std::fs::read_dir(runtime_dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| {
+            let pid = pid_of(&e.file_name().to_string_lossy())?;
+            Some((e.path(), pid))
+        })
+        .collect()
+}
+
+/// Removes the `exec-<PID>-<hex>` directories in `runtime_dir` whose PID is not running
+/// (left by a wrapper killed with SIGKILL), with the token files in them. Returns how many
+/// it removed; failures are logged at debug level and skipped.
+pub fn sweep_stale(runtime_dir: &Path) -> usize {
+    let mut removed = 0;
+    for (dir, pid) in run_dirs(runtime_dir) {
+        if alive(pid) {
+            continue;
+        }
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {
+                tracing::debug!(dir = %dir.display(), pid, "removed the run directory of a dead exec");
+                removed += 1;
+            }
+            Err(e) => {
+                tracing::debug!(dir = %dir.display(), error = %e, "cannot remove a stale run directory")
+            }
+        }
+    }
+    removed
+}
+
+/// Rewrites the token file of every running `exec` in `runtime_dir` that holds a token of
+/// `old` with `new`'s token for the same scope. Returns how many it rewrote.
+pub fn rewrite_tokens(runtime_dir: &Path, old: &TokenKey, new: &TokenKey) -> usize {
+    let mut n = 0;
+    for (dir, _) in run_dirs(runtime_dir) {
+        let file = dir.join("token");
+        let Ok(Some(text)) = crate::fsutil::read_text(&file) else {
+            continue;
+        };
+        let Some((project, stage)) = old.scope_of(text.trim()) else {
+            continue;
+        };
+        if crate::fsutil::write_private(&file, new.token(&project, &stage).expose().as_bytes())
+            .is_ok()
+        {
+            n += 1;
+        }
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(pid_of("exec-123-abcdef"), Some(123));
+        for bad in [
+            "exec-123",
+            "exec--ab",
+            "exec-x-ab",
+            "exec-1-zz",
+            "other-1-ab",
+        ] {
+            assert_eq!(pid_of(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn sweeps_only_dead_pids() {
+        let t = tempfile::tempdir().unwrap();
+        let mine = t.path().join(format!("exec-{}-ab12", std::process::id()));
+        // PIDs above the kernel's pid_max (4194304 at most) never run.
+        let dead = t.path().join("exec-99999999-ab12");
+        let other = t.path().join("something-else");
+        for d in [&mine, &dead, &other] {
+            std::fs::create_dir(d).unwrap();
+        }
+        std::fs::write(dead.join("token"), "x").unwrap();
+        assert_eq!(sweep_stale(t.path()), 1);
+        assert!(mine.exists() && other.exists() && !dead.exists());
+        assert_eq!(sweep_stale(&t.path().join("missing")), 0);
+    }
+}
