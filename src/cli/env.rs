@@ -25,7 +25,10 @@ pub fn run(
     }
     let key = TokenKey::load_or_create(&paths.token_key())?;
     let token = key.token(&scope.project, &scope.stage);
-    let for_container = matches!(args.format, EnvFormat::Compose | EnvFormat::Devcontainer);
+    let for_container = matches!(
+        args.format,
+        EnvFormat::Compose | EnvFormat::Devcontainer | EnvFormat::DockerEnv
+    );
     let token_ref = if args.env_token || for_container {
         TokenRef::Value(token.expose().to_string())
     } else {
@@ -35,7 +38,9 @@ pub fn run(
     };
     let base = match (&args.url, args.format) {
         (Some(u), _) => u.trim_end_matches('/').to_string(),
-        (None, EnvFormat::Compose) => "http://169.254.170.2".to_string(),
+        (None, EnvFormat::Compose | EnvFormat::Devcontainer | EnvFormat::DockerEnv) => {
+            crate::environment::CONTAINER_BASE_URL.to_string()
+        }
         (None, _) => client::stable_url(paths, &config, env),
     };
     let isolated = if for_container {
@@ -56,6 +61,7 @@ pub fn run(
         EnvFormat::Json => child.to_json() + "\n",
         EnvFormat::Compose => child.to_compose(&args.service),
         EnvFormat::Devcontainer => child.to_devcontainer(),
+        EnvFormat::DockerEnv => child.to_docker_env(),
     };
     out.write_all(text.as_bytes())?;
     eprintln!(
