@@ -305,12 +305,13 @@ impl Drop for Engine {
 /// `base` and the binary copied from the build context instead of the build stage.
 pub fn runtime_stage(base: &str) -> String {
     let text = std::fs::read_to_string(repo_root().join("Dockerfile")).unwrap();
-    let start = text
-        .lines()
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines
+        .iter()
         .rposition(|l| l.starts_with("FROM "))
         .expect("Dockerfile has a FROM");
     let mut out = format!("FROM {base}\n");
-    for l in text.lines().skip(start + 1) {
+    for l in &lines[start + 1..] {
         if let Some(rest) = l.strip_prefix("COPY --from=build ") {
             let dest = rest.split_whitespace().last().unwrap();
             out.push_str(&format!("COPY credport {dest}\n"));
