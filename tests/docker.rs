@@ -432,8 +432,13 @@ fn compose_walkthrough_daemon_before_and_after() {
         r#"
 import json, socket, subprocess, sys, time
 print("db", socket.gethostbyname("db"), flush=True)
-socket.create_connection(("db", 8000), timeout=5).close()
-print("db reachable", flush=True)
+for i in range(100):
+    try:
+        socket.create_connection(("db", 8000), timeout=5).close()
+        print("db reachable", flush=True)
+        break
+    except OSError:
+        time.sleep(0.2)
 for i in range(120):
     out = subprocess.run([sys.executable, "/app/whoami.py", "--mode", "creds-only"], capture_output=True, text=True).stdout.strip().splitlines()
     line = out[-1] if out else "{}"
