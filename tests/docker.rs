@@ -677,9 +677,10 @@ fn devcontainer_up_and_exec() {
     std::fs::write(ws.join(".devcontainer/credport.env"), env).unwrap();
     let dc = |args: &[&str]| {
         let out = Command::new(&cli)
-            .args(args)
+            .arg(args[0])
             .arg("--workspace-folder")
             .arg(&ws)
+            .args(&args[1..])
             .env("DOCKER_HOST", &w.engine.host)
             .output()
             .expect("run devcontainer");
