@@ -704,3 +704,51 @@ fn devcontainer_up_and_exec() {
     assert!(labels.contains("devcontainer"), "{labels}");
     assert!(!labels.contains(&w.home.token("orders", "dev")), "token in labels: {labels}");
 }
+
+/// CPU time (user + system) a process has used, from /proc.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_millis(ticks * 1000 / hz)
+}
+
+/// `serve --poll`: with kernel events off, an edit is still served (within the interval),
+/// and what polling costs an idle daemon is measured against event watching.
+#[test]
+fn poll_sees_edits_without_events_and_costs_little() {
+    let h = TestHome::new();
+    h.write_credentials(&session_profile("devAccount", "AAAA1111"));
+    h.write_config("[projects.orders]\nstages = { dev = \"devAccount\" }\n");
+    let token = h.token("orders", "dev");
+    let polled = h.serve_with(&["--listen", "127.0.0.1:0", "--poll", "0.2"]);
+    assert!(polled.wait_output("watching files by polling", Duration::from_secs(5)));
+    let path = "/v1/credentials/orders/dev";
+    let key = |d: &Daemon| served_credentials(&d.get(path, Some(&token))).access_key_id;
+    assert_eq!(key(&polled), "ASIAAAAA1111");
+    h.write_credentials(&session_profile("devAccount", "BBBB2222"));
+    let (_, took) = polled.wait_until(Duration::from_secs(5), path, &token, |r| {
+        r.status == 200 && r.body.contains("ASIABBBB2222")
+    });
+    println!("--poll 0.2: edit served after {took:?}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+
+    // Idle cost over the same wall time: polling every 0.2 s (4 watched files) vs events.
+    let evented = h.serve();
+    let wall = Duration::from_secs(5);
+    let (p0, e0) = (cpu_time(polled.child.id()), cpu_time(evented.child.id()));
+    std::thread::sleep(wall);
+    let (p1, e1) = (cpu_time(polled.child.id()), cpu_time(evented.child.id()));
+    let (pc, ec) = (p1 - p0, e1 - e0);
+    println!(
+        "idle CPU over {wall:?}: --poll 0.2 {pc:?} ({:.2} %), events {ec:?} ({:.2} %)",
+        pc.as_secs_f64() * 100.0 / wall.as_secs_f64(),
+        ec.as_secs_f64() * 100.0 / wall.as_secs_f64()
+    );
+    assert!(
+        pc < wall / 50,
+        "polling every 0.2 s costs over 2 % of a core: {pc:?} in {wall:?}"
+    );
+}

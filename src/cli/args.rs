@@ -122,6 +122,15 @@ pub enum Command {
     Relay(RelayArgs),
 }
 
+fn parse_poll(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.05..=3600.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "'{s}' is not a poll interval: seconds between 0.05 and 3600"
+        )),
+    }
+}
+
 /// `credport relay`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RelayArgs {
@@ -283,6 +292,10 @@ pub struct ServeArgs {
     /// Allow listen addresses that are not loopback (for a container network).
     #[arg(long)]
     pub allow_non_loopback: bool,
+    /// Watch the files by checking them every SECONDS instead of by kernel events, for
+    /// mounts that deliver none (some Docker Desktop file sharing, network file systems).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_poll)]
+    pub poll: Option<f64>,
 }
 
 /// `credport token`.

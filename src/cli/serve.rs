@@ -42,7 +42,9 @@ pub async fn run(
             from_config
         }
     };
-    let mut daemon = Daemon::start(paths, &listen, args.allow_non_loopback).await?;
+    let poll = args.poll.map(std::time::Duration::from_secs_f64);
+    let mut daemon =
+        Daemon::start_with_poll(paths, &listen, args.allow_non_loopback, None, poll).await?;
 
     let info = DaemonInfo {
         url: base_url(daemon.addrs[0]),
