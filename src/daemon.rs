@@ -216,7 +216,10 @@ impl Daemon {
         }
         let watchers = vec![match poll {
             Some(interval) => {
-                tracing::info!(interval_ms = interval.as_millis() as u64, "watching files by polling");
+                tracing::info!(
+                    interval_ms = interval.as_millis() as u64,
+                    "watching files by polling"
+                );
                 FileWatcher::spawn_polling(groups, interval)?
             }
             None => FileWatcher::spawn_groups(groups)?,

@@ -335,7 +335,10 @@ mod tests {
         assert_eq!(y["networks"]["credport"]["external"], true);
         let dc: serde_json::Value = serde_json::from_str(&e.to_devcontainer()).unwrap();
         assert_eq!(dc["runArgs"][0], "--network=credport");
-        assert!(dc.get("containerEnv").is_none(), "the token stays out of labels");
+        assert!(
+            dc.get("containerEnv").is_none(),
+            "the token stays out of labels"
+        );
         let j: serde_json::Value = serde_json::from_str(&e.to_json()).unwrap();
         assert_eq!(j["set"]["AWS_DEFAULT_REGION"], "eu-west-1");
         assert_eq!(sh_quote("it's"), "'it'\\''s'");

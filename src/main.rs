@@ -55,7 +55,10 @@ fn init_logging(
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let _log_guard = init_logging(cli.log_format, matches!(cli.command, Command::Serve(_) | Command::Relay(_)));
+    let _log_guard = init_logging(
+        cli.log_format,
+        matches!(cli.command, Command::Serve(_) | Command::Relay(_)),
+    );
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

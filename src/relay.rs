@@ -135,13 +135,12 @@ pub async fn run(
         client,
         allowed_hosts: crate::server::allowed_hosts(&[addr], &[]),
     });
-    let app = Router::new()
-        .fallback(forward)
-        .with_state(relay)
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+    let app = Router::new().fallback(forward).with_state(relay).layer(
+        tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             cfg.timeout + Duration::from_secs(1),
-        ));
+        ),
+    );
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
@@ -164,7 +163,10 @@ async fn forward(State(relay): State<Arc<Relay>>, req: Request) -> Response {
     let path = req.uri().path().to_string();
     let mut out = relay
         .client
-        .request(req.method().clone(), format!("{}{path}", relay.upstream.base))
+        .request(
+            req.method().clone(),
+            format!("{}{path}", relay.upstream.base),
+        )
         .header(header::HOST, relay.upstream.authority.as_str());
     if let Some(auth) = req.headers().get(header::AUTHORIZATION) {
         out = out.header(header::AUTHORIZATION, auth.clone());
@@ -190,7 +192,8 @@ async fn forward(State(relay): State<Arc<Relay>>, req: Request) -> Response {
     let body = match read_bounded(resp).await {
         Ok(b) => b,
         Err(msg) => {
-            return ApiError::new(StatusCode::BAD_GATEWAY, "DaemonUnavailable", msg).into_response();
+            return ApiError::new(StatusCode::BAD_GATEWAY, "DaemonUnavailable", msg)
+                .into_response();
         }
     };
     tracing::debug!(%path, status = status.as_u16(), "forwarded");
@@ -380,9 +383,15 @@ mod tests {
         .await;
         assert!(r.starts_with("HTTP/1.1 403"), "{r}");
         assert!(r.contains("application/json"), "{r}");
-        assert!(r.ends_with(r#"{"Code":"AccessDenied","Message":"x"}"#), "{r}");
+        assert!(
+            r.ends_with(r#"{"Code":"AccessDenied","Message":"x"}"#),
+            "{r}"
+        );
         let upstream_saw = seen.lock().await.to_ascii_lowercase();
-        assert!(upstream_saw.contains("authorization: tok"), "{upstream_saw}");
+        assert!(
+            upstream_saw.contains("authorization: tok"),
+            "{upstream_saw}"
+        );
         assert!(
             upstream_saw.contains(&format!("host: {up_addr}")),
             "{upstream_saw}"
@@ -392,7 +401,10 @@ mod tests {
         let r = get("/metrics", &[("Host", &host)]).await;
         assert!(r.starts_with("HTTP/1.1 404"), "{r}");
         let r = get("/healthz", &[("Host", "evil.example")]).await;
-        assert!(r.starts_with("HTTP/1.1 403") && r.contains("InvalidHost"), "{r}");
+        assert!(
+            r.starts_with("HTTP/1.1 403") && r.contains("InvalidHost"),
+            "{r}"
+        );
         let r = get("/healthz", &[("Host", &host), ("Origin", "http://x")]).await;
         assert!(r.contains("BrowserRequestRefused"), "{r}");
         let _ = tx.send(());

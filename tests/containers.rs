@@ -195,7 +195,9 @@ fn container_renderings_hold_no_host_path_and_no_token_in_committed_files() {
     // docker-env: the relay's URL and the token's value, no host path.
     let env = run("docker-env");
     assert!(
-        env.contains("\nAWS_CONTAINER_CREDENTIALS_FULL_URI=http://169.254.170.2/v1/credentials/orders/dev\n"),
+        env.contains(
+            "\nAWS_CONTAINER_CREDENTIALS_FULL_URI=http://169.254.170.2/v1/credentials/orders/dev\n"
+        ),
         "{env}"
     );
     assert!(
@@ -207,7 +209,10 @@ fn container_renderings_hold_no_host_path_and_no_token_in_committed_files() {
 
     // compose: an override naming credport.env and the external network; no secret.
     let compose = run("compose");
-    assert!(!compose.contains(&token) && !compose.contains(&home), "{compose}");
+    assert!(
+        !compose.contains(&token) && !compose.contains(&home),
+        "{compose}"
+    );
     let y: serde_json::Value = {
         let py = "import sys, json, yaml; print(json.dumps(yaml.safe_load(sys.stdin.read())))";
         let mut c = Command::new(venv_python())
@@ -226,8 +231,14 @@ fn container_renderings_hold_no_host_path_and_no_token_in_committed_files() {
             .expect("compose override is YAML")
     };
     assert_eq!(y["services"]["app"]["env_file"][0], "credport.env");
-    assert!(y["services"]["app"]["networks"]["default"].is_object(), "{y}");
-    assert!(y["services"]["app"]["networks"]["credport"].is_object(), "{y}");
+    assert!(
+        y["services"]["app"]["networks"]["default"].is_object(),
+        "{y}"
+    );
+    assert!(
+        y["services"]["app"]["networks"]["credport"].is_object(),
+        "{y}"
+    );
     assert_eq!(y["networks"]["credport"]["external"], true);
 
     // devcontainer: the network and the env file; nothing for the metadata label.

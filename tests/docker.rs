@@ -95,13 +95,8 @@ impl World {
     /// README: `docker network create --subnet 169.254.170.0/24 credport`.
     fn create_network(&mut self) {
         let _ = self.engine.output(&["network", "rm", "credport"]);
-        self.engine.run(&[
-            "network",
-            "create",
-            "--subnet",
-            CREDPORT_SUBNET,
-            "credport",
-        ]);
+        self.engine
+            .run(&["network", "create", "--subnet", CREDPORT_SUBNET, "credport"]);
         self.network = true;
     }
 
@@ -189,14 +184,7 @@ impl World {
         let probe = self.write("probe.py", PROBE);
         let mount_clients = format!("{}:/clients:ro", clients.display());
         let mount_probe = format!("{}:/probe.py:ro", probe.display());
-        let mut args = vec![
-            "run",
-            "--rm",
-            "-v",
-            &mount_clients,
-            "-v",
-            &mount_probe,
-        ];
+        let mut args = vec!["run", "--rm", "-v", &mount_clients, "-v", &mount_probe];
         args.extend_from_slice(docker_args);
         args.push(&image);
         args.extend_from_slice(cmd);
@@ -223,11 +211,14 @@ impl World {
         account: &str,
     ) {
         let token = self.home.token(project, stage);
-        let creds = served_credentials(&d.get(&format!("/v1/credentials/{project}/{stage}"), Some(&token)));
+        let creds =
+            served_credentials(&d.get(&format!("/v1/credentials/{project}/{stage}"), Some(&token)));
         let suffix = &creds.access_key_id[creds.access_key_id.len() - 4..];
         assert_eq!(seen["access_key_id_suffix"], suffix, "{seen}");
         let sts_says = caller_account(&self.moto.url(), &creds);
-        println!("{project}/{stage}: boto3 in the container was served ...{suffix}; STS says account {sts_says}");
+        println!(
+            "{project}/{stage}: boto3 in the container was served ...{suffix}; STS says account {sts_says}"
+        );
         assert_eq!(sts_says, account);
     }
 
@@ -255,7 +246,11 @@ impl World {
         assert_eq!(prod_with_dev, "403 AccessDenied", "dev token on prod");
         let orders_with_billing = self.probe(
             docker_args,
-            &["fetch", &format!("{base}/v1/credentials/orders/dev"), &billing],
+            &[
+                "fetch",
+                &format!("{base}/v1/credentials/orders/dev"),
+                &billing,
+            ],
         );
         assert_eq!(
             orders_with_billing, "403 AccessDenied",
@@ -263,7 +258,11 @@ impl World {
         );
         let own = self.probe(
             docker_args,
-            &["fetch", &format!("{base}/v1/credentials/billing/dev"), &billing],
+            &[
+                "fetch",
+                &format!("{base}/v1/credentials/billing/dev"),
+                &billing,
+            ],
         );
         assert_eq!(own, "200 True", "second project's own scope");
         let port = self.moto.port.to_string();
@@ -362,8 +361,18 @@ fn host_network_with_the_env_file() {
 
     // The host's dotenv (for editors) still names the host token file and keeps working
     // there; the container variant is a different format.
-    let dotenv = w.env(&["--project", "orders", "--stage", "dev", "--format", "dotenv"]);
-    assert!(dotenv.contains("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE="), "{dotenv}");
+    let dotenv = w.env(&[
+        "--project",
+        "orders",
+        "--stage",
+        "dev",
+        "--format",
+        "dotenv",
+    ]);
+    assert!(
+        dotenv.contains("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE="),
+        "{dotenv}"
+    );
 
     // Isolation on host networking: scopes and tokens; loopback is the host's own here
     // (the container *is* on the host's network), which README says.
@@ -384,10 +393,19 @@ fn relay_serves_exactly_the_tokens_scope() {
     let port = free_port();
     let d = w.serve(port);
     w.start_relay(port);
-    let env = w.env(&["--project", "orders", "--stage", "dev", "--format", "docker-env"]);
+    let env = w.env(&[
+        "--project",
+        "orders",
+        "--stage",
+        "dev",
+        "--format",
+        "docker-env",
+    ]);
     assert_no_host_path(&env, w.home.path(), "docker-env");
     assert!(
-        env.contains("AWS_CONTAINER_CREDENTIALS_FULL_URI=http://169.254.170.2/v1/credentials/orders/dev\n"),
+        env.contains(
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI=http://169.254.170.2/v1/credentials/orders/dev\n"
+        ),
         "{env}"
     );
     let env_file = w.write("orders.env", &env);
@@ -424,7 +442,11 @@ fn compose_walkthrough_daemon_before_and_after() {
     let image = w.engine.python_image();
     let project = w.scratch.path().join("orders");
     std::fs::create_dir_all(&project).unwrap();
-    std::fs::copy(repo_root().join("tests/clients/python/whoami.py"), project.join("whoami.py")).unwrap();
+    std::fs::copy(
+        repo_root().join("tests/clients/python/whoami.py"),
+        project.join("whoami.py"),
+    )
+    .unwrap();
     std::fs::write(project.join("probe.py"), PROBE).unwrap();
     // The app: resolve and reach db, then fetch credentials with boto3 until it works.
     std::fs::write(
@@ -458,11 +480,25 @@ time.sleep(3600)
     )
     .unwrap();
     // As README: the override (no secret) and the env file (the token; git-ignored).
-    let override_text = w.env(&["--project", "orders", "--stage", "dev", "--format", "compose"]);
+    let override_text = w.env(&[
+        "--project",
+        "orders",
+        "--stage",
+        "dev",
+        "--format",
+        "compose",
+    ]);
     assert!(!override_text.contains(&w.home.token("orders", "dev")));
     assert_no_host_path(&override_text, w.home.path(), "compose override");
     std::fs::write(project.join("docker-compose.credport.yml"), &override_text).unwrap();
-    let env = w.env(&["--project", "orders", "--stage", "dev", "--format", "docker-env"]);
+    let env = w.env(&[
+        "--project",
+        "orders",
+        "--stage",
+        "dev",
+        "--format",
+        "docker-env",
+    ]);
     std::fs::write(project.join("credport.env"), env).unwrap();
 
     let files = vec![
@@ -478,7 +514,10 @@ time.sleep(3600)
         for f in &files {
             c.args(["-f", f]);
         }
-        let out = c.args(args).output().expect("run docker-compose (scripts/test-deps installs it)");
+        let out = c
+            .args(args)
+            .output()
+            .expect("run docker-compose (scripts/test-deps installs it)");
         assert!(
             out.status.success(),
             "docker-compose {args:?} failed: {}\n{}",
@@ -496,7 +535,10 @@ time.sleep(3600)
             if l.contains(needle) {
                 return l;
             }
-            assert!(Instant::now() < deadline, "app never printed {needle:?}:\n{l}");
+            assert!(
+                Instant::now() < deadline,
+                "app never printed {needle:?}:\n{l}"
+            );
             std::thread::sleep(Duration::from_millis(300));
         }
     };
@@ -522,7 +564,10 @@ time.sleep(3600)
         "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}",
         ps.trim(),
     ]);
-    assert!(nets.contains("credport") && nets.contains("_default"), "{nets}");
+    assert!(
+        nets.contains("credport") && nets.contains("_default"),
+        "{nets}"
+    );
     drop(d);
 }
 
@@ -534,7 +579,8 @@ fn credport_image_as_the_users_uid() {
     let mut w = World::new(true);
     let image = w.engine.credport_image();
     // The container has no STS: session credentials are served as written.
-    w.home.write_credentials(&session_profile("devAccount", "AAAA1111"));
+    w.home
+        .write_credentials(&session_profile("devAccount", "AAAA1111"));
     w.home.write_aws_config("");
     let uid = "4242";
     let token_before = w.home.token("orders", "dev");
@@ -555,34 +601,86 @@ fn credport_image_as_the_users_uid() {
     ];
     // CA certificates are in the image (profiles that need STS speak TLS).
     let certs = w.engine.output(&[
-        "run", "--rm", "--entrypoint", "/bin/sh", &image, "-c",
+        "run",
+        "--rm",
+        "--entrypoint",
+        "/bin/sh",
+        &image,
+        "-c",
         "test -s /etc/ssl/certs/ca-certificates.crt && echo certs",
     ]);
     assert_eq!(String::from_utf8_lossy(&certs.stdout).trim(), "certs");
 
     // The image's default uid cannot read the user's 0600 files.
-    let mut args = vec!["run", "--rm", "--network", "credport", "--read-only", "--tmpfs", "/tmp"];
+    let mut args = vec![
+        "run",
+        "--rm",
+        "--network",
+        "credport",
+        "--read-only",
+        "--tmpfs",
+        "/tmp",
+    ];
     for m in &mounts {
         args.extend(["-v", m.as_str()]);
     }
-    args.extend([image.as_str(), "serve", "--listen", "169.254.170.9:80", "--allow-non-loopback"]);
+    args.extend([
+        image.as_str(),
+        "serve",
+        "--listen",
+        "169.254.170.9:80",
+        "--allow-non-loopback",
+    ]);
     let denied = w.engine.output(&args);
     let err = String::from_utf8_lossy(&denied.stderr);
-    assert!(!denied.status.success() && err.contains("ermission denied"), "{err}");
+    assert!(
+        !denied.status.success() && err.contains("ermission denied"),
+        "{err}"
+    );
+    println!(
+        "as the image's default uid 65532: {}",
+        err.lines()
+            .rfind(|l| l.contains("ermission denied"))
+            .unwrap_or("")
+    );
 
     // As README: --user "$(id -u):$(id -g)".
     let name = w.name("daemon");
     let user = format!("{uid}:{uid}");
     let mut args = vec![
-        "run", "-d", "--name", &name, "--network", "credport", "--ip", RELAY_IP,
-        "--user", &user, "--read-only", "--tmpfs", "/tmp",
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--network",
+        "credport",
+        "--ip",
+        RELAY_IP,
+        "--user",
+        &user,
+        "--read-only",
+        "--tmpfs",
+        "/tmp",
     ];
     for m in &mounts {
         args.extend(["-v", m.as_str()]);
     }
-    args.extend([image.as_str(), "serve", "--listen", "169.254.170.2:80", "--allow-non-loopback"]);
+    args.extend([
+        image.as_str(),
+        "serve",
+        "--listen",
+        "169.254.170.2:80",
+        "--allow-non-loopback",
+    ]);
     w.engine.run(&args);
-    let env = w.env(&["--project", "orders", "--stage", "dev", "--format", "docker-env"]);
+    let env = w.env(&[
+        "--project",
+        "orders",
+        "--stage",
+        "dev",
+        "--format",
+        "docker-env",
+    ]);
     let ef = w.write("orders.env", &env);
     let ef = ef.to_str().unwrap();
     let fetch_key = |w: &World| {
@@ -593,22 +691,29 @@ fn credport_image_as_the_users_uid() {
                 &["python3", "/clients/whoami.py", "--mode", "creds-only"],
             );
             let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(stdout.lines().last().unwrap_or("")) {
-                if v.get("access_key_id_suffix").is_some() {
-                    return v["access_key_id_suffix"].as_str().unwrap().to_string();
-                }
+            let v = serde_json::from_str::<serde_json::Value>(stdout.lines().last().unwrap_or(""))
+                .unwrap_or_default();
+            if let Some(suffix) = v["access_key_id_suffix"].as_str() {
+                return suffix.to_string();
             }
-            assert!(Instant::now() < deadline, "containerized daemon never served: {stdout}");
+            assert!(
+                Instant::now() < deadline,
+                "containerized daemon never served: {stdout}"
+            );
             std::thread::sleep(Duration::from_millis(300));
         }
     };
     assert_eq!(fetch_key(&w), "1111");
     println!("credport in a container as uid {uid} served ...1111");
     // A live edit on the host, through the read-only bind mount.
-    w.home.write_credentials(&session_profile("devAccount", "BBBB2222"));
+    w.home
+        .write_credentials(&session_profile("devAccount", "BBBB2222"));
     let deadline = Instant::now() + Duration::from_secs(10);
     while fetch_key(&w) != "2222" {
-        assert!(Instant::now() < deadline, "the edit never reached the container");
+        assert!(
+            Instant::now() < deadline,
+            "the edit never reached the container"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     println!("after the host edit it served ...2222");
@@ -620,7 +725,11 @@ fn credport_image_as_the_users_uid() {
         c.uid(4242).gid(4242).args(["token", "--rotate"]);
         c.output().unwrap()
     };
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let token_after = w.home.token("orders", "dev");
     assert_ne!(token_before, token_after);
     let url = "http://169.254.170.2/v1/credentials/orders/dev";
@@ -631,7 +740,10 @@ fn credport_image_as_the_users_uid() {
         if old == "401 InvalidToken" && new == "200 True" {
             break;
         }
-        assert!(Instant::now() < deadline, "rotation not seen: old {old}, new {new}");
+        assert!(
+            Instant::now() < deadline,
+            "rotation not seen: old {old}, new {new}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -654,9 +766,18 @@ fn devcontainer_up_and_exec() {
     let image = w.engine.python_image();
     let ws = w.scratch.path().join("orders-ws");
     std::fs::create_dir_all(ws.join(".devcontainer")).unwrap();
-    std::fs::copy(repo_root().join("tests/clients/python/whoami.py"), ws.join("whoami.py")).unwrap();
+    std::fs::copy(
+        repo_root().join("tests/clients/python/whoami.py"),
+        ws.join("whoami.py"),
+    )
+    .unwrap();
     let fragment: serde_json::Value = serde_json::from_str(&w.env(&[
-        "--project", "orders", "--stage", "dev", "--format", "devcontainer",
+        "--project",
+        "orders",
+        "--stage",
+        "dev",
+        "--format",
+        "devcontainer",
     ]))
     .unwrap();
     let mut config = serde_json::json!({
@@ -673,7 +794,14 @@ fn devcontainer_up_and_exec() {
         serde_json::to_string_pretty(&config).unwrap(),
     )
     .unwrap();
-    let env = w.env(&["--project", "orders", "--stage", "dev", "--format", "docker-env"]);
+    let env = w.env(&[
+        "--project",
+        "orders",
+        "--stage",
+        "dev",
+        "--format",
+        "docker-env",
+    ]);
     std::fs::write(ws.join(".devcontainer/credport.env"), env).unwrap();
     let dc = |args: &[&str]| {
         let out = Command::new(&cli)
@@ -684,7 +812,11 @@ fn devcontainer_up_and_exec() {
             .env("DOCKER_HOST", &w.engine.host)
             .output()
             .expect("run devcontainer");
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     let (ok, stdout, stderr) = dc(&["up"]);
     let up: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
@@ -693,16 +825,31 @@ fn devcontainer_up_and_exec() {
     if !id.is_empty() {
         w.containers.push(id.clone());
     }
-    assert!(ok && up["outcome"] == "success", "devcontainer up: {stdout}\n{stderr}");
+    assert!(
+        ok && up["outcome"] == "success",
+        "devcontainer up: {stdout}\n{stderr}"
+    );
     let ws_in = up["remoteWorkspaceFolder"].as_str().unwrap().to_string();
-    let (ok, stdout, stderr) = dc(&["exec", "python3", &format!("{ws_in}/whoami.py"), "--mode", "creds-only"]);
+    let (ok, stdout, stderr) = dc(&[
+        "exec",
+        "python3",
+        &format!("{ws_in}/whoami.py"),
+        "--mode",
+        "creds-only",
+    ]);
     assert!(ok, "devcontainer exec: {stdout}\n{stderr}");
-    let seen: serde_json::Value = serde_json::from_str(stdout.trim().lines().last().unwrap()).unwrap();
+    let seen: serde_json::Value =
+        serde_json::from_str(stdout.trim().lines().last().unwrap()).unwrap();
     w.assert_account(&d, "orders", "dev", &seen, "111111111111");
     // The token is nowhere in the container's labels (devcontainer.metadata included).
-    let labels = w.engine.run(&["inspect", "--format", "{{json .Config.Labels}}", &id]);
+    let labels = w
+        .engine
+        .run(&["inspect", "--format", "{{json .Config.Labels}}", &id]);
     assert!(labels.contains("devcontainer"), "{labels}");
-    assert!(!labels.contains(&w.home.token("orders", "dev")), "token in labels: {labels}");
+    assert!(
+        !labels.contains(&w.home.token("orders", "dev")),
+        "token in labels: {labels}"
+    );
 }
 
 /// CPU time (user + system) a process has used, from /proc.

@@ -70,8 +70,20 @@ pub struct Engine {
     lease: PathBuf,
 }
 
+/// Whether `pid` runs (a zombie does not; one that is our own child is reaped).
 fn pid_alive(pid: i32) -> bool {
-    pid > 0 && unsafe { libc::kill(pid, 0) } == 0
+    if pid <= 0 {
+        return false;
+    }
+    unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+    if unsafe { libc::kill(pid, 0) } != 0 {
+        return false;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().next());
+    !matches!(state, Some("Z") | Some("X") | None)
 }
 
 impl Engine {
@@ -103,7 +115,9 @@ impl Engine {
 
     fn start(&self, dir: &Path) {
         let bin = which("dockerd").unwrap_or_else(|| {
-            panic!("dockerd not found: run `bash scripts/test-deps` (it installs Debian's docker.io)")
+            panic!(
+                "dockerd not found: run `bash scripts/test-deps` (it installs Debian's docker.io)"
+            )
         });
         let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
         let mut cmd = Command::new(bin);
