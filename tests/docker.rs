@@ -63,7 +63,12 @@ impl World {
     /// 333333333333), all roles behind long-term keys exchanged at moto. With
     /// `network`, the `credport` network is created (under its lock).
     fn new(network: bool) -> World {
-        let lock = network.then(support::docker::credentials_network_lock);
+        Self::with(network, network)
+    }
+
+    /// With `lock`, holds the network lock; with `network`, also creates the network.
+    fn with(lock: bool, network: bool) -> World {
+        let lock = lock.then(support::docker::credentials_network_lock);
         let moto = Moto::start();
         let mut home = TestHome::new();
         home.write_credentials(
@@ -432,12 +437,15 @@ fn relay_serves_exactly_the_tokens_scope() {
 
 /// README's compose walkthrough: app and db in one project, the override from
 /// `credport env --format compose`, the env file from `--format docker-env`. `db` still
-/// resolves; the app's fetches fail while the daemon is down and succeed, without a
-/// restart, once it is started (after the network and the app).
+/// resolves. The daemon is started before the network and the app; then it stops, and the
+/// app's fetches fail; started again (after the network and the app), the app's next fetch
+/// works without a restart.
 #[test]
 fn compose_walkthrough_daemon_before_and_after() {
-    let mut w = World::new(true);
+    let mut w = World::with(true, false);
     let port = free_port();
+    let before = w.serve(port);
+    w.create_network();
     w.start_relay(port);
     let image = w.engine.python_image();
     let project = w.scratch.path().join("orders");
@@ -461,14 +469,12 @@ for i in range(100):
         break
     except OSError:
         time.sleep(0.2)
-for i in range(120):
+i = 0
+while True:
     out = subprocess.run([sys.executable, "/app/whoami.py", "--mode", "creds-only"], capture_output=True, text=True).stdout.strip().splitlines()
-    line = out[-1] if out else "{}"
-    print("attempt", i, line, flush=True)
-    if "error" not in json.loads(line):
-        break
+    print("attempt", i, out[-1] if out else "{}", flush=True)
+    i += 1
     time.sleep(0.5)
-time.sleep(3600)
 "#,
     )
     .unwrap();
@@ -528,34 +534,39 @@ time.sleep(3600)
     };
     compose(&["up", "-d"]);
     let logs = || compose(&["logs", "--no-color", "app"]);
-    let wait_for = |needle: &str, secs: u64| {
-        let deadline = Instant::now() + Duration::from_secs(secs);
+    // The first attempt after `after` whose result satisfies `ok`.
+    let wait_attempt = |after: i64, ok: &dyn Fn(&serde_json::Value) -> bool, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let l = logs();
-            if l.contains(needle) {
-                return l;
+            for line in l.lines() {
+                let Some(rest) = line.split("attempt ").nth(1) else {
+                    continue;
+                };
+                let (n, json) = rest.split_once(' ').unwrap_or((rest, "{}"));
+                let n: i64 = n.parse().unwrap_or(-1);
+                let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+                if n > after && ok(&v) {
+                    assert!(l.contains("db reachable"), "{l}");
+                    return (n, v);
+                }
             }
-            assert!(
-                Instant::now() < deadline,
-                "app never printed {needle:?}:\n{l}"
-            );
+            assert!(Instant::now() < deadline, "app never got {what}:\n{l}");
             std::thread::sleep(Duration::from_millis(300));
         }
     };
-    // The daemon is not running yet: the app reaches db, and its fetch fails.
-    let l = wait_for("attempt 1 ", 60);
-    assert!(l.contains("db reachable"), "{l}");
-    assert!(l.contains("\"error\""), "{l}");
-    // Started after the network and the app: the next fetch works, no restart.
-    let d = w.serve(port);
-    let l = wait_for("access_key_id_suffix", 60);
-    let line = l
-        .lines()
-        .find(|l| l.contains("access_key_id_suffix"))
-        .unwrap();
-    let json = &line[line.find('{').unwrap()..];
-    let seen: serde_json::Value = serde_json::from_str(json).unwrap();
-    w.assert_account(&d, "orders", "dev", &seen, "111111111111");
+    let served = |v: &serde_json::Value| v.get("access_key_id_suffix").is_some();
+    // Daemon started before the network and the app: the app's fetch works.
+    let (n, seen) = wait_attempt(-1, &served, "credentials from the daemon started first");
+    w.assert_account(&before, "orders", "dev", &seen, "111111111111");
+    // The daemon stops: fetches fail (the relay answers 503 DaemonUnavailable).
+    drop(before);
+    let (n, failed) = wait_attempt(n, &|v| v.get("error").is_some(), "an error");
+    println!("daemon down: {failed}");
+    // Started again, after the network and the app: the next fetch works, no restart.
+    let after = w.serve(port);
+    let (_, seen) = wait_attempt(n, &served, "credentials from the restarted daemon");
+    w.assert_account(&after, "orders", "dev", &seen, "111111111111");
     // The app is on both networks.
     let ps = compose(&["ps", "-q", "app"]);
     let nets = w.engine.run(&[
@@ -568,7 +579,6 @@ time.sleep(3600)
         nets.contains("credport") && nets.contains("_default"),
         "{nets}"
     );
-    drop(d);
 }
 
 /// credport itself as a container (the Dockerfile's image), as the user who owns the
