@@ -387,7 +387,20 @@ fn host_network_with_the_env_file() {
         &["--network=host"],
         &["fetch", &format!("{base}/v1/credentials/orders/prod"), &dev],
     );
-    assert_eq!(r, "403 AccessDenied");
+    assert_eq!(r, "403 AccessDenied", "dev token on prod");
+    let billing = w.home.token("billing", "dev");
+    let r = w.probe(
+        &["--network=host"],
+        &[
+            "fetch",
+            &format!("{base}/v1/credentials/orders/dev"),
+            &billing,
+        ],
+    );
+    assert_eq!(
+        r, "403 AccessDenied",
+        "second project's token on the first's scope"
+    );
 }
 
 /// The relay: the way in on every engine. The daemon stays on the host; the relay runs in
@@ -589,8 +602,15 @@ fn credport_image_as_the_users_uid() {
     let mut w = World::new(true);
     let image = w.engine.credport_image();
     // The container has no STS: session credentials are served as written.
-    w.home
-        .write_credentials(&session_profile("devAccount", "AAAA1111"));
+    let others = format!(
+        "{}{}",
+        session_profile("prodAccount", "PROD0000"),
+        session_profile("billingDev", "BILL0000")
+    );
+    w.home.write_credentials(&format!(
+        "{}{others}",
+        session_profile("devAccount", "AAAA1111")
+    ));
     w.home.write_aws_config("");
     let uid = "4242";
     let token_before = w.home.token("orders", "dev");
@@ -715,9 +735,20 @@ fn credport_image_as_the_users_uid() {
     };
     assert_eq!(fetch_key(&w), "1111");
     println!("credport in a container as uid {uid} served ...1111");
+    w.assert_isolation(
+        &[
+            "--network",
+            "credport",
+            "--add-host",
+            "host.docker.internal:host-gateway",
+        ],
+        "http://169.254.170.2",
+    );
     // A live edit on the host, through the read-only bind mount.
-    w.home
-        .write_credentials(&session_profile("devAccount", "BBBB2222"));
+    w.home.write_credentials(&format!(
+        "{}{others}",
+        session_profile("devAccount", "BBBB2222")
+    ));
     let deadline = Instant::now() + Duration::from_secs(10);
     while fetch_key(&w) != "2222" {
         assert!(
@@ -851,6 +882,21 @@ fn devcontainer_up_and_exec() {
     let seen: serde_json::Value =
         serde_json::from_str(stdout.trim().lines().last().unwrap()).unwrap();
     w.assert_account(&d, "orders", "dev", &seen, "111111111111");
+    // From inside, the dev token does not yield prod.
+    std::fs::write(ws.join("probe.py"), PROBE).unwrap();
+    let (_, stdout, stderr) = dc(&[
+        "exec",
+        "sh",
+        "-c",
+        &format!(
+            "python3 {ws_in}/probe.py fetch http://169.254.170.2/v1/credentials/orders/prod \"$AWS_CONTAINER_AUTHORIZATION_TOKEN\""
+        ),
+    ]);
+    assert_eq!(
+        stdout.trim().lines().last().unwrap_or(""),
+        "403 AccessDenied",
+        "{stderr}"
+    );
     // The token is nowhere in the container's labels (devcontainer.metadata included).
     let labels = w
         .engine
