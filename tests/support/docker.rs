@@ -1,8 +1,9 @@
 //! A real Docker engine for the container tests, started by the tests themselves.
 //!
-//! The engine is credport's own `dockerd` (socket, data root and log under
-//! `.cache/docker/engine`), started when it does not answer and stopped by the last test
-//! process that leased it, if a test process started it. It uses only link-local addresses
+//! The engine is credport's own `dockerd`: one per machine, its socket, pid file and leases
+//! under `/run/credport-test-docker`, its data root and log under `.cache/docker/engine` of
+//! the checkout that started it. It is started when it does not answer and stopped by the
+//! last test process that leased it, if a test process started it. It uses only link-local addresses
 //! (`--bip 169.254.200.1/24`, pools from `169.254.0.0/16`), no iptables NAT, so no container
 //! can reach anything but the host and its own networks.
 //!
@@ -32,10 +33,26 @@ pub fn cache_dir() -> PathBuf {
     d.canonicalize().expect("canonicalize .cache/docker")
 }
 
+/// The engine's machine-wide state: socket, pid file, leases, locks.
 fn engine_dir() -> PathBuf {
-    let d = cache_dir().join("engine");
-    std::fs::create_dir_all(d.join("leases")).unwrap();
+    let d = PathBuf::from("/run/credport-test-docker");
+    std::fs::create_dir_all(d.join("leases"))
+        .unwrap_or_else(|e| panic!("create {} (tests/docker.rs needs root): {e}", d.display()));
     d
+}
+
+/// Where the engine's images and log live: `.cache/docker/engine`.
+fn data_dir() -> PathBuf {
+    let d = cache_dir().join("engine");
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The last lines of the engine's log, for failure messages.
+pub fn engine_log_tail() -> String {
+    let log = std::fs::read_to_string(data_dir().join("dockerd.log")).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
 /// An exclusive lock on a file (held until dropped).
@@ -119,11 +136,12 @@ impl Engine {
                 "dockerd not found: run `bash scripts/test-deps` (it installs Debian's docker.io)"
             )
         });
-        let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
+        let log = std::fs::File::create(data_dir().join("dockerd.log")).unwrap();
         let mut cmd = Command::new(bin);
         cmd.arg("--data-root")
-            .arg(dir.join("data"))
-            .args(["--exec-root", "/run/credport-test-docker"])
+            .arg(data_dir().join("data"))
+            .arg("--exec-root")
+            .arg(dir.join("exec"))
             .arg("--pidfile")
             .arg(dir.join("dockerd.pid"))
             .args(["-H", &self.host])
@@ -153,13 +171,13 @@ impl Engine {
             if let Ok(Some(s)) = child.try_wait() {
                 panic!(
                     "dockerd exited ({s}) while starting: {shown}\n{}",
-                    std::fs::read_to_string(dir.join("dockerd.log")).unwrap_or_default()
+                    engine_log_tail()
                 );
             }
             assert!(
                 Instant::now() < deadline,
                 "dockerd did not answer within 60 s: {shown}\n{}",
-                std::fs::read_to_string(dir.join("dockerd.log")).unwrap_or_default()
+                engine_log_tail()
             );
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -179,11 +197,12 @@ impl Engine {
         let out = self.docker().args(args).output().expect("run docker");
         assert!(
             out.status.success(),
-            "docker {} failed ({}):\n{}\n{}",
+            "docker {} failed ({}):\n{}\n{}\n--- dockerd log (tail):\n{}",
             args.join(" "),
             out.status,
             String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            String::from_utf8_lossy(&out.stderr),
+            engine_log_tail()
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
