@@ -955,3 +955,75 @@ fn poll_sees_edits_without_events_and_costs_little() {
         "polling every 0.2 s costs over 2 % of a core: {pc:?} in {wall:?}"
     );
 }
+
+/// `credport relay` as a plain process (no engine): forwards a scope's fetch to the daemon
+/// with its token, refuses what it does not forward, and refuses a bad upstream by name.
+#[test]
+fn relay_process_forwards_and_refuses() {
+    let h = TestHome::new();
+    h.write_credentials(&session_profile("devAccount", "AAAA1111"));
+    h.write_config("[projects.orders]\nstages = { dev = \"devAccount\" }\n");
+    let d = h.serve();
+    let token = h.token("orders", "dev");
+    let mut relay = h
+        .command()
+        .args(["relay", "--listen", "127.0.0.1:0", "--upstream"])
+        .arg(d.url())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = relay.stderr.take().unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stderr), &mut first).unwrap();
+    let addr: std::net::SocketAddr = first
+        .strip_prefix("listening on http://")
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("relay printed no address: {first:?}"));
+    let host = addr.to_string();
+    let path = "/v1/credentials/orders/dev";
+    let ok = request(
+        addr,
+        "GET",
+        path,
+        &[("Host", &host), ("Authorization", &token)],
+    );
+    let outcomes = [
+        (ok.status, ok.json()["AccessKeyId"].clone()),
+        {
+            let r = request(addr, "GET", path, &[("Host", &host)]);
+            (r.status, r.json()["Code"].clone())
+        },
+        {
+            let r = request(addr, "GET", "/metrics", &[("Host", &host)]);
+            (r.status, r.json()["Code"].clone())
+        },
+        {
+            let r = request(
+                addr,
+                "GET",
+                path,
+                &[("Host", "evil.example"), ("Authorization", &token)],
+            );
+            (r.status, r.json()["Code"].clone())
+        },
+    ];
+    let _ = relay.kill();
+    let _ = relay.wait();
+    assert_eq!(
+        outcomes,
+        [
+            (200, "ASIAAAAA1111".into()),
+            (401, "MissingToken".into()),
+            (404, "NotFound".into()),
+            (403, "InvalidHost".into()),
+        ]
+    );
+    let bad = h.run(&["relay", "--upstream", "https://host.docker.internal:9911"]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success()
+            && err.contains("invalid upstream 'https://host.docker.internal:9911'"),
+        "{err}"
+    );
+}
