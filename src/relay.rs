@@ -13,8 +13,8 @@
 //! `credential_process` helpers that a container cannot have. It forwards only `GET`/`HEAD`
 //! of `/healthz` and `/v1/credentials/...`, only the `Authorization` header (with the
 //! upstream's `Host`), and only the status, `Content-Type` and a bounded body back. It
-//! refuses browser headers and foreign `Host` values itself (as the daemon does), and never
-//! logs a token or a response body.
+//! refuses browser headers and foreign `Host` values itself (as the daemon does), bounds
+//! connections, header size and header time, and never logs a token or a response body.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -141,13 +141,66 @@ pub async fn run(
             cfg.timeout + Duration::from_secs(1),
         ),
     );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|source| RelayError::Bind {
-            addr: cfg.listen,
-            source,
-        })
+    serve_bounded(listener, app, shutdown).await;
+    Ok(())
+}
+
+/// Open connections at most; further ones wait in the kernel's backlog.
+const MAX_CONNECTIONS: usize = 256;
+/// Deadline for a request's headers, also closing idle keep-alive connections.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest request head.
+const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// HTTP/1.1 with bounded connections, header size and header time, so slow or idle
+/// clients on the container network cannot pile up.
+async fn serve_bounded(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            c = listener.accept() => match c {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_TIMEOUT)
+            .max_buf_size(MAX_HEADER_BYTES)
+            .keep_alive(true);
+        let conn =
+            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Err(e) = conn.await {
+                tracing::trace!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
 }
 
 /// Whether the relay forwards this path at all.
