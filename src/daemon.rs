@@ -170,6 +170,18 @@ impl Daemon {
         allow_non_loopback: bool,
         fixed_config: Option<crate::config::Config>,
     ) -> Result<Daemon, StartError> {
+        Self::start_with_poll(paths, listen, allow_non_loopback, fixed_config, None).await
+    }
+
+    /// Like [`start_with`](Self::start_with); with `poll`, watches the files by polling at
+    /// that interval instead of by kernel events (for mounts that deliver none).
+    pub async fn start_with_poll(
+        paths: &Paths,
+        listen: &[SocketAddr],
+        allow_non_loopback: bool,
+        fixed_config: Option<crate::config::Config>,
+        poll: Option<std::time::Duration>,
+    ) -> Result<Daemon, StartError> {
         for a in listen {
             if !a.ip().is_loopback() && !allow_non_loopback {
                 return Err(StartError::NonLoopback(*a));
@@ -268,7 +280,16 @@ impl Daemon {
                 }
             }));
         }
-        let watchers = vec![FileWatcher::spawn_groups(groups)?];
+        let watchers = vec![match poll {
+            Some(interval) => {
+                tracing::info!(
+                    interval_ms = interval.as_millis() as u64,
+                    "watching files by polling"
+                );
+                FileWatcher::spawn_polling(groups, interval)?
+            }
+            None => FileWatcher::spawn_groups(groups)?,
+        }];
         Ok(Daemon {
             state,
             listeners,

@@ -23,6 +23,7 @@ pub mod paths;
 pub mod peer;
 pub mod profiles;
 pub mod projects;
+pub mod relay;
 pub mod rundirs;
 pub mod scope;
 pub mod server;

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use credport::cli::args::{Cli, Command, LogFormat};
-use credport::cli::{doctor, env, exec, login, project, resolve, serve, service, status, token};
+use credport::cli::{
+    doctor, env, exec, login, project, relay, resolve, serve, service, status, token,
+};
 use credport::paths::Paths;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::FmtContext;
@@ -157,7 +159,10 @@ fn chain_text(e: &anyhow::Error) -> String {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let _log_guard = init_logging(cli.log_format, matches!(cli.command, Command::Serve(_)));
+    let _log_guard = init_logging(
+        cli.log_format,
+        matches!(cli.command, Command::Serve(_) | Command::Relay(_)),
+    );
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -184,6 +189,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Resolve(args) => {
             resolve::run(&paths, &args, &getenv, &mut std::io::stdout().lock())
         }
+        Command::Relay(args) => runtime()?.block_on(relay::run(&args)),
         Command::Env(args) => env::run(&paths, &args, &getenv, &mut std::io::stdout().lock()),
         Command::Project(cmd) => project::run(&paths, &cmd, &getenv, &mut std::io::stdout().lock()),
         Command::Exec(args) => {

@@ -84,6 +84,8 @@ const FETCH: &str = "import sys, urllib.request, urllib.error\nreq = urllib.requ
 
 #[test]
 fn container_namespace_gets_exactly_its_scope() {
+    // tests/docker.rs puts a bridge on 169.254.170.0/24: never at the same time.
+    let _lock = support::docker::credentials_network_lock();
     let moto = Moto::start();
     let mut h = TestHome::new();
     h.write_credentials(
@@ -175,33 +177,42 @@ fn container_namespace_gets_exactly_its_scope() {
 }
 
 #[test]
-fn compose_and_devcontainer_snippets() {
+fn container_renderings_hold_no_host_path_and_no_token_in_committed_files() {
     let h = TestHome::new();
     h.write_config("[projects.orders]\ndefault_stage = \"dev\"\nstages = { dev = \"devAccount\" }\nregion = \"eu-west-1\"\n");
-    let out = h.run(&["env", "--project", "orders", "--format", "compose"]);
-    let compose = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let token = h.token("orders", "dev");
+    let run = |format: &str| {
+        let out = h.run(&["env", "--project", "orders", "--format", format]);
+        assert!(
+            out.status.success(),
+            "env --format {format}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let home = h.path().display().to_string();
+
+    // docker-env: the relay's URL and the token's value, no host path.
+    let env = run("docker-env");
     assert!(
-        compose.contains(
-            "AWS_CONTAINER_CREDENTIALS_FULL_URI: \"http://169.254.170.2/v1/credentials/orders/dev\""
+        env.contains(
+            "\nAWS_CONTAINER_CREDENTIALS_FULL_URI=http://169.254.170.2/v1/credentials/orders/dev\n"
         ),
-        "{compose}"
+        "{env}"
     );
     assert!(
-        compose.contains(&format!("AWS_CONTAINER_AUTHORIZATION_TOKEN: \"{token}\"")),
+        env.contains(&format!("\nAWS_CONTAINER_AUTHORIZATION_TOKEN={token}\n")),
+        "{env}"
+    );
+    assert!(env.contains("\nAWS_REGION=eu-west-1\n"), "{env}");
+    assert!(!env.contains(&home) && !env.contains("_FILE="), "{env}");
+
+    // compose: an override naming credport.env and the external network; no secret.
+    let compose = run("compose");
+    assert!(
+        !compose.contains(&token) && !compose.contains(&home),
         "{compose}"
     );
-    assert!(compose.contains("AWS_REGION: \"eu-west-1\""));
-    assert!(
-        !compose.contains("AWS_SHARED_CREDENTIALS_FILE"),
-        "no host paths in a container"
-    );
-    // It parses as YAML with the shape compose expects.
     let y: serde_json::Value = {
         let py = "import sys, json, yaml; print(json.dumps(yaml.safe_load(sys.stdin.read())))";
         let mut c = Command::new(venv_python())
@@ -217,26 +228,36 @@ fn compose_and_devcontainer_snippets() {
             .write_all(compose.as_bytes())
             .unwrap();
         serde_json::from_slice(&c.wait_with_output().unwrap().stdout)
-            .expect("compose snippet is YAML")
+            .expect("compose override is YAML")
     };
-    assert_eq!(
-        y["networks"]["credport"]["ipam"]["config"][0]["gateway"],
-        "169.254.170.2"
-    );
-    assert_eq!(y["services"]["app"]["networks"][0], "credport");
-
-    let out = h.run(&["env", "--project", "orders", "--format", "devcontainer"]);
-    let dc: serde_json::Value =
-        serde_json::from_slice(&out.stdout).expect("devcontainer snippet is JSON");
-    assert_eq!(dc["runArgs"][0], "--network=host");
-    assert_eq!(
-        dc["containerEnv"]["AWS_CONTAINER_AUTHORIZATION_TOKEN"],
-        token.as_str()
+    assert_eq!(y["services"]["app"]["env_file"][0], "credport.env");
+    assert!(
+        y["services"]["app"]["networks"]["default"].is_object(),
+        "{y}"
     );
     assert!(
-        dc["containerEnv"]["AWS_CONTAINER_CREDENTIALS_FULL_URI"]
-            .as_str()
-            .unwrap()
-            .starts_with("http://127.0.0.1:9911/")
+        y["services"]["app"]["networks"]["credport"].is_object(),
+        "{y}"
+    );
+    assert_eq!(y["networks"]["credport"]["external"], true);
+
+    // devcontainer: the network and the env file; nothing for the metadata label.
+    let dc: serde_json::Value =
+        serde_json::from_str(&run("devcontainer")).expect("devcontainer fragment is JSON");
+    assert_eq!(
+        dc["runArgs"],
+        serde_json::json!([
+            "--network=credport",
+            "--env-file",
+            "${localWorkspaceFolder}/.devcontainer/credport.env"
+        ])
+    );
+    assert!(dc.get("containerEnv").is_none(), "{dc}");
+
+    // The editor's dotenv (host side) keeps naming the host token file.
+    let dotenv = run("dotenv");
+    assert!(
+        dotenv.contains("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE="),
+        "{dotenv}"
     );
 }

@@ -113,6 +113,43 @@ pub enum Command {
     /// Register, list or forget project directories the daemon resolves stages from.
     #[command(subcommand)]
     Project(ProjectCommand),
+    /// Forward container credential requests to the daemon on the host (run in a container).
+    ///
+    /// Listens at 169.254.170.2:80 in a container network, the one http address besides
+    /// loopback that every SDK accepts, and forwards each GET of /v1/credentials/... and
+    /// /healthz, with its Authorization header, to the daemon at --upstream. Tokens, scopes,
+    /// trust and guard are checked by the daemon; the relay holds no secret.
+    #[command(
+        after_help = "Examples:\n  credport relay --upstream http://host.docker.internal:9911\n  docker run -d --name credport-relay --network credport --ip 169.254.170.2 \\\n    --add-host host.docker.internal:host-gateway --read-only credport \\\n    relay --upstream http://host.docker.internal:9911"
+    )]
+    Relay(RelayArgs),
+}
+
+fn parse_poll(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.05..=3600.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "'{s}' is not a poll interval: seconds between 0.05 and 3600"
+        )),
+    }
+}
+
+/// `credport relay`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RelayArgs {
+    /// Where containers reach the relay.
+    #[arg(long, value_name = "ADDR", default_value = "169.254.170.2:80")]
+    pub listen: SocketAddr,
+    /// The daemon's URL as the relay's container sees it.
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "http://host.docker.internal:9911"
+    )]
+    pub upstream: String,
+    /// Seconds one forwarded request may take.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
+    pub timeout: u64,
 }
 
 /// How `resolve`, `exec` and `env` pick the scope.
@@ -187,11 +224,12 @@ pub struct EnvArgs {
     #[arg(long, value_enum, default_value_t = EnvFormat::Sh)]
     pub format: EnvFormat,
     /// Put the token itself in AWS_CONTAINER_AUTHORIZATION_TOKEN instead of a token file
-    /// (always so for compose and devcontainer).
+    /// (always so for docker-env).
     #[arg(long)]
     pub env_token: bool,
     /// The daemon's base URL as the process will see it (default: the running or
-    /// configured daemon's; for compose `http://169.254.170.2`).
+    /// configured daemon's; for docker-env `http://169.254.170.2`, the relay; with
+    /// `docker run --network=host` on a Linux engine, the daemon's loopback URL).
     #[arg(long, value_name = "URL")]
     pub url: Option<String>,
     /// The compose service name (for --format compose).
@@ -206,14 +244,18 @@ pub enum EnvFormat {
     Sh,
     /// `set -gx`/`set -e` lines for fish.
     Fish,
-    /// `K=V` lines for editors' envFile and docker --env-file.
+    /// `K=V` lines for editors' envFile on the host (names host paths).
     Dotenv,
     /// `{"set": {...}, "unset": [...]}`.
     Json,
-    /// A docker-compose.yml fragment (environment + a 169.254.170.0/24 network).
+    /// A compose override file: the service reads credport.env and joins the `credport`
+    /// network of the relay (no secret in it).
     Compose,
-    /// A devcontainer.json fragment (containerEnv + host networking).
+    /// A devcontainer.json fragment: the `credport` network and an --env-file (no secret).
     Devcontainer,
+    /// `K=V` lines for a container (docker --env-file, compose env_file): the token's
+    /// value, no host path; the URL is the relay's unless --url is given.
+    DockerEnv,
 }
 
 /// `credport project ...`.
@@ -257,6 +299,10 @@ pub struct ServeArgs {
     /// it has stopped), e.g. after an upgrade.
     #[arg(long)]
     pub replace: bool,
+    /// Watch the files by checking them every SECONDS instead of by kernel events, for
+    /// mounts that deliver none (some Docker Desktop file sharing, network file systems).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_poll)]
+    pub poll: Option<f64>,
 }
 
 /// `credport token`.

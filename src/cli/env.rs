@@ -21,7 +21,10 @@ pub fn run(
 ) -> Result<()> {
     let config = super::load_config(paths)?;
     let scope = super::resolve_scope(paths, &config, &args.scope, &[], env)?;
-    let for_container = matches!(args.format, EnvFormat::Compose | EnvFormat::Devcontainer);
+    let for_container = matches!(
+        args.format,
+        EnvFormat::Compose | EnvFormat::Devcontainer | EnvFormat::DockerEnv
+    );
     let dir = super::scope_dir(&args.scope)?;
     // A shell that runs serverless later: its profile lookup must find every stage.
     let plan = if for_container {
@@ -51,7 +54,9 @@ pub fn run(
     };
     let base = match (&args.url, args.format) {
         (Some(u), _) => u.trim_end_matches('/').to_string(),
-        (None, EnvFormat::Compose) => "http://169.254.170.2".to_string(),
+        (None, EnvFormat::Compose | EnvFormat::Devcontainer | EnvFormat::DockerEnv) => {
+            crate::environment::CONTAINER_BASE_URL.to_string()
+        }
         (None, _) => client::stable_url(paths, &config, env),
     };
     let isolated = if for_container {
@@ -76,6 +81,7 @@ pub fn run(
         EnvFormat::Json => child.to_json() + "\n",
         EnvFormat::Compose => child.to_compose(&args.service),
         EnvFormat::Devcontainer => child.to_devcontainer(),
+        EnvFormat::DockerEnv => child.to_docker_env(),
     };
     out.write_all(text.as_bytes())?;
     eprintln!(

@@ -6,6 +6,7 @@ pub mod env;
 pub mod exec;
 pub mod login;
 pub mod project;
+pub mod relay;
 pub mod resolve;
 pub mod serve;
 pub mod service;

@@ -58,7 +58,9 @@ pub async fn run(
             "removed run directories left by killed `credport exec`s"
         );
     }
-    let mut daemon = Daemon::start(paths, &listen, args.allow_non_loopback).await?;
+    let poll = args.poll.map(std::time::Duration::from_secs_f64);
+    let mut daemon =
+        Daemon::start_with_poll(paths, &listen, args.allow_non_loopback, None, poll).await?;
 
     let info = DaemonInfo {
         url: base_url(daemon.addrs[0]),

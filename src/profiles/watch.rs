@@ -8,6 +8,13 @@
 //! An idle watcher sleeps in the kernel: no timer, no wake-ups of its own.
 //!
 //! The watcher task belongs to the [`FileWatcher`] value and stops when it is dropped.
+//!
+//! Some mounts deliver no events (a container's bind mount through a VM's file sharing on
+//! some Docker Desktop setups, network file systems). For them,
+//! [`FileWatcher::spawn_polling`] stats every file each interval instead (size, mtime,
+//! inode; a missing file counts as a state) and feeds changes into the same debouncing.
+//! An interval of 1 s costs one `stat` per file per second (measured in README's
+//! "Dev containers" section).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -90,10 +97,21 @@ impl FileWatcher {
     /// resource: `fs.inotify.max_user_instances`, 128 by default). After a batch of changes,
     /// the callback of each group that changed runs once.
     pub fn spawn_groups(groups: Vec<WatchGroup>) -> Result<Self, WatchError> {
+        Self::spawn_inner(groups, None)
+    }
+
+    /// Like [`spawn_groups`](Self::spawn_groups), but polls every `interval` instead of
+    /// asking the kernel for events, for mounts that deliver none.
+    pub fn spawn_polling(groups: Vec<WatchGroup>, interval: Duration) -> Result<Self, WatchError> {
+        Self::spawn_inner(groups, Some(interval))
+    }
+
+    fn spawn_inner(groups: Vec<WatchGroup>, poll: Option<Duration>) -> Result<Self, WatchError> {
         let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Change)>();
         let probe = WriteProbe::default();
         let files: Vec<Vec<PathBuf>> = groups.iter().map(|g| g.files.clone()).collect();
         let all_files: Vec<PathBuf> = files.iter().flatten().cloned().collect();
+        let poller = poll.map(|interval| spawn_poller(files.clone(), interval, tx.clone()));
         let (probe_tx, probe_files) = (probe.clone(), files.clone());
         let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             let Ok(ev) = res else { return };
@@ -112,12 +130,16 @@ impl FileWatcher {
         })
         .map_err(WatchError::from)?;
         let mut watched: BTreeSet<PathBuf> = BTreeSet::new();
-        update_watches(&mut watcher, &mut watched, &all_files);
+        let events = poll.is_none();
+        if events {
+            update_watches(&mut watcher, &mut watched, &all_files);
+        }
         let callbacks: Arc<Vec<OnChange>> =
             Arc::new(groups.into_iter().map(|g| g.on_change).collect());
 
         let task = tokio::spawn(async move {
             let _watcher_lives_here = &watcher;
+            let _poller_lives_here = poller.as_ref().map(PollerGuard);
             while let Some((first_group, mut kind)) = rx.recv().await {
                 // Debounce. A finished write (close, create, rename, remove) settles after
                 // SETTLE of quiet, but no later than MAX_DELAY after the first one, so
@@ -145,7 +167,9 @@ impl FileWatcher {
                         Err(_) => break,
                     }
                 }
-                update_watches(&mut watcher, &mut watched, &all_files);
+                if events {
+                    update_watches(&mut watcher, &mut watched, &all_files);
+                }
                 let (cbs, p) = (callbacks.clone(), probe.clone());
                 let _ = tokio::task::spawn_blocking(move || {
                     for g in touched {
@@ -157,6 +181,59 @@ impl FileWatcher {
         });
         Ok(FileWatcher { task })
     }
+}
+
+/// Stops the poller task when the watcher task ends.
+struct PollerGuard<'a>(&'a JoinHandle<()>);
+
+impl Drop for PollerGuard<'_> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// What a poll sees of a file: `None` when it is missing.
+type FileState = Option<(u64, i64, i64, u64)>;
+
+fn file_state(f: &Path) -> FileState {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(f)
+        .ok()
+        .map(|m| (m.len(), m.mtime(), m.mtime_nsec(), m.ino()))
+}
+
+/// Stats every file of every group each `interval`; a group whose files changed is sent
+/// as a finished write.
+fn spawn_poller(
+    groups: Vec<Vec<PathBuf>>,
+    interval: Duration,
+    tx: mpsc::UnboundedSender<(usize, Change)>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let states = |groups: &[Vec<PathBuf>]| -> Vec<Vec<FileState>> {
+            groups
+                .iter()
+                .map(|g| g.iter().map(|f| file_state(f)).collect())
+                .collect()
+        };
+        let mut last = states(&groups);
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let now = states(&groups);
+            for (i, (a, b)) in last.iter().zip(&now).enumerate() {
+                if a != b {
+                    tracing::trace!(group = i, "poll saw a change");
+                    if tx.send((i, Change::Done)).is_err() {
+                        return;
+                    }
+                }
+            }
+            last = now;
+        }
+    })
 }
 
 /// Tells a reload whether a write started while it was reading, so it can discard what it

@@ -93,7 +93,10 @@ impl AppState {
 }
 
 /// The `Host` header values a daemon listening on `addrs` accepts: `ip:port` for each, the
-/// bare ip where the port is 80, `localhost:port` for loopback listeners, plus `extra`.
+/// bare ip where the port is 80, `localhost:port` for loopback listeners,
+/// `host.docker.internal:port` for each (the name a relay in a container forwards to, see
+/// [`crate::relay`]; a token is still required, and a browser cannot attach one), plus
+/// `extra`.
 pub fn allowed_hosts(addrs: &[SocketAddr], extra: &[String]) -> HashSet<String> {
     let mut set = HashSet::new();
     for a in addrs {
@@ -108,10 +111,15 @@ pub fn allowed_hosts(addrs: &[SocketAddr], extra: &[String]) -> HashSet<String> 
         if a.ip().is_loopback() {
             set.insert(format!("localhost:{}", a.port()));
         }
+        set.insert(format!("{RELAY_HOST}:{}", a.port()));
     }
     set.extend(extra.iter().map(|h| h.to_ascii_lowercase()));
     set
 }
+
+/// The name a relay container reaches the host's daemon by (Docker Desktop provides it;
+/// Linux engines map it with `--add-host host.docker.internal:host-gateway`).
+pub const RELAY_HOST: &str = "host.docker.internal";
 
 /// Connection and request limits.
 #[derive(Debug, Clone, Copy)]
@@ -396,10 +404,14 @@ mod tests {
             "169.254.170.2:80",
             "[::1]:5",
             "relay.local:1",
+            "host.docker.internal:9911",
+            "host.docker.internal:80",
         ] {
             assert!(h.contains(ok), "{ok}");
         }
         assert!(!h.contains("127.0.0.1"));
         assert!(!h.contains("evil.com:9911"));
+        assert!(!h.contains("host.docker.internal"));
+        assert!(!h.contains("host.docker.internal:9912"));
     }
 }
