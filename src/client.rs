@@ -35,7 +35,7 @@ pub enum ClientError {
 
 /// Finds the daemon and checks that it answers as itself (see [`crate::instance::find`]):
 /// `CREDPORT_URL` when set, else `daemon.json` verified against `/healthz`'s instance id.
-pub fn find_daemon(paths: &Paths, env: &dyn Fn(&str) -> Option<String>) -> Lookup {
+pub fn find_daemon(paths: &Paths, env: &dyn crate::env::Env) -> Lookup {
     crate::instance::find(&paths.runtime_dir, env("CREDPORT_URL").as_deref())
 }
 
@@ -61,7 +61,7 @@ fn lookup_problem(lookup: &Lookup) -> Option<String> {
 /// The URL of a running daemon that answered as itself: `CREDPORT_URL`, else the one in
 /// `daemon.json`; `None` when no daemon runs (a stale state file is warned about and
 /// removed).
-pub fn running_daemon(paths: &Paths, env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+pub fn running_daemon(paths: &Paths, env: &dyn crate::env::Env) -> Option<String> {
     let lookup = find_daemon(paths, env);
     if let Some(p) = lookup_problem(&lookup) {
         tracing::warn!("{p}");
@@ -74,7 +74,7 @@ pub fn running_daemon(paths: &Paths, env: &dyn Fn(&str) -> Option<String>) -> Op
 
 /// [`running_daemon`] for `exec`: when the state file or `CREDPORT_URL` names a daemon
 /// that does not answer, says that the command gets an embedded server instead.
-pub fn daemon_for_exec(paths: &Paths, env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+pub fn daemon_for_exec(paths: &Paths, env: &dyn crate::env::Env) -> Option<String> {
     let lookup = find_daemon(paths, env);
     if let Some(p) = lookup_problem(&lookup) {
         tracing::warn!("{p}; using an embedded server for this command");
@@ -89,7 +89,7 @@ pub fn daemon_for_exec(paths: &Paths, env: &dyn Fn(&str) -> Option<String>) -> O
 /// running daemon's, else the configured listen address (default `127.0.0.1:9911`).
 /// Warns when nothing answers there (a socket-activated address that starts the daemon
 /// on connection counts as answering), since the printed URL works only once one does.
-pub fn stable_url(paths: &Paths, config: &Config, env: &dyn Fn(&str) -> Option<String>) -> String {
+pub fn stable_url(paths: &Paths, config: &Config, env: &dyn crate::env::Env) -> String {
     let lookup = find_daemon(paths, env);
     if let Lookup::Running { url } = lookup {
         return url;

@@ -213,13 +213,16 @@ impl Daemon {
             listeners.push(l);
         }
         let http = HttpConfig::default();
+        // The environment is read once, here; requests read this snapshot.
+        let env = crate::env::Snapshot::of_process();
         let sessions = Sessions::new(
             StsClient::new(http.clone()).map_err(|e| StartError::Client(e.to_string()))?,
             SsoClient::new(http).map_err(|e| StartError::Client(e.to_string()))?,
+            env.clone(),
         );
         let sessions_for_config = sessions.clone();
         let state = Arc::new(AppState {
-            resolver: Resolver::new(profiles.clone(), sessions, paths.home.clone()),
+            resolver: Resolver::new(profiles.clone(), sessions, paths.home.clone(), env.clone()),
             profiles: profiles.clone(),
             allowed_hosts: allowed_hosts(&addrs, &config.get().server.allow_hosts),
             config: config.clone(),
@@ -228,6 +231,7 @@ impl Daemon {
             metrics: Default::default(),
             standins: Default::default(),
             instance: crate::instance::new_instance_id(),
+            env: env.clone(),
         });
 
         let p = profiles.clone();
@@ -337,7 +341,7 @@ pub fn status_json(state: &AppState, addrs: &[SocketAddr]) -> serde_json::Value 
     files.push(cfg);
     let issued = state.metrics.last_issued();
     let issued_scopes: Vec<(String, String)> = issued.keys().cloned().collect();
-    let env = |k: &str| std::env::var(k).ok();
+    let env = |k: &str| state.env.get(k);
     let mut scopes = Vec::new();
     for sc in crate::inventory::scopes(&config, &registered, &issued_scopes, &env) {
         let mut entry = serde_json::json!({

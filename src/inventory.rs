@@ -38,7 +38,7 @@ pub struct ScopeEntry {
 /// the error resolving its default gives.
 pub fn project_stages(
     dir: &Path,
-    env: &dyn Fn(&str) -> Option<String>,
+    env: &dyn crate::env::Env,
 ) -> (Result<String, String>, BTreeSet<String>) {
     let mut named = BTreeSet::new();
     let default = resolve_dir(dir, &Selection::default(), env)
@@ -73,7 +73,7 @@ pub fn scopes(
     config: &Config,
     registered: &Config,
     issued: &[(String, String)],
-    env: &dyn Fn(&str) -> Option<String>,
+    env: &dyn crate::env::Env,
 ) -> Vec<ScopeEntry> {
     let mut out = Vec::new();
     let mut projects: BTreeSet<&String> = config.projects.keys().collect();

@@ -32,7 +32,7 @@ pub fn standin_plan(
     dir: &Path,
     config: &Config,
     registered: &Config,
-    env: &dyn Fn(&str) -> Option<String>,
+    env: &dyn crate::env::Env,
 ) -> Result<Option<StandinPlan>, StandinError> {
     let base = scope.project_dir.as_deref().unwrap_or(dir);
     let Some(sls_file) = serverless_file(base).or_else(|| serverless_file(dir)) else {
@@ -66,7 +66,7 @@ pub fn standin_plan_all(
     dir: &Path,
     config: &Config,
     registered: &Config,
-    env: &dyn Fn(&str) -> Option<String>,
+    env: &dyn crate::env::Env,
     what: &str,
 ) -> Result<Option<StandinPlan>, StandinError> {
     let base = scope.project_dir.as_deref().unwrap_or(dir);

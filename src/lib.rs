@@ -13,6 +13,7 @@ pub mod config;
 pub mod control;
 pub mod credentials;
 pub mod daemon;
+pub mod env;
 pub mod environment;
 pub mod fsutil;
 pub mod instance;

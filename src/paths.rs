@@ -60,10 +60,7 @@ impl Paths {
     }
 
     /// Paths from an explicit environment lookup and directories.
-    pub fn from_lookup(
-        env: &dyn Fn(&str) -> Option<String>,
-        dirs: &PlatformDirs,
-    ) -> Result<Self, NoHome> {
+    pub fn from_lookup(env: &dyn crate::env::Env, dirs: &PlatformDirs) -> Result<Self, NoHome> {
         let var = |k: &str| env(k).filter(|v| !v.is_empty()).map(PathBuf::from);
         let aws = AwsPaths::from_env(env, dirs.home.clone()).ok_or(NoHome)?;
         let home = dirs.home.clone().ok_or(NoHome)?;

@@ -189,7 +189,7 @@ pub fn serverless_file(dir: &Path) -> Option<PathBuf> {
 fn default_stage(
     inv: &Invocation,
     sel: &Selection,
-    env: &dyn Fn(&str) -> Option<String>,
+    env: &dyn crate::env::Env,
 ) -> Result<Option<(String, String)>, ScopeError> {
     match inv.tool {
         Tool::Serverless => match serverless_file(&inv.dir) {
@@ -213,7 +213,7 @@ fn default_stage(
 pub fn merge(
     req: &Request,
     inspection: &Inspection,
-    env: &dyn Fn(&str) -> Option<String>,
+    env: &dyn crate::env::Env,
 ) -> Result<(Selection, Wrapped), ScopeError> {
     let mut sel = Selection::default();
     let mut w = Wrapped {
@@ -292,7 +292,7 @@ pub fn resolve(
     req: &Request,
     config: &Config,
     registered: &Config,
-    env: &dyn Fn(&str) -> Option<String>,
+    env: &dyn crate::env::Env,
 ) -> Result<Scope, ScopeError> {
     let inspection = if req.wrapped.is_empty() {
         Inspection::default()
@@ -312,7 +312,7 @@ pub fn resolve_selection(
     sel: &Selection,
     config: &Config,
     registered: &Config,
-    env: &dyn Fn(&str) -> Option<String>,
+    env: &dyn crate::env::Env,
 ) -> Result<Scope, ScopeError> {
     let sel = sel.clone();
     for (what, name) in [("project", &req.project), ("stage", &sel.stage)] {

@@ -88,7 +88,7 @@ pub fn known_stages(
     dir: &Path,
     config: &Config,
     sel: &Selection,
-    env: &dyn Fn(&str) -> Option<String>,
+    env: &dyn crate::env::Env,
 ) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let mut add = |s: &str| {
@@ -128,7 +128,7 @@ pub fn entries(
     sel: &Selection,
     stages: &[String],
     credport_profile: &dyn Fn(&str) -> Option<String>,
-    env: &dyn Fn(&str) -> Option<String>,
+    env: &dyn crate::env::Env,
     strict: bool,
     what: &str,
 ) -> Result<Vec<Entry>, StandinError> {
@@ -177,7 +177,7 @@ pub fn profile_for_stage(
     sel: &Selection,
     config: &Config,
     registered: &Config,
-    env: &dyn Fn(&str) -> Option<String>,
+    env: &dyn crate::env::Env,
 ) -> Option<String> {
     let req = Request {
         dir: dir.to_path_buf(),
@@ -358,20 +358,21 @@ async fn refresh_one(
     let file = env_file(runtime_dir, project);
     let config = state.config.get();
     let registered = state.registered.get();
-    let dir = std::fs::read_to_string(dir_record(runtime_dir, project))
-        .ok()
-        .map(|t| PathBuf::from(t.trim_end_matches('\n')))
-        .filter(|d| d.is_dir());
-    let Some(dir) = dir else {
-        // The project is gone: so is its file.
+    // No record yet: `env` is creating it (it makes the directory first); look next time.
+    let Ok(record) = std::fs::read_to_string(dir_record(runtime_dir, project)) else {
+        return Ok(None);
+    };
+    let dir = PathBuf::from(record.trim_end_matches('\n'));
+    if !dir.is_dir() {
+        // The project directory is gone: so is its file.
         let _ = std::fs::remove_dir_all(file.parent().unwrap_or(&file));
         hashes.remove(project);
         return Ok(None);
-    };
+    }
     let Some(sls) = serverless_file(&dir) else {
         return Err(format!("no serverless service file in {}", dir.display()));
     };
-    let env = |k: &str| std::env::var(k).ok();
+    let env = |k: &str| state.env.get(k);
     let sel = Selection::default();
     let stages = known_stages(project, &dir, &config, &sel, &env);
     let list = entries(

@@ -179,6 +179,7 @@ fn container_namespace_gets_exactly_its_scope() {
 #[test]
 fn container_renderings_hold_no_host_path_and_no_token_in_committed_files() {
     let h = TestHome::new();
+    h.write_credentials(&session_profile("devAccount", "AAAA1111"));
     h.write_config("[projects.orders]\ndefault_stage = \"dev\"\nstages = { dev = \"devAccount\" }\nregion = \"eu-west-1\"\n");
     let token = h.token("orders", "dev");
     let run = |format: &str| {

@@ -763,7 +763,7 @@ fn credport_image_as_the_users_uid() {
     let out = {
         use std::os::unix::process::CommandExt;
         let mut c = w.home.command();
-        c.uid(4242).gid(4242).args(["token", "--rotate"]);
+        c.uid(4242).gid(4242).args(["token", "--rotate", "--now"]);
         c.output().unwrap()
     };
     assert!(
@@ -938,8 +938,12 @@ fn poll_sees_edits_without_events_and_costs_little() {
     println!("--poll 0.2: edit served after {took:?}");
     assert!(took < Duration::from_secs(2), "{took:?}");
 
-    // Idle cost over the same wall time: polling every 0.2 s (4 watched files) vs events.
-    let evented = h.serve();
+    // Idle cost over the same wall time: polling every 0.2 s (4 watched files) vs events,
+    // the evented daemon in a home of its own (one daemon per user and runtime directory).
+    let h2 = TestHome::new();
+    h2.write_credentials(&session_profile("devAccount", "AAAA1111"));
+    h2.write_config("[projects.orders]\nstages = { dev = \"devAccount\" }\n");
+    let evented = h2.serve();
     let wall = Duration::from_secs(5);
     let (p0, e0) = (cpu_time(polled.child.id()), cpu_time(evented.child.id()));
     std::thread::sleep(wall);

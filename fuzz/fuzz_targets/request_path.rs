@@ -61,9 +61,15 @@ fn world() -> &'static World {
         let sessions = Sessions::new(
             StsClient::new(http.clone()).unwrap(),
             SsoClient::new(http).unwrap(),
+            credport::env::Snapshot::default(),
         );
         let state = Arc::new(AppState {
-            resolver: Resolver::new(profiles.clone(), sessions, dir.path().to_path_buf()),
+            resolver: Resolver::new(
+                profiles.clone(),
+                sessions,
+                dir.path().to_path_buf(),
+                credport::env::Snapshot::default(),
+            ),
             profiles,
             allowed_hosts: HashSet::from([HOST.to_string(), format!("localhost:9911")]),
             config: Arc::new(ConfigStore::fixed(config)),
@@ -73,6 +79,7 @@ fn world() -> &'static World {
             tokens: ArcSwapOption::from_pointee(key),
             instance: "fuzz".into(),
             standins: Default::default(),
+            env: credport::env::Snapshot::default(),
         });
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -54,7 +54,7 @@ fn finding(
 /// Runs every check and prints the findings; returns how many are errors or warnings.
 pub async fn run(
     paths: &Paths,
-    env: &dyn Fn(&str) -> Option<String>,
+    env: &dyn crate::env::Env,
     json: bool,
     out: &mut dyn Write,
 ) -> Result<usize> {
@@ -92,7 +92,7 @@ pub async fn run(
 /// its project files are resolved as `resolve` and `exec` would.
 pub async fn findings(
     paths: &Paths,
-    env: &dyn Fn(&str) -> Option<String>,
+    env: &dyn crate::env::Env,
     dir: Option<&Path>,
 ) -> Vec<Finding> {
     let mut f = Vec::new();
@@ -108,7 +108,7 @@ pub async fn findings(
     f
 }
 
-fn environment(env: &dyn Fn(&str) -> Option<String>, f: &mut Vec<Finding>) {
+fn environment(env: &dyn crate::env::Env, f: &mut Vec<Finding>) {
     let set = |k: &str| env(k).filter(|v| !v.is_empty());
     for k in ["AWS_PROFILE", "AWS_DEFAULT_PROFILE"] {
         if let Some(v) = set(k) {
@@ -292,7 +292,7 @@ fn did_you_mean<'a>(wanted: &str, names: impl Iterator<Item = &'a String>) -> Op
 fn mappings(
     paths: &Paths,
     store: &ProfileStore,
-    env: &dyn Fn(&str) -> Option<String>,
+    env: &dyn crate::env::Env,
     dir: Option<&Path>,
     f: &mut Vec<Finding>,
 ) {
@@ -442,7 +442,7 @@ async fn daemon(paths: &Paths, f: &mut Vec<Finding>) {
 /// Versions before which an SDK ignores `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE`.
 const BOTOCORE_MIN: (u32, u32, u32) = (1, 32, 0);
 
-fn sdks(env: &dyn Fn(&str) -> Option<String>, f: &mut Vec<Finding>) {
+fn sdks(env: &dyn crate::env::Env, f: &mut Vec<Finding>) {
     let python = env("CREDPORT_DOCTOR_PYTHON").unwrap_or_else(|| "python3".into());
     if let Ok(out) = std::process::Command::new(&python)
         .args(["-c", "import botocore; print(botocore.__version__)"])
@@ -465,7 +465,7 @@ fn sdks(env: &dyn Fn(&str) -> Option<String>, f: &mut Vec<Finding>) {
     }
 }
 
-async fn clock(env: &dyn Fn(&str) -> Option<String>, f: &mut Vec<Finding>) {
+async fn clock(env: &dyn crate::env::Env, f: &mut Vec<Finding>) {
     let ep = crate::sources::endpoint::sts_endpoint(None, None, None, env);
     let Ok(client) = crate::sources::http::client_builder()
         .timeout(Duration::from_secs(3))

@@ -16,7 +16,7 @@ use crate::tokens::TokenKey;
 pub fn run(
     paths: &Paths,
     args: &EnvArgs,
-    env: &dyn Fn(&str) -> Option<String>,
+    env: &dyn crate::env::Env,
     out: &mut dyn Write,
 ) -> Result<()> {
     let config = super::load_config(paths)?;

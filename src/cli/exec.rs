@@ -42,11 +42,7 @@ impl Drop for RunDir {
 }
 
 /// Runs `credport exec` and returns the child's exit status.
-pub async fn run(
-    paths: &Paths,
-    args: &ExecArgs,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<ExitStatus> {
+pub async fn run(paths: &Paths, args: &ExecArgs, env: &dyn crate::env::Env) -> Result<ExitStatus> {
     crate::rundirs::sweep_stale(&paths.runtime_dir);
     let config = super::load_config(paths)?;
     let mut scope = super::resolve_scope(paths, &config, &args.scope, &args.command, env)?;

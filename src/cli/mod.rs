@@ -38,7 +38,7 @@ pub fn resolve_scope(
     config: &Config,
     args: &args::ScopeArgs,
     wrapped: &[String],
-    env: &dyn Fn(&str) -> Option<String>,
+    env: &dyn crate::env::Env,
 ) -> Result<Scope> {
     let dir = scope_dir(args)?;
     let req = Request {

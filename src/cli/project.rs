@@ -12,7 +12,7 @@ use crate::projects::{Selection, resolve_dir};
 pub fn run(
     paths: &Paths,
     cmd: &ProjectCommand,
-    env: &dyn Fn(&str) -> Option<String>,
+    env: &dyn crate::env::Env,
     out: &mut dyn Write,
 ) -> Result<()> {
     let config = super::load_config(paths)?;

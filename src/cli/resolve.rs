@@ -11,7 +11,7 @@ use crate::paths::Paths;
 pub fn run(
     paths: &Paths,
     args: &ResolveArgs,
-    env: &dyn Fn(&str) -> Option<String>,
+    env: &dyn crate::env::Env,
     out: &mut dyn Write,
 ) -> Result<()> {
     let config = super::load_config(paths)?;

@@ -10,7 +10,7 @@ use crate::paths::Paths;
 /// Runs `credport status`. Returns `false` when the daemon does not answer.
 pub async fn run(
     paths: &Paths,
-    env: &dyn Fn(&str) -> Option<String>,
+    env: &dyn crate::env::Env,
     json: bool,
     out: &mut dyn Write,
 ) -> Result<bool> {

@@ -277,7 +277,7 @@ pub struct AwsPaths {
 impl AwsPaths {
     /// Paths from the environment: `AWS_SHARED_CREDENTIALS_FILE`, `AWS_CONFIG_FILE`, else
     /// `~/.aws/credentials` and `~/.aws/config` under `home`.
-    pub fn from_env(env: &dyn Fn(&str) -> Option<String>, home: Option<PathBuf>) -> Option<Self> {
+    pub fn from_env(env: &dyn crate::env::Env, home: Option<PathBuf>) -> Option<Self> {
         let expand = |v: String| -> PathBuf {
             match (v.strip_prefix("~/"), &home) {
                 (Some(rest), Some(h)) => h.join(rest),

@@ -47,7 +47,7 @@ pub fn find_project_file(start: &Path) -> Option<(PathBuf, ProjectKind)> {
 pub fn resolve_dir(
     dir: &Path,
     sel: &Selection,
-    env: &dyn Fn(&str) -> Option<String>,
+    env: &dyn crate::env::Env,
 ) -> Result<Resolution, ProjectError> {
     let (file, kind) =
         find_project_file(dir).ok_or_else(|| ProjectError::NoProjectFile { dir: absolute(dir) })?;
@@ -73,11 +73,7 @@ pub struct Sibling {
 }
 
 /// Reads the framework file beside `credport_toml`, if any.
-pub fn sibling(
-    credport_toml: &Path,
-    sel: &Selection,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Sibling {
+pub fn sibling(credport_toml: &Path, sel: &Selection, env: &dyn crate::env::Env) -> Sibling {
     let Some(dir) = credport_toml.parent() else {
         return Sibling::default();
     };

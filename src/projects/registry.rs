@@ -87,7 +87,7 @@ pub fn bind(
     registered: &Config,
     project: &str,
     stage: Option<&str>,
-    env: &dyn Fn(&str) -> Option<String>,
+    env: &dyn crate::env::Env,
 ) -> Result<Binding, RegistryError> {
     let declared = config.projects.get(project);
     let path = declared.and_then(|p| p.path.as_deref()).or_else(|| {
@@ -148,7 +148,7 @@ fn bind_dir(
     project: &str,
     dir: &Path,
     stage: Option<&str>,
-    env: &dyn Fn(&str) -> Option<String>,
+    env: &dyn crate::env::Env,
     via: &str,
 ) -> Result<Binding, RegistryError> {
     let sel = Selection {

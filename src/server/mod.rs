@@ -54,6 +54,9 @@ pub struct AppState {
     /// This daemon's random instance id, echoed by `/healthz` and written to
     /// `daemon.json`, so clients can tell it from whatever else answers on the port.
     pub instance: String,
+    /// The daemon's environment, taken once at start (for `${env:...}` in project files and
+    /// `credential_source = Environment`): the request path never reads `std::env`.
+    pub env: crate::env::Snapshot,
     /// Keeps `env`'s serverless stand-in files fresh (set by `serve`; unset in an embedded
     /// server).
     pub standins: std::sync::OnceLock<crate::standin::Keeper>,

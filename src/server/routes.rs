@@ -328,7 +328,7 @@ async fn issue(
             ));
         }
     }
-    let env = |k: &str| std::env::var(k).ok();
+    let env = |k: &str| state.env.get(k);
     let bind = || {
         crate::projects::registry::bind(
             &state.config.get(),

@@ -91,16 +91,18 @@ pub struct SessionInfo {
 pub struct Sessions {
     providers: Providers,
     slots: Mutex<HashMap<Plan, Arc<Slot>>>,
+    env: crate::env::Snapshot,
     /// Fetch counters.
     pub stats: CacheStats,
 }
 
 impl Sessions {
-    /// A cache fetching through `sts` and `sso`.
-    pub fn new(sts: StsClient, sso: SsoClient) -> Arc<Self> {
+    /// A cache fetching through `sts` and `sso`; `env` serves `credential_source = Environment`.
+    pub fn new(sts: StsClient, sso: SsoClient, env: crate::env::Snapshot) -> Arc<Self> {
         Arc::new(Sessions {
             providers: Providers::new(sts, sso),
             slots: Mutex::new(HashMap::new()),
+            env,
             stats: CacheStats::default(),
         })
     }
@@ -183,7 +185,7 @@ impl Sessions {
                 }));
             }
             Plan::Environment => {
-                return Some(environment_credentials(&|k| std::env::var(k).ok()));
+                return Some(environment_credentials(&|k| self.env.get(k)));
             }
             Plan::FileSession { profile, creds } => {
                 if let Some(at) = creds.expiration

@@ -39,7 +39,7 @@ pub fn sts_endpoint(
     region: Option<&str>,
     profile_endpoint_url: Option<&str>,
     services_sts_endpoint_url: Option<&str>,
-    env: &dyn Fn(&str) -> Option<String>,
+    env: &dyn crate::env::Env,
 ) -> ServiceEndpoint {
     let region = resolve_region(region, env);
     let configured = configured_endpoint_url(
@@ -79,7 +79,7 @@ pub fn sso_portal_endpoint(
     sso_region: &str,
     profile_endpoint_url: Option<&str>,
     services_sso_endpoint_url: Option<&str>,
-    env: &dyn Fn(&str) -> Option<String>,
+    env: &dyn crate::env::Env,
 ) -> ServiceEndpoint {
     let configured = configured_endpoint_url(
         "AWS_ENDPOINT_URL_SSO",
@@ -103,7 +103,7 @@ pub fn sso_oidc_endpoint(
     sso_region: &str,
     profile_endpoint_url: Option<&str>,
     services_sso_oidc_endpoint_url: Option<&str>,
-    env: &dyn Fn(&str) -> Option<String>,
+    env: &dyn crate::env::Env,
 ) -> ServiceEndpoint {
     let configured = configured_endpoint_url(
         "AWS_ENDPOINT_URL_SSO_OIDC",
@@ -121,10 +121,7 @@ pub fn sso_oidc_endpoint(
 
 /// The region: `region` if given and non-empty, else `AWS_REGION`, else `AWS_DEFAULT_REGION`;
 /// `None` when none of them is set.
-pub fn resolve_region(
-    region: Option<&str>,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Option<String> {
+pub fn resolve_region(region: Option<&str>, env: &dyn crate::env::Env) -> Option<String> {
     non_empty(region.map(str::to_string))
         .or_else(|| non_empty(env("AWS_REGION")))
         .or_else(|| non_empty(env("AWS_DEFAULT_REGION")))
@@ -136,7 +133,7 @@ fn configured_endpoint_url(
     service_env_var: &str,
     profile_endpoint_url: Option<&str>,
     services_endpoint_url: Option<&str>,
-    env: &dyn Fn(&str) -> Option<String>,
+    env: &dyn crate::env::Env,
 ) -> Option<String> {
     let ignore = env("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));

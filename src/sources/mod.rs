@@ -186,9 +186,7 @@ impl SourceError {
 }
 
 /// The daemon's environment keys (`credential_source = Environment`).
-pub fn environment_credentials(
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Credentials, SourceError> {
+pub fn environment_credentials(env: &dyn crate::env::Env) -> Result<Credentials, SourceError> {
     let get = |k: &str| env(k).filter(|v| !v.is_empty());
     let (Some(id), Some(secret)) = (get("AWS_ACCESS_KEY_ID"), get("AWS_SECRET_ACCESS_KEY")) else {
         return Err(SourceError::NoEnvironmentKeys);
@@ -208,16 +206,24 @@ pub struct Resolver {
     profiles: Arc<ProfileStore>,
     sessions: Arc<Sessions>,
     sso_cache_dir: PathBuf,
+    /// The environment plans read (endpoint overrides, `AWS_REGION`).
+    env: crate::env::Snapshot,
 }
 
 impl Resolver {
     /// A resolver over `profiles`, fetching into `sessions`. `home` locates the SSO token
     /// cache (`~/.aws/sso/cache`).
-    pub fn new(profiles: Arc<ProfileStore>, sessions: Arc<Sessions>, home: PathBuf) -> Self {
+    pub fn new(
+        profiles: Arc<ProfileStore>,
+        sessions: Arc<Sessions>,
+        home: PathBuf,
+        env: crate::env::Snapshot,
+    ) -> Self {
         Resolver {
             profiles,
             sessions,
             sso_cache_dir: sso::default_cache_dir(&home),
+            env,
         }
     }
 
@@ -239,7 +245,7 @@ impl Resolver {
         project: &str,
         stage: &str,
     ) -> Result<Plan, SourceError> {
-        let env = |k: &str| std::env::var(k).ok();
+        let env = |k: &str| self.env.get(k);
         let inputs = PlanInputs {
             snap,
             env: &env,

@@ -199,7 +199,7 @@ pub struct PlanInputs<'a> {
     /// The profiles.
     pub snap: &'a Snapshot,
     /// The daemon's environment (regions, endpoint overrides).
-    pub env: &'a dyn Fn(&str) -> Option<String>,
+    pub env: &'a dyn crate::env::Env,
     /// The SSO token cache directory.
     pub sso_cache_dir: PathBuf,
     /// Default `role_session_name` (identifies credport and the scope).

@@ -174,7 +174,7 @@ impl SsoClient {
         &'a self,
         cache_dir: &'a Path,
         cfg: &'a SsoConfig,
-        env: &dyn Fn(&str) -> Option<String>,
+        env: &dyn crate::env::Env,
     ) -> impl Future<Output = Result<Credentials, SsoError>> + Send + use<'a> {
         let portal = sso_portal_endpoint(&cfg.sso_region, None, None, env).url;
         let oidc = sso_oidc_endpoint(&cfg.sso_region, None, None, env).url;

@@ -41,7 +41,7 @@ pub(super) fn parse_dotenv(text: &str) -> Vec<(String, String, bool)> {
 }
 
 /// dotenv-expand: replaces `$NAME` / `${NAME}` (and `${NAME:-default}`) using `lookup`.
-pub(super) fn expand_dotenv(value: &str, lookup: &dyn Fn(&str) -> Option<String>) -> String {
+pub(super) fn expand_dotenv(value: &str, lookup: &dyn crate::env::Env) -> String {
     let b = value.as_bytes();
     let mut out = String::new();
     let mut i = 0;

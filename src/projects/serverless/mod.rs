@@ -66,7 +66,7 @@ use super::{ProjectKind, Resolution, Selection};
 pub fn resolve(
     file: &Path,
     sel: &Selection,
-    env: &dyn Fn(&str) -> Option<String>,
+    env: &dyn crate::env::Env,
 ) -> Result<Resolution, ProjectError> {
     let mut r = open(file, sel, env)?;
     let use_dotenv = matches!(child(&r.doc, "useDotenv"), Some(Value::Bool(true)));
@@ -132,7 +132,7 @@ pub fn resolve(
 fn open<'a>(
     file: &Path,
     sel: &'a Selection,
-    env: &'a dyn Fn(&str) -> Option<String>,
+    env: &'a dyn crate::env::Env,
 ) -> Result<Resolver<'a>, ProjectError> {
     let ext = file
         .extension()
@@ -195,7 +195,7 @@ fn stage_of(r: &mut Resolver<'_>) -> Result<(String, String), ProjectError> {
 pub fn stage_for(
     file: &Path,
     sel: &Selection,
-    env: &dyn Fn(&str) -> Option<String>,
+    env: &dyn crate::env::Env,
 ) -> Result<(String, String), ProjectError> {
     let mut r = open(file, sel, env)?;
     stage_of(&mut r)
@@ -204,11 +204,7 @@ pub fn stage_for(
 /// Stage names the file itself spells out: `provider.stage`, the keys of `params` and
 /// `stages` (v4), and the keys of the map that `provider.profile` looks the stage up in
 /// (`${self:custom.myProfile.${sls:stage}}`), found by resolving with a stage no map has.
-pub fn declared_stages(
-    file: &Path,
-    sel: &Selection,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Vec<String> {
+pub fn declared_stages(file: &Path, sel: &Selection, env: &dyn crate::env::Env) -> Vec<String> {
     let mut out = Vec::new();
     let push = |s: String, out: &mut Vec<String>| {
         if crate::config::check_name("stage", &s).is_ok() && !out.contains(&s) {
@@ -259,11 +255,7 @@ fn service_name(r: &mut Resolver<'_>) -> Option<String> {
 
 /// Best-effort service name of a Serverless file (used by `.credport.toml` for its
 /// default project name); `None` when absent or not resolvable offline.
-pub fn service_name_of(
-    file: &Path,
-    sel: &Selection,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Option<String> {
+pub fn service_name_of(file: &Path, sel: &Selection, env: &dyn crate::env::Env) -> Option<String> {
     let ext = file.extension()?.to_string_lossy().to_ascii_lowercase();
     let text = read_text(file).ok()??;
     let doc = match ext.as_str() {

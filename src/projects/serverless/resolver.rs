@@ -51,7 +51,7 @@ pub(super) struct Resolver<'a> {
     pub(super) dir: PathBuf,
     pub(super) doc: Value,
     pub(super) sel: &'a Selection,
-    pub(super) env: &'a dyn Fn(&str) -> Option<String>,
+    pub(super) env: &'a dyn crate::env::Env,
     pub(super) dotenv: HashMap<String, String>,
     pub(super) stage: StageState,
     pub(super) key: String,
@@ -65,7 +65,7 @@ impl<'a> Resolver<'a> {
         file: &Path,
         doc: Value,
         sel: &'a Selection,
-        env: &'a dyn Fn(&str) -> Option<String>,
+        env: &'a dyn crate::env::Env,
     ) -> Self {
         Resolver {
             file: file.to_path_buf(),
