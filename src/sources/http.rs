@@ -94,38 +94,60 @@ pub(crate) enum Failure<E> {
     Fatal(E),
 }
 
-/// Attempt counter and backoff for one call. Used as a plain loop (not an async closure, whose
-/// futures rustc cannot always prove `Send`):
-///
-/// ```text
-/// let mut retry = Retry::new(cfg);
-/// loop {
-///     match attempt(retry.next_attempt()).await {
-///         Ok(v) => return Ok(v),
-///         Err(Failure::Fatal(e)) => return Err(e),
-///         Err(Failure::Retry(e)) => if !retry.backoff().await { return Err(e) },
-///     }
-/// }
-/// ```
-pub(crate) struct Retry<'c> {
+/// How a retried call ended without success.
+pub(crate) enum GaveUp<E> {
+    /// An attempt failed for good.
+    Fatal(E),
+    /// Every attempt failed with a retryable error: the last one, and how many were made.
+    Exhausted(E, u32),
+}
+
+/// The one retry loop: runs `attempt(n)` (n is 1-based) until it succeeds, fails for good,
+/// or the policy's attempts are used up, sleeping a jittered exponential backoff between
+/// retryable failures. `attempt` is a plain closure returning a future (not an async
+/// closure), so the loop's future is `Send` whenever the attempt's is.
+pub(crate) async fn with_retries<T, E, F, Fut>(
+    cfg: &HttpConfig,
+    mut attempt: F,
+) -> Result<T, GaveUp<E>>
+where
+    F: FnMut(u32) -> Fut,
+    Fut: std::future::Future<Output = Result<T, Failure<E>>>,
+{
+    let mut retry = Retry::new(cfg);
+    loop {
+        match attempt(retry.next_attempt()).await {
+            Ok(v) => return Ok(v),
+            Err(Failure::Fatal(e)) => return Err(GaveUp::Fatal(e)),
+            Err(Failure::Retry(e)) => {
+                if !retry.backoff().await {
+                    return Err(GaveUp::Exhausted(e, retry.attempts()));
+                }
+            }
+        }
+    }
+}
+
+/// Attempt counter and backoff for one call (what [`with_retries`] runs on).
+struct Retry<'c> {
     cfg: &'c HttpConfig,
     attempt: u32,
 }
 
 impl<'c> Retry<'c> {
-    pub(crate) fn new(cfg: &'c HttpConfig) -> Self {
+    fn new(cfg: &'c HttpConfig) -> Self {
         Retry { cfg, attempt: 0 }
     }
 
     /// Starts the next attempt and returns its 1-based number.
-    pub(crate) fn next_attempt(&mut self) -> u32 {
+    fn next_attempt(&mut self) -> u32 {
         self.attempt += 1;
         self.attempt
     }
 
     /// After a retryable failure: `false` when the attempts are used up, otherwise sleeps a
     /// jittered exponential backoff and returns `true`.
-    pub(crate) async fn backoff(&self) -> bool {
+    async fn backoff(&self) -> bool {
         if self.attempt >= self.cfg.max_attempts.max(1) {
             return false;
         }
@@ -140,7 +162,7 @@ impl<'c> Retry<'c> {
     }
 
     /// Attempts made so far.
-    pub(crate) fn attempts(&self) -> u32 {
+    fn attempts(&self) -> u32 {
         self.attempt
     }
 }

@@ -28,8 +28,8 @@ use zeroize::Zeroizing;
 use crate::credentials::{Credentials, Secret, format_expiration, parse_timestamp};
 use crate::sources::endpoint::{sso_oidc_endpoint, sso_portal_endpoint};
 use crate::sources::http::{
-    BodyError, Failure, HttpConfig, LazyClient, MAX_RESPONSE_BYTES, Retry,
-    describe_transport_error, read_body, retryable_status, sanitize_message,
+    BodyError, Failure, GaveUp, HttpConfig, LazyClient, MAX_RESPONSE_BYTES,
+    describe_transport_error, read_body, retryable_status, sanitize_message, with_retries,
 };
 
 /// Try to refresh a token with less than this left (botocore's `_REFRESH_WINDOW`).
@@ -347,24 +347,13 @@ impl SsoClient {
         endpoint: &str,
         build: impl Fn() -> reqwest::RequestBuilder,
     ) -> Result<(u16, Zeroizing<Vec<u8>>), SsoError> {
-        let mut retry = Retry::new(&self.config);
-        loop {
-            retry.next_attempt();
-            match self.attempt(endpoint, build()).await {
-                Ok(v) => return Ok(v),
-                Err(Failure::Fatal(AttemptError::Other(e))) => return Err(e),
-                Err(Failure::Fatal(AttemptError::Status(status, body))) => {
-                    return Ok((status, body));
-                }
-                Err(Failure::Retry(e)) => {
-                    if !retry.backoff().await {
-                        return match e {
-                            AttemptError::Status(status, body) => Ok((status, body)),
-                            AttemptError::Other(e) => Err(e),
-                        };
-                    }
-                }
-            }
+        match with_retries(&self.config, |_| self.attempt(endpoint, build())).await {
+            Ok(v) => Ok(v),
+            // A final HTTP status is an answer the caller reads; anything else is an error.
+            Err(GaveUp::Fatal(e) | GaveUp::Exhausted(e, _)) => match e {
+                AttemptError::Status(status, body) => Ok((status, body)),
+                AttemptError::Other(e) => Err(e),
+            },
         }
     }
 

@@ -17,8 +17,8 @@ use zeroize::Zeroizing;
 use crate::credentials::{Credentials, Secret, parse_timestamp};
 use crate::sources::endpoint::ServiceEndpoint;
 use crate::sources::http::{
-    BodyError, Failure, HttpConfig, LazyClient, MAX_RESPONSE_BYTES, Retry,
-    describe_transport_error, read_body, retryable_status, sanitize_message,
+    BodyError, Failure, GaveUp, HttpConfig, LazyClient, MAX_RESPONSE_BYTES,
+    describe_transport_error, read_body, retryable_status, sanitize_message, with_retries,
 };
 
 const API_VERSION: &str = "2011-06-15";
@@ -276,32 +276,25 @@ impl StsClient {
             }
         }
 
-        let mut retry = Retry::new(&self.config);
-        loop {
-            let attempt = retry.next_attempt();
-            match self
-                .attempt(ep, &url, action, creds, &body, &secrets, attempt)
-                .await
-            {
-                Ok(text) => return Ok(text),
-                Err(Failure::Fatal(e)) => return Err(e),
-                Err(Failure::Retry(e)) => {
-                    if !retry.backoff().await {
-                        return Err(match e {
-                            StsError::Service { code, status, .. }
-                                if status == 429 || THROTTLING_CODES.contains(&code.as_str()) =>
-                            {
-                                StsError::Throttled {
-                                    endpoint: ep.url.clone(),
-                                    code,
-                                    attempts: retry.attempts(),
-                                }
-                            }
-                            other => other,
-                        });
+        let sent = with_retries(&self.config, |attempt| {
+            self.attempt(ep, &url, action, creds, &body, &secrets, attempt)
+        })
+        .await;
+        match sent {
+            Ok(text) => Ok(text),
+            Err(GaveUp::Fatal(e)) => Err(e),
+            Err(GaveUp::Exhausted(e, attempts)) => Err(match e {
+                StsError::Service { code, status, .. }
+                    if status == 429 || THROTTLING_CODES.contains(&code.as_str()) =>
+                {
+                    StsError::Throttled {
+                        endpoint: ep.url.clone(),
+                        code,
+                        attempts,
                     }
                 }
-            }
+                other => other,
+            }),
         }
     }
 
