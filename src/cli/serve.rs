@@ -27,7 +27,10 @@ pub async fn run(
 ) -> Result<()> {
     let was_activated = !activated.is_empty();
     let listen: Vec<SocketAddr> = if was_activated {
-        let addrs: Vec<_> = activated.iter().filter_map(|l| l.local_addr().ok()).collect();
+        let addrs: Vec<_> = activated
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect();
         tracing::info!(
             listen = ?addrs,
             "socket activation: serving the sockets passed by the service manager; --listen and [server] listen are ignored"

@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 
 use super::units::{
-    LAUNCHD_LABEL, Platform, SYSTEMD_SERVICE, SYSTEMD_SOCKET, installed_paths,
-    launchd_plist_path, unit_files,
+    LAUNCHD_LABEL, Platform, SYSTEMD_SERVICE, SYSTEMD_SOCKET, installed_paths, launchd_plist_path,
+    unit_files,
 };
 
 /// Errors of install, uninstall and status; each names its file or command.
@@ -587,7 +587,12 @@ mod tests {
     fn dry_run_prints_everything_and_touches_nothing() {
         let t = tempfile::tempdir().unwrap();
         let bin = Path::new("/opt/credport/bin/credport");
-        let launchd = opts(Platform::Launchd, "/opt/credport/bin/credport", t.path(), true);
+        let launchd = opts(
+            Platform::Launchd,
+            "/opt/credport/bin/credport",
+            t.path(),
+            true,
+        );
         let mut out = Vec::new();
         install(&launchd, &mut out, &mut |_| panic!("ran")).unwrap();
         let text = String::from_utf8(out).unwrap();
