@@ -5,7 +5,7 @@
 //!   taking the sockets systemd passes (`LISTEN_FDS`) and reporting readiness
 //!   (`sd_notify`). `serve` hands the activated listeners to the daemon's start function
 //!   as a value.
-//! * [`units`] and [`install`] are `credport service`'s side: rendering the systemd units
+//! * [`units`] and [`install`](mod@install) are `credport service`'s side: rendering the systemd units
 //!   and the launchd plist, and installing, uninstalling and reporting them.
 //!
 //! ## Design

@@ -32,7 +32,7 @@ fn fields(state: State) -> std::io::Result<Vec<NotifyState<'static>>> {
     })
 }
 
-/// The datagram [`notify`] sends for `state`: one `KEY=VALUE` line per field.
+/// The datagram [`notify()`] sends for `state`: one `KEY=VALUE` line per field.
 pub fn message(state: State) -> std::io::Result<String> {
     Ok(fields(state)?.iter().map(|f| format!("{f}\n")).collect())
 }

@@ -3,7 +3,7 @@
 //! and listen addresses, and where each platform keeps them.
 //!
 //! Pure text and paths: nothing here touches the filesystem or runs a command; that is
-//! [`super::install`].
+//! [`super::install`](mod@super::install).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -94,7 +94,7 @@ fn xml_escape(s: &str) -> String {
 /// `systemd/credport.service` with `ExecStart=<binary> serve`.
 ///
 /// A path with characters special to systemd is quoted; callers check it with
-/// [`install`], which refuses relative or non-UTF-8 paths.
+/// [`install`](super::install::install), which refuses relative or non-UTF-8 paths.
 pub fn render_systemd_service(binary: &Path) -> String {
     let word = systemd_word(&binary.to_string_lossy());
     SYSTEMD_SERVICE_TEMPLATE.replace(
