@@ -113,9 +113,9 @@ fn bind_error(addr: SocketAddr, e: &std::io::Error) -> StartError {
 /// How often a missing non-loopback address is probed again.
 const ADDRESS_POLL: std::time::Duration = std::time::Duration::from_millis(250);
 
-/// Binds `addr`. A non-loopback address that no interface has yet (a container bridge that `docker
-/// compose up` creates later) is waited for: logged once, then bound as soon as it
-/// appears. Loopback addresses never wait.
+/// Binds `addr`. A non-loopback address that no interface has yet (a container bridge
+/// that `docker compose up` creates later) is waited for: logged once, then bound as soon
+/// as it appears. Loopback addresses never wait.
 async fn bind_when_present(addr: SocketAddr) -> Result<TcpListener, StartError> {
     let mut logged = false;
     loop {
