@@ -3,7 +3,7 @@
 //! [`Secret`] is the only type that holds key material: its `Debug` and `Display` print
 //! `<redacted>`, and its memory is zeroed on drop. [`Credentials`] is one resolved set of AWS
 //! credentials, and [`Credentials::to_container_json`] renders the container-credentials body
-//! that every SDK understands (see DESIGN.md §3).
+//! that every SDK understands (see docs/PROTOCOL.md).
 
 use std::fmt;
 

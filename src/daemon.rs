@@ -41,6 +41,9 @@ pub enum StartError {
         /// Why, with what to do about it.
         reason: String,
     },
+    /// A listener passed by the service manager has no local address.
+    #[error("cannot use a socket passed by the service manager: {0}")]
+    Adopted(std::io::Error),
     /// The token key could not be loaded or created.
     #[error(transparent)]
     Tokens(#[from] crate::tokens::TokenError),
@@ -110,14 +113,13 @@ fn bind_error(addr: SocketAddr, e: &std::io::Error) -> StartError {
 /// How often a missing non-loopback address is probed again.
 const ADDRESS_POLL: std::time::Duration = std::time::Duration::from_millis(250);
 
-/// Binds `addr` (an adopted, socket-activated listener when there is one). A
-/// non-loopback address that no interface has yet (a container bridge that `docker
-/// compose up` creates later) is waited for: logged once, then bound as soon as it
-/// appears. Loopback addresses never wait.
+/// Binds `addr`. A non-loopback address that no interface has yet (a container bridge
+/// that `docker compose up` creates later) is waited for: logged once, then bound as soon
+/// as it appears. Loopback addresses never wait.
 async fn bind_when_present(addr: SocketAddr) -> Result<TcpListener, StartError> {
     let mut logged = false;
     loop {
-        match crate::service::bind(addr).await {
+        match TcpListener::bind(addr).await {
             Ok(l) => {
                 if logged {
                     tracing::info!(%addr, "the address appeared; listening");
@@ -170,19 +172,36 @@ impl Daemon {
         allow_non_loopback: bool,
         fixed_config: Option<crate::config::Config>,
     ) -> Result<Daemon, StartError> {
-        Self::start_with_poll(paths, listen, allow_non_loopback, fixed_config, None).await
+        Self::start_with_poll(
+            paths,
+            listen,
+            Vec::new(),
+            allow_non_loopback,
+            fixed_config,
+            None,
+        )
+        .await
     }
 
     /// Like [`start_with`](Self::start_with); with `poll`, watches the files by polling at
-    /// that interval instead of by kernel events (for mounts that deliver none).
+    /// that interval instead of by kernel events (for mounts that deliver none). `adopted`
+    /// are listeners already bound (socket activation, from
+    /// [`crate::service::activation::activated_listeners`]): they are served first, as
+    /// they are, before the newly bound `listen` addresses.
     pub async fn start_with_poll(
         paths: &Paths,
         listen: &[SocketAddr],
+        adopted: Vec<std::net::TcpListener>,
         allow_non_loopback: bool,
         fixed_config: Option<crate::config::Config>,
         poll: Option<std::time::Duration>,
     ) -> Result<Daemon, StartError> {
-        for a in listen {
+        let adopted = adopted
+            .into_iter()
+            .map(|l| Ok((l.local_addr()?, l)))
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(StartError::Adopted)?;
+        for a in adopted.iter().map(|(a, _)| a).chain(listen) {
             if !a.ip().is_loopback() && !allow_non_loopback {
                 return Err(StartError::NonLoopback(*a));
             }
@@ -207,6 +226,10 @@ impl Daemon {
 
         let mut listeners = Vec::new();
         let mut addrs = Vec::new();
+        for (a, l) in adopted {
+            listeners.push(TcpListener::from_std(l).map_err(|e| bind_error(a, &e))?);
+            addrs.push(a);
+        }
         for a in listen {
             let l = bind_when_present(*a).await?;
             addrs.push(l.local_addr().map_err(|e| bind_error(*a, &e))?);

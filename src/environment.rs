@@ -1,7 +1,7 @@
 //! The environment a process gets so that its AWS SDK uses credport's endpoint.
 //!
 //! Every SDK's default chain consults environment keys, `AWS_PROFILE` and the shared
-//! files before the container provider (DESIGN.md §3), so [`ChildEnv::for_scope`] unsets
+//! files before the container provider (docs/PROTOCOL.md), so [`ChildEnv::for_scope`] unsets
 //! the variables that would win ([`UNSET`], plus serverless's stage-specific
 //! `AWS_<STAGE>_PROFILE` and friends), points the shared files at credport's isolated
 //! copies (so `[default]` keys cannot shadow the endpoint), and sets exactly one of the two

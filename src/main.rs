@@ -177,7 +177,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             // Before any thread exists: this also removes the LISTEN_* variables.
-            let activated = credport::service::activated_listeners()
+            let activated = credport::service::activation::activated_listeners()
                 .map_err(|e| anyhow::anyhow!("socket activation: {e}"))?;
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

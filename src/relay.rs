@@ -2,7 +2,7 @@
 //! each credentials request on to the host's daemon.
 //!
 //! SDKs accept plain http only from a loopback literal, `169.254.170.2`, `169.254.170.23` or
-//! `fd00:ec2::23` (DESIGN.md §3, ARCHITECTURE.md "The relay"). On Docker Desktop no host
+//! `fd00:ec2::23` (docs/PROTOCOL.md, ARCHITECTURE.md "The relay"). On Docker Desktop no host
 //! process can listen on a container network's address, and `host.docker.internal` is not
 //! one of those hosts. So `credport relay` runs in a container at `169.254.170.2` and
 //! forwards to the daemon at `http://host.docker.internal:PORT` (on Linux engines

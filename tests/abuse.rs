@@ -1,4 +1,4 @@
-//! Hostile local clients and broken files against the real daemon (issue 9 §2, §3).
+//! Hostile local clients and broken files against the real daemon.
 //!
 //! Every attack runs against a spawned `credport serve` on 127.0.0.1 while a "valid
 //! client" keeps fetching its own scope's credentials over fresh connections (as the SDKs
@@ -19,12 +19,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use credport::server::Limits;
 use support::*;
 
-/// The daemon's limits (src/server/mod.rs `Limits::default`).
-const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
-const MAX_CONNECTIONS: usize = 1024;
-/// The valid client's p99 bound. The issue asks for 10 ms; on this shared 2-core machine
+/// The limits `credport serve` runs with.
+fn limits() -> Limits {
+    Limits::default()
+}
+
+/// The valid client's p99 bound. The target is 10 ms; on this shared 2-core machine
 /// (other builds run next to the tests) a floor of noise makes 10 ms flaky, so the hard
 /// bound is 50 ms and the measured p99 is printed and recorded in docs/RELIABILITY.md.
 const P99_BOUND: Duration = Duration::from_millis(50);
@@ -275,11 +278,11 @@ fn slowloris_connections_are_cut_at_the_header_timeout() {
     valid.assert_served("slowloris");
     assert_eq!(closed.len(), N, "some slowloris connections were never cut");
     assert!(
-        first >= HEADER_TIMEOUT - Duration::from_millis(500),
+        first >= limits().header_timeout - Duration::from_millis(500),
         "cut too early: {first:?}"
     );
     assert!(
-        last <= HEADER_TIMEOUT + Duration::from_millis(2500),
+        last <= limits().header_timeout + Duration::from_millis(2500),
         "cut too late: {last:?}"
     );
     report_rss("slowloris", pid, before, peak);
@@ -296,7 +299,7 @@ struct Flood {
 }
 
 /// Opens `n` connections that never send a byte and watches them until all are closed or
-/// `HEADER_TIMEOUT + 3 s` after the last connect.
+/// the header timeout plus 3 s after the last connect.
 fn idle_flood(addr: SocketAddr, n: usize, pid: u32, peak: &mut u64) -> Flood {
     let start = Instant::now();
     let mut conns: Vec<Option<(TcpStream, Instant)>> = Vec::with_capacity(n);
@@ -329,7 +332,7 @@ fn idle_flood(addr: SocketAddr, n: usize, pid: u32, peak: &mut u64) -> Flood {
         }
     }
     let connect_time = start.elapsed();
-    let deadline = Instant::now() + HEADER_TIMEOUT + Duration::from_secs(3);
+    let deadline = Instant::now() + limits().header_timeout + Duration::from_secs(3);
     while Instant::now() < deadline && conns.iter().any(Option::is_some) {
         poll(&mut conns, &mut lifetimes);
         *peak = (*peak).max(rss_kib(pid));
@@ -354,7 +357,7 @@ impl std::fmt::Display for Flood {
         let early = self
             .lifetimes
             .iter()
-            .filter(|l| **l < HEADER_TIMEOUT - Duration::from_millis(500))
+            .filter(|l| **l < limits().header_timeout - Duration::from_millis(500))
             .count();
         write!(
             f,
@@ -378,7 +381,7 @@ fn idle_connections_below_the_limit_do_not_disturb_clients() {
     let mut peak = before;
     let valid = ValidClient::start(s.d.addr, &s.dev);
     // Leave room for the valid client's own connections.
-    let n = MAX_CONNECTIONS - 24;
+    let n = limits().max_connections - 24;
     let f = idle_flood(s.d.addr, n, pid, &mut peak);
     println!("[idle {n}] {f}; daemon fds after {}", open_fds(pid));
     valid.assert_served(&format!("idle {n}"));
@@ -388,7 +391,7 @@ fn idle_connections_below_the_limit_do_not_disturb_clients() {
         "idle connections must be closed at the header timeout"
     );
     assert!(
-        f.longest() < HEADER_TIMEOUT + Duration::from_millis(2500),
+        f.longest() < limits().header_timeout + Duration::from_millis(2500),
         "{f}"
     );
     report_rss(&format!("idle {n}"), pid, before, peak);
@@ -408,12 +411,16 @@ fn idle_connections_over_the_limit_never_lock_out_clients() {
     let mut peak = before;
     let valid = ValidClient::start(s.d.addr, &s.dev);
     let n = 2000;
+    assert!(
+        n > limits().max_connections,
+        "the flood must exceed the limit"
+    );
     let f = idle_flood(s.d.addr, n, pid, &mut peak);
     println!("[idle {n}] {f}");
     valid.assert_served(&format!("idle {n}"));
     assert_eq!(f.still_open, 0, "every idle connection is closed: {f}");
     assert!(
-        f.longest() < HEADER_TIMEOUT + Duration::from_millis(2500),
+        f.longest() < limits().header_timeout + Duration::from_millis(2500),
         "{f}"
     );
     report_rss(&format!("idle {n}"), pid, before, peak);

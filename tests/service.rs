@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use credport::service::{
+use credport::service::units::{
     LAUNCHD_PLIST_TEMPLATE, PLACEHOLDER_BINARY, PLACEHOLDER_HOME, SYSTEMD_SERVICE_TEMPLATE,
     SYSTEMD_SOCKET_TEMPLATE, render_launchd_plist, render_systemd_service, render_systemd_socket,
 };
@@ -508,10 +508,13 @@ fn notifies_readiness_reload_and_stopping() {
         .unwrap();
     h.extra_env
         .insert("NOTIFY_SOCKET".into(), path.to_str().unwrap().into());
+    // One datagram of newline-separated KEY=VALUE fields (sd_notify(3)); a trailing
+    // newline is allowed.
     let recv = || {
         let mut buf = [0u8; 512];
         let n = sock.recv(&mut buf).expect("a notification");
-        String::from_utf8_lossy(&buf[..n]).into_owned()
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        text.strip_suffix('\n').map(str::to_string).unwrap_or(text)
     };
     let mut d = h.serve();
     assert_eq!(recv(), "READY=1");

@@ -180,7 +180,7 @@ async fn spawn_and_wait(command: &[String], env: &ChildEnv) -> Result<ExitStatus
     let _int = signal(SignalKind::interrupt())?;
     let _quit = signal(SignalKind::quit())?;
     loop {
-        let mut next = Box::pin(futures_first(&mut forwarded));
+        let mut next = Box::pin(next_signal(&mut forwarded));
         tokio::select! {
             status = child.wait() => return Ok(status?),
             sig = &mut next => {
@@ -192,8 +192,8 @@ async fn spawn_and_wait(command: &[String], env: &ChildEnv) -> Result<ExitStatus
     }
 }
 
-/// Waits for the first of several signal streams; yields its number.
-async fn futures_first(streams: &mut [(i32, tokio::signal::unix::Signal)]) -> Option<i32> {
+/// Waits for the next signal on any of `streams` (signal number, stream); yields its number.
+async fn next_signal(streams: &mut [(i32, tokio::signal::unix::Signal)]) -> Option<i32> {
     std::future::poll_fn(|cx| {
         for (n, s) in streams.iter_mut() {
             if let std::task::Poll::Ready(Some(())) = s.poll_recv(cx) {

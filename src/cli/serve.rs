@@ -15,24 +15,27 @@ use crate::daemon::{Daemon, DaemonInfo, base_url};
 use crate::fsutil;
 use crate::paths::Paths;
 use crate::server::{Limits, serve};
-use crate::service;
+use crate::service::readiness::{self, State};
 
 /// Runs `credport serve`. `activated` are the listening sockets passed by the service
-/// manager ([`service::activated_listeners`]); when there are any, they are served instead
-/// of `--listen` and the config's addresses.
+/// manager ([`activated_listeners`](crate::service::activation::activated_listeners));
+/// when there are any, they are served instead of `--listen` and the config's addresses.
 pub async fn run(
     paths: &Paths,
     args: &ServeArgs,
     activated: Vec<std::net::TcpListener>,
 ) -> Result<()> {
     let was_activated = !activated.is_empty();
-    let listen: Vec<SocketAddr> = if !activated.is_empty() {
-        let addrs = service::adopt(activated).context("adopting the activated sockets")?;
+    let listen: Vec<SocketAddr> = if was_activated {
+        let addrs: Vec<_> = activated
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect();
         tracing::info!(
             listen = ?addrs,
             "socket activation: serving the sockets passed by the service manager; --listen and [server] listen are ignored"
         );
-        addrs
+        Vec::new()
     } else if !args.listen.is_empty() {
         args.listen.clone()
     } else {
@@ -59,8 +62,15 @@ pub async fn run(
         );
     }
     let poll = args.poll.map(std::time::Duration::from_secs_f64);
-    let mut daemon =
-        Daemon::start_with_poll(paths, &listen, args.allow_non_loopback, None, poll).await?;
+    let mut daemon = Daemon::start_with_poll(
+        paths,
+        &listen,
+        activated,
+        args.allow_non_loopback,
+        None,
+        poll,
+    )
+    .await?;
 
     let info = DaemonInfo {
         url: base_url(daemon.addrs[0]),
@@ -95,22 +105,22 @@ pub async fn run(
                 _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
                 _ = int.recv() => tracing::info!("SIGINT: shutting down"),
             }
-            service::notify("STOPPING=1");
+            readiness::notify(State::Stopping);
         },
     );
     for a in &daemon.addrs {
         eprintln!("listening on {}", base_url(*a));
     }
-    service::notify("READY=1");
+    readiness::notify(State::Ready);
     tokio::pin!(server);
     loop {
         tokio::select! {
             _ = &mut server => break,
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading every file");
-                service::notify(&service::reloading_message());
+                readiness::notify(State::Reloading);
                 daemon.reload_all();
-                service::notify("READY=1");
+                readiness::notify(State::Ready);
             }
         }
     }

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 
 use crate::cli::args::{ServiceAction, ServiceArgs, ServicePlatform};
 use crate::paths::Paths;
-use crate::service::{self, Platform};
+use crate::service::{self, InstallOptions, Platform};
 
 /// Runs `credport service ...`, reporting on `out`.
 pub fn run(paths: &Paths, args: &ServiceArgs, out: &mut dyn Write) -> Result<()> {
@@ -23,23 +23,22 @@ pub fn run(paths: &Paths, args: &ServiceArgs, out: &mut dyn Write) -> Result<()>
         .server
         .listen
         .clone();
+    let dry_run = match args.action {
+        ServiceAction::Install { dry_run } | ServiceAction::Uninstall { dry_run } => dry_run,
+        ServiceAction::Status => false,
+    };
+    let opts = InstallOptions {
+        platform,
+        binary,
+        home: paths.home.clone(),
+        listen,
+        dry_run,
+    };
     let runner = &mut service::run_command;
     match args.action {
-        ServiceAction::Install { dry_run } => service::install(
-            platform,
-            &binary,
-            &paths.home,
-            &listen,
-            dry_run,
-            out,
-            runner,
-        )?,
-        ServiceAction::Uninstall { dry_run } => {
-            service::uninstall(platform, &paths.home, dry_run, out, runner)?
-        }
-        ServiceAction::Status => {
-            service::status(platform, &binary, &paths.home, &listen, out, runner)?
-        }
+        ServiceAction::Install { .. } => service::install(&opts, out, runner)?,
+        ServiceAction::Uninstall { .. } => service::uninstall(&opts, out, runner)?,
+        ServiceAction::Status => service::status(&opts, out, runner)?,
     }
     Ok(())
 }

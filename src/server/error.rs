@@ -1,7 +1,7 @@
 //! Error responses in the shape every SDK understands.
 //!
 //! Non-2xx, `Content-Type: application/json`, body `{"Code": "...", "Message": "..."}`
-//! (DESIGN.md §3). Messages never contain a secret; text that came from the request is
+//! (docs/PROTOCOL.md). Messages never contain a secret; text that came from the request is
 //! escaped and truncated before it is echoed.
 
 use axum::http::{HeaderValue, StatusCode, header};

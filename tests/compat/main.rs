@@ -5,13 +5,14 @@
 //!
 //! One test per client, so the test runner runs clients in parallel; inside a test the
 //! long-running modes run concurrently, each with its own HOME and daemon. Each test writes
-//! `target/compat/<client>.json`; `scripts/compat-table` merges them into the table in
+//! `target/compat/<client>.json`; the `compat-table` example (`tests/compat/table.rs`, with
+//! the clients, modes and table format of `report.rs`) merges them into the table in
 //! README.md and docs/COMPATIBILITY.md. A client that is not installed fails loudly.
 //!
 //! ```sh
 //! bash scripts/test-deps
 //! cargo test --test compat -- --test-threads 9   # or a filter: -- js_v3
-//! scripts/compat-table
+//! cargo run --example compat-table               # -- --write: into README.md and docs/
 //! ```
 
 #[path = "../support/mod.rs"]
