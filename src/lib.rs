@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod paths;
 pub mod profiles;
 pub mod projects;
+pub mod scaffold;
 pub mod scope;
 pub mod server;
 pub mod service;
