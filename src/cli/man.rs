@@ -15,7 +15,7 @@ use crate::cli::args::{Cli, ManArgs};
 pub fn run(args: &ManArgs, out: &mut dyn Write) -> Result<()> {
     match &args.out {
         None => {
-            out.write_all(&render(Cli::command())?)?;
+            out.write_all(&render(Cli::command().disable_help_subcommand(true))?)?;
         }
         Some(dir) => {
             for file in write_pages(dir)? {
