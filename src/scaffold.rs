@@ -135,10 +135,12 @@ pub fn detect(
     if let Some(s) = &default_stage {
         candidates.insert(s.clone());
     }
-    if let Some(p) = base
-        .as_ref()
-        .and_then(|b| config.projects.get(&b.project).or(registered.projects.get(&b.project)))
-    {
+    if let Some(p) = base.as_ref().and_then(|b| {
+        config
+            .projects
+            .get(&b.project)
+            .or(registered.projects.get(&b.project))
+    }) {
         candidates.extend(p.stages.keys().cloned());
     }
     let mut stages = Vec::new();
@@ -158,7 +160,10 @@ pub fn detect(
     let root = base
         .as_ref()
         .and_then(|b| b.project_dir.clone())
-        .or_else(|| file.as_ref().and_then(|f| f.parent().map(Path::to_path_buf)))
+        .or_else(|| {
+            file.as_ref()
+                .and_then(|f| f.parent().map(Path::to_path_buf))
+        })
         .unwrap_or_else(|| dir.to_path_buf());
     let project = base
         .as_ref()
@@ -322,7 +327,9 @@ fn one_line(s: &str) -> String {
 pub fn render_credport_toml(d: &Detection) -> String {
     let mut o = String::new();
     o.push_str("# credport project file: which AWS profile serves each stage of this project.\n");
-    o.push_str("# Commit it: it holds profile *names* only (never keys or tokens). Each developer\n");
+    o.push_str(
+        "# Commit it: it holds profile *names* only (never keys or tokens). Each developer\n",
+    );
     o.push_str("# keeps those profiles in their own ~/.aws; the team agrees on the stage names.\n");
     match (&d.file, d.kind) {
         (Some(f), Some(_)) => {
@@ -367,7 +374,11 @@ pub fn render_credport_toml(d: &Detection) -> String {
         if !s.in_aws_files {
             o.push_str("# (this profile is not in your AWS files yet)\n");
         }
-        o.push_str(&format!("{} = {}\n", toml_key(&s.stage), toml_str(&s.profile)));
+        o.push_str(&format!(
+            "{} = {}\n",
+            toml_key(&s.stage),
+            toml_str(&s.profile)
+        ));
     }
     for (stage, why) in &d.skipped {
         if stage != "(default)" && !d.stages.iter().any(|f| &f.stage == stage) {
@@ -595,7 +606,11 @@ mod tests {
             &|_| None,
         );
         assert!(d.stages.iter().all(|s| s.stage != "qa"));
-        assert!(d.skipped.iter().any(|(s, why)| s == "qa" && why.contains("qa")));
+        assert!(
+            d.skipped
+                .iter()
+                .any(|(s, why)| s == "qa" && why.contains("qa"))
+        );
         let text = render_credport_toml(&d);
         assert!(text.contains("# qa = \"\""), "{text}");
         crate::projects::credport_toml::parse(Path::new("x"), &text).unwrap();
@@ -660,10 +675,21 @@ mod tests {
             .collect();
         assert_eq!(
             names,
-            ["mine", "credport: Python file (dev)", "credport: Node file (dev)"]
+            [
+                "mine",
+                "credport: Python file (dev)",
+                "credport: Node file (dev)"
+            ]
         );
-        let e = merge_vscode(f, Some("// comment\n{}"), "0.2.0", "configurations", "name", vec![])
-            .unwrap_err();
+        let e = merge_vscode(
+            f,
+            Some("// comment\n{}"),
+            "0.2.0",
+            "configurations",
+            "name",
+            vec![],
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("launch.json"), "{e}");
     }
 

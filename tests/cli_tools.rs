@@ -148,7 +148,9 @@ fn zsh_completes_subcommands_and_values() {
     let screen = zsh_tab(&dir, "credport se");
     assert!(screen.contains("credport serv"), "{screen:?}");
     assert!(
-        screen.contains("serve ") && screen.contains("service ") && screen.contains("Run the daemon"),
+        screen.contains("serve ")
+            && screen.contains("service ")
+            && screen.contains("Run the daemon"),
         "credport se<TAB><TAB> did not list serve and service:\n{screen:?}"
     );
     // Unambiguous values are completed in place.
@@ -230,8 +232,17 @@ fn man_pages_render_one_per_command() {
     assert_eq!(listed.lines().count(), names.len(), "{listed}");
 
     let (text, warnings) = render_man(&dir.join("credport-init.1"));
-    for want in ["credport-init", "SYNOPSIS", "--editor", "--force", "jetbrains"] {
-        assert!(text.contains(want), "{want} not in the rendered page:\n{text}");
+    for want in [
+        "credport-init",
+        "SYNOPSIS",
+        "--editor",
+        "--force",
+        "jetbrains",
+    ] {
+        assert!(
+            text.contains(want),
+            "{want} not in the rendered page:\n{text}"
+        );
     }
     assert!(warnings.trim().is_empty(), "groff warnings:\n{warnings}");
     let (text, warnings) = render_man(&dir.join("credport.1"));

@@ -99,7 +99,10 @@ fn node_dotenv(file: &Path) -> BTreeMap<String, String> {
 
 /// `program` with exactly `vars` (plus the test's STS endpoint) as its environment.
 fn editor_launch(program: &mut Command, vars: &BTreeMap<String, String>, sts: &str) -> Output {
-    program.env_clear().envs(vars).env("AWS_ENDPOINT_URL_STS", sts);
+    program
+        .env_clear()
+        .envs(vars)
+        .env("AWS_ENDPOINT_URL_STS", sts);
     output_of(program)
 }
 
@@ -168,7 +171,8 @@ fn editor_env_files_parse_and_handlers_get_the_stage_account() {
             .args(["env", "--stage", stage, "--format", "json"])
             .output()
             .unwrap();
-        let expected = as_map(&serde_json::from_slice::<serde_json::Value>(&json.stdout).unwrap()["set"]);
+        let expected =
+            as_map(&serde_json::from_slice::<serde_json::Value>(&json.stdout).unwrap()["set"]);
         assert!(
             expected["AWS_CONTAINER_CREDENTIALS_FULL_URI"]
                 .starts_with(&format!("{}/v1/credentials/orders/{stage}", daemon.url())),
@@ -176,11 +180,17 @@ fn editor_env_files_parse_and_handlers_get_the_stage_account() {
         );
         let py = python_dotenv(&file);
         let js = node_dotenv(&file);
-        assert_eq!(py, expected, "python-dotenv vs credport env (stage {stage})");
+        assert_eq!(
+            py, expected,
+            "python-dotenv vs credport env (stage {stage})"
+        );
         assert_eq!(js, expected, "node dotenv vs credport env (stage {stage})");
 
         let p = python_handler(&py, &moto.url());
-        assert_eq!(p["account"], account, "python handler.py, stage {stage}: {p}");
+        assert_eq!(
+            p["account"], account,
+            "python handler.py, stage {stage}: {p}"
+        );
         let n = node_handler(&js, &moto.url());
         assert_eq!(n["account"], account, "node -e handler, stage {stage}: {n}");
     }
@@ -188,7 +198,11 @@ fn editor_env_files_parse_and_handlers_get_the_stage_account() {
     // The same env file keeps working after the token key is rotated (the daemon rewrites
     // the token file it names).
     let rotated = h.run(&["token", "--rotate"]);
-    assert!(rotated.status.success(), "{}", String::from_utf8_lossy(&rotated.stderr));
+    assert!(
+        rotated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rotated.stderr)
+    );
     let vars = python_dotenv(&project.join(".credport/prod.env"));
     let token_file = PathBuf::from(&vars["AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"]);
     let fresh = h.token("orders", "prod");
@@ -201,7 +215,10 @@ fn editor_env_files_parse_and_handlers_get_the_stage_account() {
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    assert_eq!(python_handler(&vars, &moto.url())["account"], "222222222222");
+    assert_eq!(
+        python_handler(&vars, &moto.url())["account"],
+        "222222222222"
+    );
     assert_eq!(node_handler(&vars, &moto.url())["account"], "222222222222");
     drop(daemon);
 }

@@ -107,7 +107,10 @@ fn init_keeps_the_mapping(h: &TestHome, project: &Path, stages: &[&str], origina
         triple(&before_default),
         "default stage changed\n{written}"
     );
-    assert_eq!(after_default["region"], before_default["region"], "{written}");
+    assert_eq!(
+        after_default["region"], before_default["region"],
+        "{written}"
+    );
     for (want, stage) in before.iter().zip(stages) {
         assert_eq!(
             &triple(&resolve(h, project, Some(stage))),
@@ -191,7 +194,10 @@ fn init_without_a_project_file_writes_a_commented_skeleton() {
     let dir = h.path().join("new-app");
     std::fs::create_dir_all(&dir).unwrap();
     let text = ok(&h, &dir, &["init"]);
-    assert!(text.contains("profiles in your AWS files: base, default"), "{text}");
+    assert!(
+        text.contains("profiles in your AWS files: base, default"),
+        "{text}"
+    );
     let written = std::fs::read_to_string(dir.join(".credport.toml")).unwrap();
     assert!(written.contains("project = \"new-app\""), "{written}");
     assert!(written.contains("# dev = "), "{written}");
@@ -245,7 +251,18 @@ fn init_editor_writes_vscode_and_jetbrains_files_without_tokens() {
         !project.join(".credport.toml").exists(),
         "a refusal writes nothing"
     );
-    let report = ok(&h, &project, &["init", "--editor", "vscode", "--editor", "jetbrains", "--force"]);
+    let report = ok(
+        &h,
+        &project,
+        &[
+            "init",
+            "--editor",
+            "vscode",
+            "--editor",
+            "jetbrains",
+            "--force",
+        ],
+    );
 
     let launch: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(vscode.join("launch.json")).unwrap())
@@ -287,11 +304,17 @@ fn init_editor_writes_vscode_and_jetbrains_files_without_tokens() {
             )),
             "{env}"
         );
-        assert!(env.contains("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE="), "{env}");
+        assert!(
+            env.contains("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE="),
+            "{env}"
+        );
         for kind in ["env", "python", "node"] {
             let f = project.join(format!(".run/credport-{kind}-{stage}.run.xml"));
             let x = std::fs::read_to_string(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
-            assert!(x.starts_with("<component name=\"ProjectRunConfigurationManager\">"), "{x}");
+            assert!(
+                x.starts_with("<component name=\"ProjectRunConfigurationManager\">"),
+                "{x}"
+            );
         }
     }
     assert_eq!(
@@ -329,9 +352,15 @@ fn init_editor_writes_vscode_and_jetbrains_files_without_tokens() {
                 ".vscode/tasks.json",
                 ".run/credport-python-dev.run.xml",
             ] {
-                assert!(status.contains(want), "git would not commit {want}:\n{status}");
+                assert!(
+                    status.contains(want),
+                    "git would not commit {want}:\n{status}"
+                );
             }
-            assert!(!status.contains(".credport/"), "env files are not ignored:\n{status}");
+            assert!(
+                !status.contains(".credport/"),
+                "env files are not ignored:\n{status}"
+            );
         }
         other => eprintln!("NOTE: git unavailable ({other:?}); the ignore check is skipped"),
     }

@@ -6,10 +6,7 @@ use clap::{Parser, Subcommand, ValueEnum, ValueHint};
 
 /// What `credport --version` prints after the name: the package version and, when built
 /// from a git checkout (or a crates.io tarball), the commit (see `build.rs`).
-pub const VERSION: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    env!("CREDPORT_VERSION_SUFFIX")
-);
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), env!("CREDPORT_VERSION_SUFFIX"));
 
 /// Per-project, per-stage AWS credentials for every SDK, from one local daemon.
 ///
