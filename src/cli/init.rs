@@ -17,8 +17,10 @@ use crate::scaffold::{self, Detection};
 struct Planned {
     path: PathBuf,
     contents: String,
-    /// Existed before (and `--force` allows replacing or merging it).
+    /// Existed before with other contents (`--force` allows replacing or merging it).
     existed: bool,
+    /// Exists with exactly these contents: nothing to write.
+    unchanged: bool,
 }
 
 /// Runs `credport init`.
@@ -75,7 +77,7 @@ pub fn run(
                 let launch = d.root.join(".vscode/launch.json");
                 let text = scaffold::merge_vscode(
                     &launch,
-                    existing(&launch, args.force)?.as_deref(),
+                    existing(&launch)?.as_deref(),
                     "0.2.0",
                     "configurations",
                     "name",
@@ -85,7 +87,7 @@ pub fn run(
                 let tasks = d.root.join(".vscode/tasks.json");
                 let text = scaffold::merge_vscode(
                     &tasks,
-                    existing(&tasks, args.force)?.as_deref(),
+                    existing(&tasks)?.as_deref(),
                     "2.0.0",
                     "tasks",
                     "label",
@@ -140,6 +142,10 @@ pub fn run(
         return Ok(());
     }
     for p in &plan {
+        if p.unchanged {
+            writeln!(out, "unchanged {}", p.path.display())?;
+            continue;
+        }
         write_file(&p.path, p.contents.as_bytes(), 0o644)?;
         writeln!(
             out,
@@ -188,8 +194,11 @@ fn env_args(root: &Path, stage: &str) -> EnvArgs {
 }
 
 fn planned(path: PathBuf, contents: String) -> Planned {
+    let current = std::fs::read(&path).ok();
+    let unchanged = current.as_deref() == Some(contents.as_bytes());
     Planned {
-        existed: path.exists(),
+        existed: current.is_some() && !unchanged,
+        unchanged,
         path,
         contents,
     }
@@ -199,9 +208,10 @@ fn is_env_dir(root: &Path, p: &Path) -> bool {
     p.starts_with(root.join(scaffold::ENV_DIR))
 }
 
-/// An existing file's text, read only when `--force` allows merging into it.
-fn existing(path: &Path, force: bool) -> Result<Option<String>> {
-    if !force || !path.exists() {
+/// An existing file's text, to merge into (writing the merge still needs `--force`
+/// unless it changes nothing).
+fn existing(path: &Path) -> Result<Option<String>> {
+    if !path.exists() {
         return Ok(None);
     }
     crate::fsutil::read_text(path)
