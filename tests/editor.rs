@@ -2,7 +2,8 @@
 //! output of `credport env --format dotenv`) are parsed by the parsers editors and their
 //! launchers use, python-dotenv and Node's `dotenv` package, and a Python handler
 //! (`python handler.py`) and a Node handler (`node -e`) are started as VS Code starts them:
-//! with the parsed variables and nothing else from the shell. Each gets its stage's account
+//! with the parsed variables and nothing else from the shell; the Node handler also with
+//! node's own `--env-file` (as the JetBrains configuration runs it). Each gets its stage's account
 //! from moto's STS, through the running daemon, and keeps getting it after a token rotation.
 //!
 //! The only variable added to the env file's is `AWS_ENDPOINT_URL_STS` (the test's STS is
@@ -117,23 +118,54 @@ fn python_handler(vars: &BTreeMap<String, String>, sts: &str) -> serde_json::Val
     json_line(&out, "python handler.py")
 }
 
-fn node_handler(vars: &BTreeMap<String, String>, sts: &str) -> serde_json::Value {
-    let node = Command::new("which")
+fn node_bin() -> String {
+    Command::new("which")
         .arg("node")
         .output()
         .ok()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .filter(|p| !p.is_empty())
-        .expect("node on PATH (Node.js >= 18)");
+        .expect("node on PATH (Node.js >= 18)")
+}
+
+const NODE_HANDLER: &str =
+    "require('./handler').hello({}, {}).catch((e) => { console.error(e); process.exit(1); })";
+
+fn node_handler(vars: &BTreeMap<String, String>, sts: &str) -> serde_json::Value {
     let out = editor_launch(
-        Command::new(node)
+        Command::new(node_bin())
             .current_dir(node_dir())
             .arg("-e")
-            .arg("require('./handler').hello({}, {}).catch((e) => { console.error(e); process.exit(1); })"),
+            .arg(NODE_HANDLER),
         vars,
         sts,
     );
     json_line(&out, "node -e handler")
+}
+
+/// The Node handler started with node's own `--env-file` (what the JetBrains Node.js
+/// configuration `init` writes uses), with no other variable than the STS endpoint.
+fn node_env_file_handler(file: &Path, sts: &str) -> Option<serde_json::Value> {
+    let node = node_bin();
+    let supported = Command::new(&node)
+        .arg(format!("--env-file={}", file.display()))
+        .args(["-e", "0"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !supported {
+        eprintln!("NOTE: this node has no --env-file (Node < 20.6): that launch is not checked");
+        return None;
+    }
+    let out = editor_launch(
+        Command::new(node)
+            .current_dir(node_dir())
+            .arg(format!("--env-file={}", file.display()))
+            .arg("-e")
+            .arg(NODE_HANDLER),
+        &BTreeMap::new(),
+        sts,
+    );
+    Some(json_line(&out, "node --env-file handler"))
 }
 
 #[test]
@@ -193,6 +225,9 @@ fn editor_env_files_parse_and_handlers_get_the_stage_account() {
         );
         let n = node_handler(&js, &moto.url());
         assert_eq!(n["account"], account, "node -e handler, stage {stage}: {n}");
+        if let Some(n) = node_env_file_handler(&file, &moto.url()) {
+            assert_eq!(n["account"], account, "node --env-file, stage {stage}: {n}");
+        }
     }
 
     // The same env file keeps working after the token key is rotated (the daemon rewrites

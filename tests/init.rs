@@ -328,9 +328,16 @@ fn init_editor_writes_vscode_and_jetbrains_files_without_tokens() {
     // A teammate with the committed files: init --editor again, without --force, keeps
     // .credport.toml, finds the editor files unchanged and writes the env files.
     std::fs::remove_dir_all(project.join(".credport")).unwrap();
-    let again = ok(&h, &project, &["init", "--editor", "vscode", "--editor", "jetbrains"]);
+    let again = ok(
+        &h,
+        &project,
+        &["init", "--editor", "vscode", "--editor", "jetbrains"],
+    );
     assert!(again.contains("keeping"), "{again}");
-    assert!(again.contains("unchanged") && again.contains("launch.json"), "{again}");
+    assert!(
+        again.contains("unchanged") && again.contains("launch.json"),
+        "{again}"
+    );
     assert!(project.join(".credport/dev.env").is_file(), "{again}");
 
     // No file in the project holds a token (the env files name the token *file*).
