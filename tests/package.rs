@@ -92,6 +92,14 @@ fn deb_installs_works_and_removes_cleanly() {
             "{want} not in dpkg-deb --info:\n{info}"
         );
     }
+    let synopsis = info
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Description: "))
+        .unwrap_or_else(|| panic!("no Description in:\n{info}"));
+    assert!(
+        synopsis.len() < 80,
+        "Debian synopsis too long: {synopsis:?}"
+    );
 
     let _cleanup = Installed;
     run_ok(Command::new("dpkg").arg("-i").arg(&deb));
