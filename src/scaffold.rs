@@ -56,6 +56,14 @@ pub struct StageFound {
     pub in_aws_files: bool,
 }
 
+impl StageFound {
+    /// The rule without its stage part ("... with stage from --stage"): every candidate
+    /// is resolved with an explicit stage, so that part says nothing.
+    pub fn profile_rule(&self) -> &str {
+        self.rule.split(" with ").next().unwrap_or(&self.rule)
+    }
+}
+
 /// What `init` found in a directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Detection {
@@ -323,7 +331,8 @@ fn one_line(s: &str) -> String {
     s.replace(['\r', '\n'], " ")
 }
 
-/// The `.credport.toml` for `d`, with comments saying where each line came from.
+/// The `.credport.toml` for `d`, with comments saying where each line came from (and
+/// nothing about this machine: the file is committed).
 pub fn render_credport_toml(d: &Detection) -> String {
     let mut o = String::new();
     o.push_str("# credport project file: which AWS profile serves each stage of this project.\n");
@@ -368,12 +377,7 @@ pub fn render_credport_toml(d: &Detection) -> String {
         o.push_str("# dev = \"devAccount\"\n# prod = \"prodAccount\"\n");
     }
     for s in &d.stages {
-        // The rule without its stage part ("... with stage from --stage"): the key says it.
-        let rule = s.rule.split(" with ").next().unwrap_or(&s.rule);
-        o.push_str(&format!("# {}\n", one_line(rule)));
-        if !s.in_aws_files {
-            o.push_str("# (this profile is not in your AWS files yet)\n");
-        }
+        o.push_str(&format!("# {}\n", one_line(s.profile_rule())));
         o.push_str(&format!(
             "{} = {}\n",
             toml_key(&s.stage),
@@ -388,12 +392,6 @@ pub fn render_credport_toml(d: &Detection) -> String {
                 one_line(why)
             ));
         }
-    }
-    if !d.profiles.is_empty() {
-        o.push_str(&format!(
-            "\n# Profiles in the AWS files where this was written: {}\n",
-            d.profiles.join(", ")
-        ));
     }
     o
 }
@@ -589,7 +587,8 @@ mod tests {
         assert_eq!(parsed.default_stage.as_deref(), Some("dev"));
         assert_eq!(parsed.region.as_deref(), Some("us-east-1"));
         assert_eq!(parsed.stages.len(), 2);
-        assert!(text.contains("not in your AWS files"), "{text}");
+        // The committed file says nothing about this machine's AWS files.
+        assert!(!text.contains("AWS files"), "{text}");
     }
 
     #[test]

@@ -262,7 +262,9 @@ fn report(d: &Detection, out: &mut dyn Write) -> Result<()> {
         writeln!(
             out,
             "  {:width$} -> {}{missing}{default}    {}",
-            s.stage, s.profile, s.rule
+            s.stage,
+            s.profile,
+            s.profile_rule()
         )?;
     }
     for (stage, why) in &d.skipped {
