@@ -1,7 +1,7 @@
 //! Packaging, for real: the Debian package is built (`scripts/package-deb`, cargo-deb),
 //! installed with `dpkg -i`, checked where a user meets it (`credport --version` on PATH,
 //! the systemd user units verified from their installed paths, `man` pages, bash completion
-//! loaded by bash-completion from its standard directory), then removed with `dpkg -r`,
+//! loaded by bash-completion and zsh's from their standard directories), then removed with `dpkg -r`,
 //! leaving none of its files. And the crate is ready for crates.io: its file list is small
 //! and clean, and `cargo publish --dry-run --locked` passes.
 //!
@@ -63,6 +63,34 @@ impl Drop for Installed {
             let _ = Command::new("dpkg").args(["-r", "credport"]).output();
         }
     }
+}
+
+/// Types `line` and two TABs into an interactive zsh with its default fpath (driven
+/// through zsh/zpty, a real terminal) and returns what the terminal showed.
+fn zsh_tab(line: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let driver = dir.path().join("drive.zsh");
+    std::fs::write(
+        &driver,
+        r#"zmodload zsh/zpty || exit 90
+zpty z 'zsh -f -i'
+zpty -w z "PS1='%% '; autoload -Uz compinit; compinit -u -D; echo READY-\$((40+2))"
+zpty -r z out '*READY-42*' || exit 91
+zpty -w -n z "$1"$'\t\t'
+sleep 2
+out=''
+while zpty -r -t z chunk; do out+=$chunk; done
+print -r -- "$out"
+zpty -d z
+"#,
+    )
+    .unwrap();
+    text(&run_ok(
+        Command::new("timeout")
+            .args(["30", "zsh", "-f"])
+            .arg(&driver)
+            .arg(line),
+    ))
 }
 
 #[test]
@@ -207,6 +235,13 @@ printf '%s\n' "${COMPREPLY[@]}"
     ])));
     let got: Vec<&str> = completed.lines().map(str::trim).collect();
     assert_eq!(got, ["serve", "service"], "{completed}");
+
+    // zsh finds _credport in its default fpath (vendor-completions) and completes with it.
+    let screen = zsh_tab("credport se");
+    assert!(
+        screen.contains("credport serv") && screen.contains("service "),
+        "zsh did not complete from the installed _credport:\n{screen:?}"
+    );
 
     // Removal leaves none of its files.
     run_ok(Command::new("dpkg").args(["-r", "credport"]));
