@@ -332,8 +332,16 @@ fn crate_is_ready_for_crates_io() {
         );
     }
 
-    // The real thing: package, build the packaged sources, stop short of uploading.
-    let out = run_ok(cargo().args(["publish", "--dry-run", "--locked", "--allow-dirty"]));
+    // The real thing: package, build the packaged sources, stop short of uploading. In a
+    // target directory of its own: the verification build would otherwise replace
+    // target/debug/credport, the binary every other test runs, with one built from the
+    // packaged copy.
+    let target = PathBuf::from(meta["target_directory"].as_str().unwrap()).join("publish-check");
+    let out = run_ok(
+        cargo()
+            .args(["publish", "--dry-run", "--locked", "--allow-dirty"])
+            .env("CARGO_TARGET_DIR", &target),
+    );
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(
         said.contains("aborting upload due to dry run"),
@@ -341,7 +349,7 @@ fn crate_is_ready_for_crates_io() {
     );
     // A dry run leaves the .crate in package/tmp-crate/ (older cargo: package/).
     let name = format!("credport-{}.crate", env!("CARGO_PKG_VERSION"));
-    let dir = PathBuf::from(meta["target_directory"].as_str().unwrap()).join("package");
+    let dir = target.join("package");
     let krate = [dir.join("tmp-crate").join(&name), dir.join(&name)]
         .into_iter()
         .find(|p| p.is_file())
