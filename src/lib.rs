@@ -26,6 +26,7 @@ pub mod profiles;
 pub mod projects;
 pub mod relay;
 pub mod rundirs;
+pub mod scaffold;
 pub mod scope;
 pub mod server;
 pub mod service;

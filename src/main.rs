@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use credport::cli::args::{Cli, Command, LogFormat};
 use credport::cli::{
-    doctor, env, exec, login, project, relay, resolve, serve, service, status, token,
+    completions, doctor, env, exec, init, login, man, project, relay, resolve, serve, service,
+    status, token,
 };
 use credport::paths::Paths;
 use tracing_subscriber::EnvFilter;
@@ -173,8 +174,17 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    // Generated from the argument definitions alone: no HOME needed (packaging runs them).
+    match &cli.command {
+        Command::Completions(args) => {
+            return completions::run(args, &mut std::io::stdout().lock());
+        }
+        Command::Man(args) => return man::run(args, &mut std::io::stdout().lock()),
+        _ => {}
+    }
     let paths = Paths::from_env()?;
     match cli.command {
+        Command::Completions(_) | Command::Man(_) => Ok(()),
         Command::Serve(args) => {
             // Before any thread exists: this also removes the LISTEN_* variables.
             let activated = credport::service::activation::activated_listeners()
@@ -219,6 +229,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Init(args) => init::run(&paths, &args, &getenv, &mut std::io::stdout().lock()),
         Command::Login(args) => {
             runtime()?.block_on(login::run(&paths, &args, &mut std::io::stdin().lock()))
         }

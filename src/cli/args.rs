@@ -2,7 +2,11 @@
 
 use std::net::SocketAddr;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum, ValueHint};
+
+/// What `credport --version` prints after the name: the package version and, when built
+/// from a git checkout (or a crates.io tarball), the commit (see `build.rs`).
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), env!("CREDPORT_VERSION_SUFFIX"));
 
 /// Per-project, per-stage AWS credentials for every SDK, from one local daemon.
 ///
@@ -10,7 +14,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 /// on the container-credentials endpoint (AWS_CONTAINER_CREDENTIALS_FULL_URI), so local
 /// code picks up the right AWS account with no AWS_PROFILE juggling.
 #[derive(Debug, Parser)]
-#[command(name = "credport", version, propagate_version = true)]
+#[command(name = "credport", version = VERSION, propagate_version = true)]
 #[command(
     after_help = "Examples:\n  credport serve\n  credport token --project orders-api --stage dev\n  curl -H \"Authorization: $(credport token --project orders-api --stage dev)\" \\\n       http://127.0.0.1:9911/v1/credentials/orders-api/dev"
 )]
@@ -123,6 +127,33 @@ pub enum Command {
         after_help = "Examples:\n  credport relay --upstream http://host.docker.internal:9911\n  docker run -d --name credport-relay --network credport --ip 169.254.170.2 \\\n    --add-host host.docker.internal:host-gateway --read-only credport \\\n    relay --upstream http://host.docker.internal:9911"
     )]
     Relay(RelayArgs),
+    /// Set a project up: detect its stage -> profile mapping and write a `.credport.toml`
+    /// to commit (and, with --editor, the editor's run configurations).
+    ///
+    /// Detects what `credport resolve` would use (credport's config, `.credport.toml`,
+    /// serverless.yml, samconfig.toml, cdk.json), tries every stage the project file names,
+    /// shows the mapping and the profiles in your AWS files, and writes a commented
+    /// `.credport.toml` next to the project file. `--editor vscode` writes
+    /// .vscode/launch.json and .vscode/tasks.json, `--editor jetbrains` .run/*.run.xml; both
+    /// point at per-stage env files in .credport/ (git-ignored, written now, refreshed by a
+    /// task). No file ever holds a token. Existing files are left alone without --force.
+    #[command(
+        after_help = "Examples:\n  credport init\n  credport init --dry-run\n  credport init --stage qa --editor vscode\n  credport init --dir services/orders --editor jetbrains --force"
+    )]
+    Init(InitArgs),
+    /// Print the shell completion script for bash, zsh, fish, elvish or powershell.
+    ///
+    /// Completes commands, flags and fixed values (formats, shells, editors, paths).
+    /// Project, stage and profile names are not completed (static scripts).
+    #[command(
+        after_help = "Examples:\n  credport completions bash > ~/.local/share/bash-completion/completions/credport\n  credport completions zsh > ~/.zfunc/_credport     # with fpath+=(~/.zfunc) before compinit\n  credport completions fish > ~/.config/fish/completions/credport.fish"
+    )]
+    Completions(CompletionsArgs),
+    /// Print the credport(1) man page, or write one page per command into a directory.
+    #[command(
+        after_help = "Examples:\n  credport man | man -l -\n  credport man --out ~/.local/share/man/man1"
+    )]
+    Man(ManArgs),
 }
 
 fn parse_poll(s: &str) -> Result<f64, String> {
@@ -152,6 +183,53 @@ pub struct RelayArgs {
     pub timeout: u64,
 }
 
+/// `credport init`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct InitArgs {
+    /// The project directory (default: the current directory).
+    #[arg(long, value_name = "DIR", value_hint = ValueHint::DirPath)]
+    pub dir: Option<std::path::PathBuf>,
+    /// Also map this stage (repeatable); the stages the project file names are tried anyway.
+    #[arg(long = "stage", short = 's', value_name = "STAGE")]
+    pub stages: Vec<String>,
+    /// Also write run configurations for this editor (repeatable).
+    #[arg(long, value_enum, value_name = "EDITOR")]
+    pub editor: Vec<Editor>,
+    /// Replace an existing .credport.toml and run configurations (launch.json and
+    /// tasks.json keep their other entries).
+    #[arg(long)]
+    pub force: bool,
+    /// Print what it would write; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Editors `credport init --editor` writes run configurations for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Editor {
+    /// Visual Studio Code: .vscode/launch.json (envFile) and .vscode/tasks.json.
+    Vscode,
+    /// IntelliJ IDEA, PyCharm, WebStorm: shared run configurations in .run/.
+    Jetbrains,
+}
+
+/// `credport completions`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `credport man`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ManArgs {
+    /// Write credport.1 and one page per command (credport-serve.1, ...) into DIR
+    /// (created if missing) instead of printing credport.1.
+    #[arg(long, value_name = "DIR", value_hint = ValueHint::DirPath)]
+    pub out: Option<std::path::PathBuf>,
+}
+
 /// How `resolve`, `exec` and `env` pick the scope.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ScopeArgs {
@@ -168,7 +246,7 @@ pub struct ScopeArgs {
     #[arg(long, value_name = "K=V", value_parser = parse_param)]
     pub param: Vec<(String, String)>,
     /// Where to look for the project file (default: the current directory).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", value_hint = ValueHint::DirPath)]
     pub dir: Option<std::path::PathBuf>,
 }
 

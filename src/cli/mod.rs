@@ -1,10 +1,13 @@
 //! The commands: one file each, thin, dependencies passed in.
 
 pub mod args;
+pub mod completions;
 pub mod doctor;
 pub mod env;
 pub mod exec;
+pub mod init;
 pub mod login;
+pub mod man;
 pub mod project;
 pub mod relay;
 pub mod resolve;

@@ -22,3 +22,8 @@ def hello(event, context):
     }
     print(json.dumps(result), flush=True)
     return result
+
+
+if __name__ == "__main__":
+    # Started directly, as an editor's "run this file" does (`python handler.py`).
+    hello({}, None)
