@@ -180,7 +180,7 @@ pub fn check_name(what: &str, name: &str) -> Result<(), String> {
 pub struct ConfigStore {
     path: PathBuf,
     current: arc_swap::ArcSwap<Config>,
-    status: std::sync::Mutex<crate::profiles::store::FileState>,
+    status: std::sync::Mutex<crate::fsutil::FileState>,
 }
 
 impl ConfigStore {
@@ -189,7 +189,7 @@ impl ConfigStore {
         let store = ConfigStore {
             path,
             current: arc_swap::ArcSwap::from_pointee(Config::default()),
-            status: std::sync::Mutex::new(crate::profiles::store::FileState::Missing),
+            status: std::sync::Mutex::new(crate::fsutil::FileState::Missing),
         };
         store.reload();
         store
@@ -200,7 +200,7 @@ impl ConfigStore {
         ConfigStore {
             path: PathBuf::new(),
             current: arc_swap::ArcSwap::from_pointee(config),
-            status: std::sync::Mutex::new(crate::profiles::store::FileState::Ok { sections: 0 }),
+            status: std::sync::Mutex::new(crate::fsutil::FileState::Ok { sections: 0 }),
         }
     }
 
@@ -215,7 +215,7 @@ impl ConfigStore {
     }
 
     /// How the last reload went.
-    pub fn state(&self) -> crate::profiles::store::FileState {
+    pub fn state(&self) -> crate::fsutil::FileState {
         self.status
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -224,7 +224,7 @@ impl ConfigStore {
 
     /// Re-reads the file. Returns whether the config changed.
     pub fn reload(&self) -> bool {
-        use crate::profiles::store::FileState;
+        use crate::fsutil::FileState;
         if self.path.as_os_str().is_empty() {
             return false;
         }

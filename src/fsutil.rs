@@ -58,6 +58,26 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> FsError + '_ {
     }
 }
 
+/// The state of one watched file after the last reload.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum FileState {
+    /// The file does not exist (it counts as empty).
+    Missing,
+    /// Parsed; `sections` is how many sections it has.
+    Ok {
+        /// Number of sections.
+        sections: usize,
+    },
+    /// The last reload failed; the previous good content is still served.
+    Error {
+        /// 1-based line, when the problem has one.
+        line: Option<usize>,
+        /// What is wrong (never a value from the file).
+        reason: String,
+    },
+}
+
 /// Reads a text file; `Ok(None)` when it does not exist.
 pub fn read_text(path: &Path) -> Result<Option<String>, FsError> {
     let meta = match fs::metadata(path) {

@@ -187,7 +187,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Completions(_) | Command::Man(_) => Ok(()),
         Command::Serve(args) => {
             // Before any thread exists: this also removes the LISTEN_* variables.
-            let activated = credport::service::activation::activated_listeners()
+            let activated = credport::daemon::activation::activated_listeners()
                 .map_err(|e| anyhow::anyhow!("socket activation: {e}"))?;
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

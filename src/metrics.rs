@@ -152,6 +152,78 @@ impl Metrics {
     }
 }
 
+/// The daemon's readings that `/metrics` exposes besides the request counters: everything
+/// [`Metrics::render`] needs, gathered by the route, so all of the text lives here.
+#[derive(Debug, Clone, Default)]
+pub struct Readings {
+    /// Reloads of the AWS shared files.
+    pub reloads: u64,
+    /// Reloads in which a file failed.
+    pub reload_errors: u64,
+    /// Calls to STS, SSO and credential processes.
+    pub upstream_calls: u64,
+    /// Of those, the failed ones.
+    pub upstream_errors: u64,
+    /// Profiles in the current snapshot.
+    pub profiles: usize,
+    /// Seconds until each (project, stage)'s cached session expires.
+    pub session_expiry: Vec<(String, String, i64)>,
+}
+
+impl Metrics {
+    /// The whole Prometheus text exposition: request counters and latency, then `r`.
+    pub fn render(&self, r: &Readings) -> String {
+        let mut out = String::new();
+        self.render_requests(&mut out);
+        for (name, kind, help, value) in [
+            (
+                "credport_reloads_total",
+                "counter",
+                "Reloads of the AWS shared files.",
+                r.reloads as f64,
+            ),
+            (
+                "credport_reload_errors_total",
+                "counter",
+                "Reloads in which a shared file failed to read or parse.",
+                r.reload_errors as f64,
+            ),
+            (
+                "credport_upstream_calls_total",
+                "counter",
+                "Calls to STS, SSO and credential processes.",
+                r.upstream_calls as f64,
+            ),
+            (
+                "credport_upstream_errors_total",
+                "counter",
+                "Failed calls to STS, SSO and credential processes.",
+                r.upstream_errors as f64,
+            ),
+            (
+                "credport_profiles",
+                "gauge",
+                "Profiles in the current snapshot.",
+                r.profiles as f64,
+            ),
+        ] {
+            single(&mut out, name, kind, help, value);
+        }
+        out.push_str(
+            "# HELP credport_session_expiry_seconds Seconds until each scope's cached session expires.\n\
+             # TYPE credport_session_expiry_seconds gauge\n",
+        );
+        for (project, stage, secs) in &r.session_expiry {
+            out.push_str(&format!(
+                "credport_session_expiry_seconds{{project=\"{}\",stage=\"{}\"}} {secs}\n",
+                label(project),
+                label(stage),
+            ));
+        }
+        out
+    }
+}
+
 /// Escapes a label value.
 pub fn label(v: &str) -> String {
     v.replace('\\', "\\\\")

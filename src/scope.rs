@@ -23,8 +23,9 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::Config;
+use crate::fsutil::FileState;
 use crate::profiles::Snapshot;
-use crate::profiles::store::{FileState, FileStatus};
+use crate::profiles::store::FileStatus;
 use crate::projects::args::{Inspection, Invocation, Tool, inspect};
 use crate::projects::registry::{self, RegistryError};
 use crate::projects::{ProjectError, ProjectKind, Selection, resolve_dir};

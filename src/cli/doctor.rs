@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::control::{ControlError, Request, call};
+use crate::daemon::control::{ControlError, Request, call};
+use crate::fsutil::FileState;
 use crate::paths::Paths;
-use crate::profiles::store::{FileState, ProfileStore};
+use crate::profiles::store::ProfileStore;
 
 /// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -393,8 +394,8 @@ async fn daemon(paths: &Paths, f: &mut Vec<Finding>) {
     match call(&paths.control_socket(), &Request::Status).await {
         Ok(_) => {}
         Err(ControlError::NotRunning { .. }) => {
-            if let crate::instance::Lookup::Stale { reason, removed } =
-                crate::instance::find(&paths.runtime_dir, None)
+            if let crate::daemon::instance::Lookup::Stale { reason, removed } =
+                crate::daemon::instance::find(&paths.runtime_dir, None)
             {
                 f.push(finding(
                     Severity::Info,

@@ -6,9 +6,9 @@ use anyhow::{Context, Result};
 
 use crate::cli::args::{EnvArgs, EnvFormat};
 use crate::client;
+use crate::client::launch;
 use crate::environment::{ChildEnv, TokenRef};
 use crate::fsutil;
-use crate::launch;
 use crate::paths::Paths;
 use crate::tokens::TokenKey;
 
@@ -117,9 +117,9 @@ fn keep_standins(
     let call = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
-        .block_on(crate::control::call(
+        .block_on(crate::daemon::control::call(
             &paths.control_socket(),
-            &crate::control::Request::Standin,
+            &crate::daemon::control::Request::Standin,
         ));
     match call {
         Ok(v) => {

@@ -26,9 +26,9 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::args::ExecArgs;
 use crate::client;
+use crate::client::launch;
 use crate::environment::{ChildEnv, TokenRef};
 use crate::fsutil;
-use crate::launch;
 use crate::paths::Paths;
 use crate::tokens::TokenKey;
 
@@ -43,7 +43,7 @@ impl Drop for RunDir {
 
 /// Runs `credport exec` and returns the child's exit status.
 pub async fn run(paths: &Paths, args: &ExecArgs, env: &dyn crate::env::Env) -> Result<ExitStatus> {
-    crate::rundirs::sweep_stale(&paths.runtime_dir);
+    crate::client::rundirs::sweep_stale(&paths.runtime_dir);
     let config = super::load_config(paths)?;
     let mut scope = super::resolve_scope(paths, &config, &args.scope, &args.command, env)?;
     if let Some(p) = &args.profile {

@@ -5,7 +5,7 @@ use std::io::{BufRead, Write};
 use anyhow::{Context, Result};
 
 use crate::cli::args::LoginArgs;
-use crate::control::{Request, call};
+use crate::daemon::control::{Request, call};
 use crate::paths::Paths;
 
 /// Runs `credport login`. Reads the code from `input` (the terminal) when not given.

@@ -25,7 +25,7 @@ use crate::scope::{Request, Scope};
 /// Loads credport's config, failing on a broken file (a command must not guess).
 pub fn load_config(paths: &Paths) -> Result<Config> {
     let store = ConfigStore::open(paths.config.clone());
-    if let crate::profiles::store::FileState::Error { line, reason } = store.state() {
+    if let crate::fsutil::FileState::Error { line, reason } = store.state() {
         anyhow::bail!(
             "{}: line {}: {reason}",
             paths.config.display(),

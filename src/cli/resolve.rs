@@ -16,7 +16,7 @@ pub fn run(
 ) -> Result<()> {
     let config = super::load_config(paths)?;
     let scope = super::resolve_scope(paths, &config, &args.scope, &args.command, env)?;
-    for w in crate::launch::check_profiles(paths, &scope, None)? {
+    for w in crate::client::launch::check_profiles(paths, &scope, None)? {
         eprintln!("credport: warning: {w}");
     }
     let mut v = serde_json::to_value(&scope)?;

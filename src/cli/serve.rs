@@ -11,14 +11,14 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::args::ServeArgs;
 use crate::config::DEFAULT_LISTEN;
+use crate::daemon::readiness::{self, State};
 use crate::daemon::{Daemon, DaemonInfo, base_url};
 use crate::fsutil;
 use crate::paths::Paths;
 use crate::server::{Limits, serve};
-use crate::service::readiness::{self, State};
 
 /// Runs `credport serve`. `activated` are the listening sockets passed by the service
-/// manager ([`activated_listeners`](crate::service::activation::activated_listeners));
+/// manager ([`activated_listeners`](crate::daemon::activation::activated_listeners));
 /// when there are any, they are served instead of `--listen` and the config's addresses.
 pub async fn run(
     paths: &Paths,
@@ -52,9 +52,11 @@ pub async fn run(
     };
     // One daemon per user: the lock is held until this process ends. Socket activation
     // takes over like --replace (the service manager owns the address).
-    let _lock =
-        crate::instance::InstanceLock::acquire(&paths.runtime_dir, args.replace || was_activated)?;
-    let swept = crate::rundirs::sweep_stale(&paths.runtime_dir);
+    let _lock = crate::daemon::instance::InstanceLock::acquire(
+        &paths.runtime_dir,
+        args.replace || was_activated,
+    )?;
+    let swept = crate::client::rundirs::sweep_stale(&paths.runtime_dir);
     if swept > 0 {
         tracing::info!(
             removed = swept,
@@ -85,12 +87,16 @@ pub async fn run(
     let keeper = crate::standin::Keeper::spawn(&daemon.state, paths.runtime_dir.clone());
     let _ = daemon.state.standins.set(keeper);
 
-    let control = crate::control::bind(&paths.control_socket())
+    let control = crate::daemon::control::bind(&paths.control_socket())
         .with_context(|| format!("binding {}", paths.control_socket().display()))?;
     let (st, addrs) = (daemon.state.clone(), daemon.addrs.clone());
-    let status: crate::control::StatusFn =
+    let status: crate::daemon::control::StatusFn =
         std::sync::Arc::new(move || crate::daemon::status_json(&st, &addrs));
-    let control_task = tokio::spawn(crate::control::serve(control, daemon.state.clone(), status));
+    let control_task = tokio::spawn(crate::daemon::control::serve(
+        control,
+        daemon.state.clone(),
+        status,
+    ));
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;

@@ -4,7 +4,7 @@ use std::io::Write;
 
 use anyhow::Result;
 
-use crate::control::{ControlError, Request, call};
+use crate::daemon::control::{ControlError, Request, call};
 use crate::paths::Paths;
 
 /// Runs `credport status`. Returns `false` when the daemon does not answer.
@@ -40,8 +40,10 @@ pub async fn run(
             }
             // A state file without a daemon behind it is removed (and said so).
             let stale = match crate::client::find_daemon(paths, env) {
-                crate::instance::Lookup::Stale { removed, reason } => Some((removed, reason)),
-                crate::instance::Lookup::Running { url } => {
+                crate::daemon::instance::Lookup::Stale { removed, reason } => {
+                    Some((removed, reason))
+                }
+                crate::daemon::instance::Lookup::Running { url } => {
                     // Alive and verified, but its control socket is gone (removed by hand).
                     if json {
                         writeln!(

@@ -27,7 +27,7 @@ pub fn run(paths: &Paths, args: &TokenArgs, out: &mut dyn Write) -> Result<()> {
         let rewritten = rewrite_token_files(paths, &key)?
             + old
                 .as_ref()
-                .map(|o| crate::rundirs::rewrite_tokens(&paths.runtime_dir, o, &key))
+                .map(|o| crate::client::rundirs::rewrite_tokens(&paths.runtime_dir, o, &key))
                 .unwrap_or(0);
         let until = match key.grace_until() {
             Some(_) => format!("the old ones keep working for {grace} s"),

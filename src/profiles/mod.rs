@@ -14,7 +14,6 @@
 
 pub mod parse;
 pub mod store;
-pub mod watch;
 
 use std::collections::BTreeMap;
 use std::fmt;

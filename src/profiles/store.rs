@@ -18,25 +18,7 @@ use crate::fsutil;
 const EMPTY_RECHECKS: usize = 4;
 const EMPTY_RECHECK_DELAY: std::time::Duration = std::time::Duration::from_millis(25);
 
-/// The state of one watched file after the last reload.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(tag = "state", rename_all = "lowercase")]
-pub enum FileState {
-    /// The file does not exist (it counts as empty).
-    Missing,
-    /// Parsed; `sections` is how many sections it has.
-    Ok {
-        /// Number of sections.
-        sections: usize,
-    },
-    /// The last reload failed; the previous good content is still served.
-    Error {
-        /// 1-based line, when the problem has one.
-        line: Option<usize>,
-        /// What is wrong (never a value from the file).
-        reason: String,
-    },
-}
+pub use crate::fsutil::FileState;
 
 /// Status of one watched file.
 #[derive(Debug, Clone, serde::Serialize)]

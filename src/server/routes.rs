@@ -112,51 +112,9 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     use std::sync::atomic::Ordering::Relaxed;
-    let mut out = String::new();
-    state.metrics.render_requests(&mut out);
-    let m = &crate::metrics::single;
-    m(
-        &mut out,
-        "credport_reloads_total",
-        "counter",
-        "Reloads of the AWS shared files.",
-        state.profiles.reloads.load(Relaxed) as f64,
-    );
-    m(
-        &mut out,
-        "credport_reload_errors_total",
-        "counter",
-        "Reloads in which a shared file failed to read or parse.",
-        state.profiles.reload_errors.load(Relaxed) as f64,
-    );
     let stats = &state.resolver.sessions().stats;
-    m(
-        &mut out,
-        "credport_upstream_calls_total",
-        "counter",
-        "Calls to STS, SSO and credential processes.",
-        stats.fetches.load(Relaxed) as f64,
-    );
-    m(
-        &mut out,
-        "credport_upstream_errors_total",
-        "counter",
-        "Failed calls to STS, SSO and credential processes.",
-        stats.fetch_errors.load(Relaxed) as f64,
-    );
-    m(
-        &mut out,
-        "credport_profiles",
-        "gauge",
-        "Profiles in the current snapshot.",
-        state.profiles.snapshot().profiles.len() as f64,
-    );
-    out.push_str(
-        "# HELP credport_session_expiry_seconds Seconds until each scope's cached session expires.
-# TYPE credport_session_expiry_seconds gauge
-",
-    );
     let now = OffsetDateTime::now_utc();
+    let mut session_expiry = Vec::new();
     for (project, p) in &state.config.get().projects {
         for (stage, profile) in &p.stages {
             let Ok(plan) = state.resolver.plan(profile, project, stage) else {
@@ -167,15 +125,18 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             }
             let expires = state.resolver.sessions().info(&plan).expires;
             if let Some(t) = expires.and_then(|e| crate::credentials::parse_timestamp(&e)) {
-                out.push_str(&format!(
-                    "credport_session_expiry_seconds{{project=\"{}\",stage=\"{}\"}} {}\n",
-                    crate::metrics::label(project),
-                    crate::metrics::label(stage),
-                    (t - now).whole_seconds()
-                ));
+                session_expiry.push((project.clone(), stage.clone(), (t - now).whole_seconds()));
             }
         }
     }
+    let out = state.metrics.render(&crate::metrics::Readings {
+        reloads: state.profiles.reloads.load(Relaxed),
+        reload_errors: state.profiles.reload_errors.load(Relaxed),
+        upstream_calls: stats.fetches.load(Relaxed),
+        upstream_errors: stats.fetch_errors.load(Relaxed),
+        profiles: state.profiles.snapshot().profiles.len(),
+        session_expiry,
+    });
     let mut resp = (StatusCode::OK, out).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -49,9 +49,7 @@
 //! namespaces (`PrivateUsers=yes`).
 //!
 
-pub mod activation;
 pub mod install;
-pub mod readiness;
 pub mod units;
 
 pub use install::{InstallOptions, Runner, ServiceError, install, run_command, status, uninstall};

@@ -576,44 +576,22 @@ fn apply_refresh(token: &mut CachedToken, new: NewToken, now: OffsetDateTime) {
     token.expires_at = expires_at;
 }
 
-/// Writes `doc` to `path` atomically: a 0600 temporary file in the same directory, synced,
-/// then renamed over the old file.
+/// Writes `doc` to `path` through the one atomic private write ([`crate::fsutil::write_atomic`]:
+/// a 0600 temporary file in the same directory, synced, renamed over the old file, the
+/// directory synced), off the async runtime.
 async fn write_cache(path: &Path, doc: &Map<String, Value>) -> Result<(), SsoError> {
-    use tokio::io::AsyncWriteExt;
     let cache_err = |reason: String| SsoError::Cache {
         path: path.to_path_buf(),
         reason,
     };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(
-        ".{name}.{}.{:016x}.tmp",
-        std::process::id(),
-        fastrand::u64(..)
-    ));
     let contents = Zeroizing::new(
         serde_json::to_vec(doc).map_err(|_| cache_err("cannot serialize".to_string()))?,
     );
-    let mut opts = tokio::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    opts.mode(0o600);
-    let result = async {
-        let mut f = opts.open(&tmp).await?;
-        f.write_all(&contents).await?;
-        f.sync_all().await?;
-        drop(f);
-        tokio::fs::rename(&tmp, path).await
-    }
-    .await;
-    if let Err(e) = result {
-        let _ = tokio::fs::remove_file(&tmp).await;
-        return Err(cache_err(format!("cannot rewrite it: {e}")));
-    }
-    Ok(())
+    let target = path.to_path_buf();
+    tokio::task::spawn_blocking(move || crate::fsutil::write_atomic(&target, &contents, 0o600))
+        .await
+        .map_err(|e| cache_err(format!("cannot rewrite it: {e}")))?
+        .map_err(|e| cache_err(format!("cannot rewrite it: {e}")))
 }
 
 /// Parses `GetRoleCredentials`:

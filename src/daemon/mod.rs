@@ -5,6 +5,11 @@
 //! returned value and stop when it is dropped. [`DaemonInfo`] is what `serve` writes to
 //! `<runtime dir>/daemon.json` (0600) and what `status`, `env` and `exec` read.
 
+pub mod activation;
+pub mod control;
+pub mod instance;
+pub mod readiness;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -16,7 +21,6 @@ use crate::config::ConfigStore;
 use crate::fsutil;
 use crate::paths::Paths;
 use crate::profiles::store::ProfileStore;
-use crate::profiles::watch::{FileWatcher, WatchError, WatchGroup};
 use crate::server::{AppState, allowed_hosts};
 use crate::sources::Resolver;
 use crate::sources::cache::Sessions;
@@ -24,6 +28,7 @@ use crate::sources::http::HttpConfig;
 use crate::sources::sso::SsoClient;
 use crate::sources::sts::StsClient;
 use crate::tokens::TokenKey;
+use crate::watch::{FileWatcher, WatchError, WatchGroup};
 
 /// Errors starting the daemon.
 #[derive(Debug, thiserror::Error)]
@@ -186,7 +191,7 @@ impl Daemon {
     /// Like [`start_with`](Self::start_with); with `poll`, watches the files by polling at
     /// that interval instead of by kernel events (for mounts that deliver none). `adopted`
     /// are listeners already bound (socket activation, from
-    /// [`crate::service::activation::activated_listeners`]): they are served first, as
+    /// [`crate::daemon::activation::activated_listeners`]): they are served first, as
     /// they are, before the newly bound `listen` addresses.
     pub async fn start_with_poll(
         paths: &Paths,
@@ -208,7 +213,7 @@ impl Daemon {
         }
         let profiles = Arc::new(ProfileStore::open(paths.aws.clone()));
         for f in profiles.status() {
-            if f.state == crate::profiles::store::FileState::Missing {
+            if f.state == crate::fsutil::FileState::Missing {
                 tracing::info!(file = %f.path.display(), "not found yet; it will be loaded when it appears");
             }
         }
@@ -253,7 +258,7 @@ impl Daemon {
             tokens: ArcSwapOption::from_pointee(key),
             metrics: Default::default(),
             standins: Default::default(),
-            instance: crate::instance::new_instance_id(),
+            instance: crate::daemon::instance::new_instance_id(),
             env: env.clone(),
         });
 
@@ -346,7 +351,7 @@ pub fn status_json(state: &AppState, addrs: &[SocketAddr]) -> serde_json::Value 
     let broken: Vec<String> = file_status
         .iter()
         .filter_map(|f| match &f.state {
-            crate::profiles::store::FileState::Error { line, .. } => Some(format!(
+            crate::fsutil::FileState::Error { line, .. } => Some(format!(
                 "{} line {} is broken (serving its last good version)",
                 f.path.display(),
                 line.unwrap_or(0)

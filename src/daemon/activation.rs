@@ -6,7 +6,7 @@
 //! (`Daemon::start_with_poll`), which serves them instead of binding addresses. Nothing
 //! here is kept in a global: the listeners are owned by whoever holds the returned `Vec`.
 //!
-//! The systemd units that pass the sockets are rendered by [`super::units`].
+//! The systemd units that pass the sockets are rendered by [`crate::service::units`].
 
 use std::io;
 use std::os::fd::{FromRawFd, RawFd};

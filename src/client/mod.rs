@@ -1,13 +1,16 @@
 //! The CLI's side of the daemon: finding it, registering projects with it, asking it for
 //! credentials, and, when none runs, an embedded server for one command's lifetime.
 
+pub mod launch;
+pub mod rundirs;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use crate::config::{Config, ConfigStore, DEFAULT_LISTEN, ProjectConfig};
+use crate::daemon::instance::Lookup;
 use crate::daemon::{Daemon, base_url};
 use crate::fsutil;
-use crate::instance::Lookup;
 use crate::paths::Paths;
 use crate::scope::Scope;
 
@@ -33,10 +36,10 @@ pub enum ClientError {
     Daemon(String),
 }
 
-/// Finds the daemon and checks that it answers as itself (see [`crate::instance::find`]):
+/// Finds the daemon and checks that it answers as itself (see [`crate::daemon::instance::find`]):
 /// `CREDPORT_URL` when set, else `daemon.json` verified against `/healthz`'s instance id.
 pub fn find_daemon(paths: &Paths, env: &dyn crate::env::Env) -> Lookup {
-    crate::instance::find(&paths.runtime_dir, env("CREDPORT_URL").as_deref())
+    crate::daemon::instance::find(&paths.runtime_dir, env("CREDPORT_URL").as_deref())
 }
 
 /// Why a lookup found no daemon, in words for a warning; `None` when none was expected
@@ -107,7 +110,7 @@ pub fn stable_url(paths: &Paths, config: &Config, env: &dyn crate::env::Env) -> 
         }
     };
     let problem = lookup_problem(&lookup);
-    if problem.is_some() || crate::instance::healthz(&url).is_err() {
+    if problem.is_some() || crate::daemon::instance::healthz(&url).is_err() {
         let why = problem.map(|p| format!(" ({p})")).unwrap_or_default();
         tracing::warn!(
             "no credport daemon answers at {url}{why}; these settings work once one runs there: start it with `credport serve` or `credport service install`"
