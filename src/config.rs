@@ -33,11 +33,11 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9911";
 pub const DEFAULT_SERVED_LIFETIME: u64 = 16 * 60;
 
 /// The whole file.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// `[server]`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "ServerConfig::is_default")]
     pub server: ServerConfig,
     /// `[projects.NAME]` tables.
     #[serde(default)]
@@ -45,22 +45,29 @@ pub struct Config {
 }
 
 /// `[server]` settings.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// Listen addresses used when `serve` gets no `--listen`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub listen: Vec<SocketAddr>,
     /// Longest lifetime served to clients, in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub served_lifetime: Option<u64>,
     /// Extra `Host` header values to accept (for a relay or a DNS name you control).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_hosts: Vec<String>,
     /// How long a `credential_process` may run, in seconds (default 60).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub process_timeout: Option<u64>,
 }
 
 impl ServerConfig {
+    /// Whether nothing is set (so it is not written).
+    fn is_default(&self) -> bool {
+        *self == ServerConfig::default()
+    }
+
     /// The served lifetime in seconds: [`DEFAULT_SERVED_LIFETIME`] unless set, and at least
     /// 5 s (tests choose short ones to watch clients refresh; anything under 15 minutes
     /// makes botocore re-fetch on every call).
@@ -79,18 +86,21 @@ impl ServerConfig {
 }
 
 /// One declared project.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProjectConfig {
     /// The stage used when a request or command names none.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub default_stage: Option<String>,
     /// Stage name to profile name.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub stages: BTreeMap<String, String>,
     /// Region for `exec`/`env`, overriding the profile's.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
     /// The project's directory, whose own files (`.credport.toml`, `serverless.yml`, ...)
     /// resolve stages not listed in `stages`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<PathBuf>,
 }
 

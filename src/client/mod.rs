@@ -144,65 +144,52 @@ pub fn register(
         return Ok(false);
     }
     let file = paths.registered_projects();
-    let mut table = registry_table(&file)?;
+    let mut table = registry_file(&file)?;
     let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-    let projects = table
-        .entry("projects")
-        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
-        .as_table_mut()
-        .ok_or_else(|| ClientError::Registry {
-            path: file.clone(),
-            reason: "`projects` is not a table".into(),
-        })?;
-    let wanted = dir.display().to_string();
-    if projects
-        .get(project)
-        .and_then(|p| p.get("path"))
-        .and_then(|p| p.as_str())
-        == Some(wanted.as_str())
-    {
+    let old = table.projects.get(project).and_then(|p| p.path.clone());
+    if old.as_deref() == Some(dir.as_path()) {
         return Ok(false);
     }
-    if let Some(old) = projects
-        .get(project)
-        .and_then(|p| p.get("path"))
-        .and_then(|p| p.as_str())
-    {
-        tracing::warn!(project, old, new = %wanted, "project name registered for another directory; replacing it");
+    if let Some(old) = old {
+        tracing::warn!(project, old = %old.display(), new = %dir.display(), "project name registered for another directory; replacing it");
     }
-    let mut entry = toml::Table::new();
-    entry.insert("path".into(), toml::Value::String(wanted));
-    projects.insert(project.into(), toml::Value::Table(entry));
-    fsutil::write_private(
-        &file,
-        toml::to_string(&table).unwrap_or_default().as_bytes(),
-    )?;
+    table.projects.insert(
+        project.into(),
+        ProjectConfig {
+            path: Some(dir),
+            ..ProjectConfig::default()
+        },
+    );
+    write_registry_file(&file, &table)?;
     Ok(true)
 }
 
-/// The registered-projects file as a TOML table (missing: empty).
-fn registry_table(file: &Path) -> Result<toml::Table, ClientError> {
+/// The registered-projects file, read with the same type the daemon reads it with
+/// (missing: empty).
+fn registry_file(file: &Path) -> Result<Config, ClientError> {
     let text = fsutil::read_text(file)?.unwrap_or_default();
-    toml::from_str(&text).map_err(|e| ClientError::Registry {
+    crate::config::parse(&text).map_err(|e| ClientError::Registry {
         path: file.to_path_buf(),
-        reason: e.message().to_string(),
+        reason: e.to_string(),
     })
+}
+
+fn write_registry_file(file: &Path, table: &Config) -> Result<(), ClientError> {
+    let text = toml::to_string(table).map_err(|e| ClientError::Registry {
+        path: file.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    fsutil::write_private(file, text.as_bytes())?;
+    Ok(())
 }
 
 /// Removes a registered project. Returns whether it was there.
 pub fn unregister(paths: &Paths, project: &str) -> Result<bool, ClientError> {
     let file = paths.registered_projects();
-    let mut table = registry_table(&file)?;
-    let removed = table
-        .get_mut("projects")
-        .and_then(|p| p.as_table_mut())
-        .and_then(|p| p.remove(project))
-        .is_some();
+    let mut table = registry_file(&file)?;
+    let removed = table.projects.remove(project).is_some();
     if removed {
-        fsutil::write_private(
-            &file,
-            toml::to_string(&table).unwrap_or_default().as_bytes(),
-        )?;
+        write_registry_file(&file, &table)?;
     }
     Ok(removed)
 }
