@@ -59,7 +59,7 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> FsError + '_ {
 }
 
 /// The state of one watched file after the last reload.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "state", rename_all = "lowercase")]
 pub enum FileState {
     /// The file does not exist (it counts as empty).

@@ -91,7 +91,7 @@ pub async fn run(
         .with_context(|| format!("binding {}", paths.control_socket().display()))?;
     let (st, addrs) = (daemon.state.clone(), daemon.addrs.clone());
     let status: crate::daemon::control::StatusFn =
-        std::sync::Arc::new(move || crate::daemon::status_json(&st, &addrs));
+        std::sync::Arc::new(move || crate::daemon::status_report(&st, &addrs));
     let control_task = tokio::spawn(crate::daemon::control::serve(
         control,
         daemon.state.clone(),

@@ -4,7 +4,9 @@ use std::io::Write;
 
 use anyhow::Result;
 
+use crate::daemon::StatusReport;
 use crate::daemon::control::{ControlError, Request, call};
+use crate::fsutil::FileState;
 use crate::paths::Paths;
 
 /// Runs `credport status`. Returns `false` when the daemon does not answer.
@@ -82,63 +84,50 @@ pub async fn run(
         }
         Err(e) => return Err(e.into()),
     };
+    let status: StatusReport = serde_json::from_value(status)
+        .map_err(|e| anyhow::anyhow!("the daemon's status answer is not understood: {e}"))?;
     if json {
-        let mut v = status;
+        let mut v = serde_json::to_value(&status)?;
         v["running"] = true.into();
-        if let Some(o) = v.as_object_mut() {
-            o.remove("ok");
-        }
         writeln!(out, "{v}")?;
         return Ok(true);
     }
-    let s = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
-    let listen: Vec<String> = status["listen"]
-        .as_array()
-        .map(|a| a.iter().map(s).collect())
-        .unwrap_or_default();
     writeln!(
         out,
         "daemon: running (pid {}, version {}), listening on {}",
-        status["pid"],
-        s(&status["version"]),
-        listen.join(", ")
+        status.pid,
+        status.version,
+        status.listen.join(", ")
     )?;
     writeln!(
         out,
         "profiles: {} (generation {}); upstream calls {}, errors {}",
-        status["profiles"], status["generation"], status["fetches"], status["fetch_errors"]
+        status.profiles, status.generation, status.fetches, status.fetch_errors
     )?;
     writeln!(out, "files:")?;
-    for f in status["files"].as_array().into_iter().flatten() {
-        let state = match s(&f["state"]).as_str() {
-            "ok" => format!("ok ({} sections)", f["sections"]),
-            "missing" => "missing (counts as empty)".into(),
-            "error" => format!(
-                "ERROR line {}: {} (serving the last good version)",
-                f["line"].as_u64().unwrap_or(0),
-                s(&f["reason"])
+    for f in &status.files {
+        let state = match &f.state {
+            FileState::Ok { sections } => format!("ok ({sections} sections)"),
+            FileState::Missing => "missing (counts as empty)".into(),
+            FileState::Error { line, reason } => format!(
+                "ERROR line {}: {reason} (serving the last good version)",
+                line.unwrap_or(0)
             ),
-            other => other.to_string(),
         };
-        let when = f["reloaded_at"]
-            .as_str()
+        let when = f
+            .reloaded_at
+            .as_deref()
             .map(|t| format!(", reloaded {t}"))
             .unwrap_or_default();
-        writeln!(
-            out,
-            "  {:<16} {}  {state}{when}",
-            s(&f["kind"]),
-            s(&f["path"])
-        )?;
+        writeln!(out, "  {:<16} {}  {state}{when}", f.kind, f.path.display())?;
     }
-    if let Some(until) = status["token_key"]["previous_valid_until"].as_str() {
+    if let Some(until) = &status.token_key.previous_valid_until {
         writeln!(
             out,
             "token key: rotated; tokens of the previous key keep working until {until}"
         )?;
     }
-    let scopes = status["scopes"].as_array().cloned().unwrap_or_default();
-    if scopes.is_empty() {
+    if status.scopes.is_empty() {
         writeln!(
             out,
             "scopes: none (declare projects in config.toml or register one with `credport project add DIR`)"
@@ -154,47 +143,47 @@ pub async fn run(
         "LAST ISSUED".into(),
         "STATUS".into(),
     ]];
-    for sc in &scopes {
-        let default = if sc["default"] == true { " *" } else { "" };
-        let stage = s(&sc["stage"]);
-        let scope = format!(
-            "{}/{}{default}",
-            s(&sc["project"]),
-            if stage.is_empty() { "?" } else { &stage }
-        );
-        let source = match (sc["kind"].as_str(), sc["source"].as_str()) {
+    for sc in &status.scopes {
+        let default = if sc.default { " *" } else { "" };
+        let stage = if sc.stage.is_empty() { "?" } else { &sc.stage };
+        let scope = format!("{}/{stage}{default}", sc.project);
+        let source = match (&sc.kind, &sc.source) {
             (Some(k), Some(src)) => format!("{k}: {src}"),
-            (Some(k), None) => k.to_string(),
+            (Some(k), None) => k.clone(),
             _ => "-".into(),
         };
-        let issued = match sc["last_issued"]["at"].as_str() {
-            Some(at) => {
+        let issued = match &sc.last_issued {
+            Some(i) => {
                 // The process when it was found, else the client's first User-Agent word.
-                let agent = s(&sc["last_issued"]["user_agent"]);
-                let who = match sc["last_issued"]["process"].as_str() {
-                    Some(p) => p.to_string(),
-                    None => agent.split_whitespace().next().unwrap_or("").to_string(),
+                let who = match &i.process {
+                    Some(p) => p.clone(),
+                    None => i
+                        .user_agent
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or("")
+                        .to_string(),
                 };
                 if who.is_empty() {
-                    at.to_string()
+                    i.at.clone()
                 } else {
-                    format!("{at} ({who})")
+                    format!("{} ({who})", i.at)
                 }
             }
             None => "-".into(),
         };
-        let state = if let Some(e) = sc["error"].as_str() {
+        let state = if let Some(e) = &sc.error {
             format!("ERROR: {e}")
-        } else if let Some(e) = sc["last_error"].as_str() {
+        } else if let Some(e) = &sc.last_error {
             format!("last refresh failed: {e}")
         } else {
             "ok".into()
         };
         rows.push([
             scope,
-            sc["profile"].as_str().unwrap_or("-").to_string(),
+            sc.profile.clone().unwrap_or_else(|| "-".into()),
             source,
-            sc["expires"].as_str().unwrap_or("-").to_string(),
+            sc.expires.clone().unwrap_or_else(|| "-".into()),
             issued,
             state,
         ]);

@@ -128,7 +128,7 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
 }
 
 /// What a status request answers; filled by the daemon.
-pub type StatusFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+pub type StatusFn = Arc<dyn Fn() -> crate::daemon::StatusReport + Send + Sync>;
 
 /// Serves the control socket until the task is dropped.
 pub async fn serve(listener: UnixListener, state: Arc<AppState>, status: StatusFn) {
@@ -183,7 +183,7 @@ async fn handle(state: &AppState, status: &StatusFn, req: Request) -> serde_json
             }
         }
         Request::Status => {
-            let mut v = status();
+            let mut v = serde_json::to_value(status()).unwrap_or_default();
             v["ok"] = serde_json::Value::Bool(true);
             v
         }

@@ -9,7 +9,9 @@ pub mod activation;
 pub mod control;
 pub mod instance;
 pub mod readiness;
+pub mod status;
 
+pub use status::{FileReport, IssuedReport, ScopeReport, StatusReport, TokenKeyReport};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -342,7 +344,7 @@ impl Daemon {
 /// registered projects, each stage) with its profile, source kind, cached session expiry,
 /// last issuance and the error a request would get now, the token key's rotation grace,
 /// and fetch counters. No secrets. The shape is documented in README ("credport status").
-pub fn status_json(state: &AppState, addrs: &[SocketAddr]) -> serde_json::Value {
+pub fn status_report(state: &AppState, addrs: &[SocketAddr]) -> StatusReport {
     use std::sync::atomic::Ordering;
     let config = state.config.get();
     let registered = state.registered.get();
@@ -359,43 +361,60 @@ pub fn status_json(state: &AppState, addrs: &[SocketAddr]) -> serde_json::Value 
             _ => None,
         })
         .collect();
-    let mut files: Vec<serde_json::Value> = file_status
+    let mut files: Vec<FileReport> = file_status
         .into_iter()
-        .map(|f| serde_json::to_value(f).unwrap_or_default())
+        .map(|f| FileReport {
+            kind: serde_json::to_value(f.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            path: f.path,
+            state: f.state,
+            reloaded_at: f.reloaded_at.map(crate::credentials::format_expiration),
+        })
         .collect();
-    let mut cfg = serde_json::to_value(state.config.state()).unwrap_or_default();
-    cfg["kind"] = "credport-config".into();
-    cfg["path"] = state.config.path().display().to_string().into();
-    files.push(cfg);
+    files.push(FileReport {
+        kind: "credport-config".into(),
+        path: state.config.path().to_path_buf(),
+        state: state.config.state(),
+        reloaded_at: None,
+    });
     let issued = state.metrics.last_issued();
     let issued_scopes: Vec<(String, String)> = issued.keys().cloned().collect();
     let env = |k: &str| state.env.get(k);
     let mut scopes = Vec::new();
     for sc in crate::inventory::scopes(&config, &registered, &issued_scopes, &env) {
-        let mut entry = serde_json::json!({
-            "project": sc.project,
-            "stage": sc.stage,
-            "origin": sc.origin,
-            "default": sc.default,
-        });
-        if let Some(i) = issued.get(&(sc.project.clone(), sc.stage.clone())) {
-            entry["last_issued"] = serde_json::json!({
-                "at": crate::credentials::format_expiration(i.at),
-                "user_agent": i.user_agent,
-                "process": i.process,
-                "count": i.count,
-            });
-        }
+        let mut entry = ScopeReport {
+            project: sc.project.clone(),
+            stage: sc.stage.clone(),
+            origin: sc.origin.to_string(),
+            default: sc.default,
+            profile: None,
+            rule: None,
+            kind: None,
+            source: None,
+            expires: None,
+            last_error: None,
+            error: None,
+            last_issued: issued
+                .get(&(sc.project.clone(), sc.stage.clone()))
+                .map(|i| IssuedReport {
+                    at: crate::credentials::format_expiration(i.at),
+                    user_agent: i.user_agent.clone(),
+                    process: i.process.clone(),
+                    count: i.count,
+                }),
+        };
         let b = match sc.binding {
             Ok(b) => b,
             Err(e) => {
-                entry["error"] = e.into();
+                entry.error = Some(e);
                 scopes.push(entry);
                 continue;
             }
         };
-        entry["profile"] = b.profile.clone().into();
-        entry["rule"] = b.rule.clone().into();
+        entry.profile = Some(b.profile.clone());
+        entry.rule = Some(b.rule.clone());
         let profile = &b.profile;
         match snap.profile(profile) {
             None => {
@@ -403,24 +422,24 @@ pub fn status_json(state: &AppState, addrs: &[SocketAddr]) -> serde_json::Value 
                 if !broken.is_empty() {
                     e.push_str(&format!(" ({})", broken.join("; ")));
                 }
-                entry["error"] = e.into();
+                entry.error = Some(e);
             }
             Some(pr) => {
-                entry["kind"] = serde_json::to_value(pr.kind()).unwrap_or_default();
+                entry.kind = serde_json::to_value(pr.kind())
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string));
                 match state.resolver.plan(profile, &b.project, &b.stage) {
                     Ok(plan) => {
-                        entry["source"] = plan.describe().into();
+                        entry.source = Some(plan.describe());
                         if plan.is_cached() {
                             let info = state.resolver.sessions().info(&plan);
-                            entry["expires"] = info.expires.into();
-                            if let Some(e) = info.last_error {
-                                entry["last_error"] = e.into();
-                            }
+                            entry.expires = info.expires;
+                            entry.last_error = info.last_error;
                         } else if let Ok(Some(e)) = pr.written_expiry() {
-                            entry["expires"] = crate::credentials::format_expiration(e).into();
+                            entry.expires = Some(crate::credentials::format_expiration(e));
                         }
                     }
-                    Err(e) => entry["error"] = e.to_string().into(),
+                    Err(e) => entry.error = Some(e.to_string()),
                 }
             }
         }
@@ -433,17 +452,19 @@ pub fn status_json(state: &AppState, addrs: &[SocketAddr]) -> serde_json::Value 
         .and_then(|u| time::OffsetDateTime::from_unix_timestamp(u).ok())
         .map(crate::credentials::format_expiration);
     let stats = &state.resolver.sessions().stats;
-    serde_json::json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "pid": std::process::id(),
-        "instance": state.instance,
-        "listen": addrs.iter().map(|a| base_url(*a)).collect::<Vec<_>>(),
-        "files": files,
-        "profiles": snap.profiles.len(),
-        "generation": snap.generation,
-        "scopes": scopes,
-        "token_key": {"previous_valid_until": grace},
-        "fetches": stats.fetches.load(Ordering::Relaxed),
-        "fetch_errors": stats.fetch_errors.load(Ordering::Relaxed),
-    })
+    StatusReport {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        pid: std::process::id(),
+        instance: state.instance.clone(),
+        listen: addrs.iter().map(|a| base_url(*a)).collect(),
+        files,
+        profiles: snap.profiles.len(),
+        generation: snap.generation,
+        scopes,
+        token_key: TokenKeyReport {
+            previous_valid_until: grace,
+        },
+        fetches: stats.fetches.load(Ordering::Relaxed),
+        fetch_errors: stats.fetch_errors.load(Ordering::Relaxed),
+    }
 }
