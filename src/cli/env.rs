@@ -123,7 +123,7 @@ fn keep_standins(
         ));
     match call {
         Ok(v) => {
-            let problems = v["problems"].as_str().unwrap_or_default();
+            let problems = v.problems.unwrap_or_default();
             if !problems.is_empty() {
                 eprintln!("credport: warning: serverless's profiles: {problems}");
             }

@@ -32,7 +32,7 @@ pub async fn run(paths: &Paths, args: &LoginArgs, input: &mut dyn BufRead) -> Re
     eprintln!(
         "credport: MFA session for '{}' open until {}",
         args.profile,
-        answer["expires"].as_str().unwrap_or("?")
+        answer.expires.as_deref().unwrap_or("?")
     );
     Ok(())
 }

@@ -84,8 +84,9 @@ pub async fn run(
         }
         Err(e) => return Err(e.into()),
     };
-    let status: StatusReport = serde_json::from_value(status)
-        .map_err(|e| anyhow::anyhow!("the daemon's status answer is not understood: {e}"))?;
+    let status: StatusReport = *status
+        .status
+        .ok_or_else(|| anyhow::anyhow!("the daemon's answer holds no status"))?;
     if json {
         let mut v = serde_json::to_value(&status)?;
         v["running"] = true.into();

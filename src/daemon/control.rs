@@ -11,7 +11,8 @@
 //! - `{"op":"reload"}` re-reads every file;
 //! - `{"op":"standin"}` writes `credport env`'s serverless stand-in files now.
 //!
-//! Answers are `{"ok":true,...}` or `{"ok":false,"error":"..."}`.
+//! Answers are one typed [`Answer`]: `{"ok":true,...}` with what was asked for, or
+//! `{"ok":false,"error":"..."}`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -70,8 +71,43 @@ pub enum ControlError {
     Daemon(String),
 }
 
+/// An answer on the control socket: `ok`, or the `error`, and what the request asked for.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Answer {
+    /// Whether the request succeeded.
+    pub ok: bool,
+    /// Why it did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// `login`: when the MFA session expires (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+    /// `standin`: the problems met writing the files (empty when none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problems: Option<String>,
+    /// `status`: the daemon's report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Box<crate::daemon::StatusReport>>,
+}
+
+impl Answer {
+    fn ok() -> Self {
+        Answer {
+            ok: true,
+            ..Answer::default()
+        }
+    }
+
+    fn error(e: impl Into<String>) -> Self {
+        Answer {
+            error: Some(e.into()),
+            ..Answer::default()
+        }
+    }
+}
+
 /// Sends one request and returns the daemon's answer (`ok` checked).
-pub async fn call(path: &Path, req: &Request) -> Result<serde_json::Value, ControlError> {
+pub async fn call(path: &Path, req: &Request) -> Result<Answer, ControlError> {
     let io = |reason: String| ControlError::Io {
         path: path.to_path_buf(),
         reason,
@@ -104,13 +140,12 @@ pub async fn call(path: &Path, req: &Request) -> Result<serde_json::Value, Contr
     .await
     .map_err(|_| io("no answer within 30 s".into()))?
     .map_err(|e| io(e.to_string()))?;
-    let v: serde_json::Value =
-        serde_json::from_str(&answer).map_err(|e| io(format!("bad answer: {e}")))?;
-    if v["ok"] == true {
-        Ok(v)
+    let a: Answer = serde_json::from_str(&answer).map_err(|e| io(format!("bad answer: {e}")))?;
+    if a.ok {
+        Ok(a)
     } else {
         Err(ControlError::Daemon(
-            v["error"].as_str().unwrap_or("unknown error").to_string(),
+            a.error.unwrap_or_else(|| "unknown error".into()),
         ))
     }
 }
@@ -148,20 +183,18 @@ pub async fn serve(listener: UnixListener, state: Arc<AppState>, status: StatusF
             let answer = match read {
                 Ok(Ok(_)) => match serde_json::from_str::<Request>(&line) {
                     Ok(req) => handle(&state, &status, req).await,
-                    Err(e) => {
-                        serde_json::json!({"ok": false, "error": format!("bad request: {e}")})
-                    }
+                    Err(e) => Answer::error(format!("bad request: {e}")),
                 },
                 _ => return,
             };
-            let mut out = answer.to_string();
+            let mut out = serde_json::to_string(&answer).unwrap_or_default();
             out.push('\n');
             let _ = w.write_all(out.as_bytes()).await;
         });
     }
 }
 
-async fn handle(state: &AppState, status: &StatusFn, req: Request) -> serde_json::Value {
+async fn handle(state: &AppState, status: &StatusFn, req: Request) -> Answer {
     match req {
         Request::Login { profile, code } => {
             let code = code.trim();
@@ -169,39 +202,42 @@ async fn handle(state: &AppState, status: &StatusFn, req: Request) -> serde_json
                 || code.len() > 64
                 || !code.chars().all(|c| c.is_ascii_alphanumeric())
             {
-                return serde_json::json!({"ok": false, "error": "the MFA code must be the digits your device shows"});
+                return Answer::error("the MFA code must be the digits your device shows");
             }
             match state.resolver.login(&profile, code).await {
                 Ok(expires) => {
                     tracing::info!(profile = %profile, expires = %crate::credentials::format_expiration(expires), "MFA session opened");
-                    serde_json::json!({"ok": true, "expires": crate::credentials::format_expiration(expires)})
+                    Answer {
+                        expires: Some(crate::credentials::format_expiration(expires)),
+                        ..Answer::ok()
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(profile = %profile, error = %e, "MFA login failed");
-                    serde_json::json!({"ok": false, "error": e.to_string()})
+                    Answer::error(e.to_string())
                 }
             }
         }
-        Request::Status => {
-            let mut v = serde_json::to_value(status()).unwrap_or_default();
-            v["ok"] = serde_json::Value::Bool(true);
-            v
-        }
+        Request::Status => Answer {
+            status: Some(Box::new(status())),
+            ..Answer::ok()
+        },
         Request::Reload => {
             state.profiles.reload();
             state.config.reload();
             state.registered.reload();
             state.poke_standins();
-            serde_json::json!({"ok": true})
+            Answer::ok()
         }
         Request::Standin => match state.standins.get() {
             Some(k) => {
                 state.registered.reload();
-                serde_json::json!({"ok": true, "problems": k.refresh_now().await})
+                Answer {
+                    problems: Some(k.refresh_now().await),
+                    ..Answer::ok()
+                }
             }
-            None => {
-                serde_json::json!({"ok": false, "error": "this server keeps no stand-in files"})
-            }
+            None => Answer::error("this server keeps no stand-in files"),
         },
     }
 }
