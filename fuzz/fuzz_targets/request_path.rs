@@ -78,7 +78,7 @@ fn world() -> &'static World {
             metrics: Default::default(),
             tokens: ArcSwapOption::from_pointee(key),
             instance: "fuzz".into(),
-            standins: Default::default(),
+            on_reload: Default::default(),
             env: credport::env::Snapshot::default(),
         });
         let rt = tokio::runtime::Builder::new_current_thread()

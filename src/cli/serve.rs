@@ -84,8 +84,13 @@ pub async fn run(
     fsutil::write_private(&state_file, serde_json::to_string(&info)?.as_bytes())
         .context("writing the daemon state file")?;
 
-    let keeper = crate::standin::Keeper::spawn(&daemon.state, paths.runtime_dir.clone());
-    let _ = daemon.state.standins.set(keeper);
+    // `env`'s stand-in files: rewritten after every reload and before their sessions expire.
+    let keeper = std::sync::Arc::new(crate::daemon::keeper::Keeper::spawn(
+        &daemon.state,
+        paths.runtime_dir.clone(),
+    ));
+    let poke = keeper.clone();
+    let _ = daemon.state.on_reload.set(Box::new(move || poke.poke()));
 
     let control = crate::daemon::control::bind(&paths.control_socket())
         .with_context(|| format!("binding {}", paths.control_socket().display()))?;
@@ -96,6 +101,7 @@ pub async fn run(
         control,
         daemon.state.clone(),
         status,
+        Some(keeper),
     ));
 
     let mut term = signal(SignalKind::terminate())?;

@@ -166,7 +166,13 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
 pub type StatusFn = Arc<dyn Fn() -> crate::daemon::StatusReport + Send + Sync>;
 
 /// Serves the control socket until the task is dropped.
-pub async fn serve(listener: UnixListener, state: Arc<AppState>, status: StatusFn) {
+/// `standins` answers `standin` requests (`None`: this server keeps no stand-in files).
+pub async fn serve(
+    listener: UnixListener,
+    state: Arc<AppState>,
+    status: StatusFn,
+    standins: Option<Arc<super::keeper::Keeper>>,
+) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -174,6 +180,7 @@ pub async fn serve(listener: UnixListener, state: Arc<AppState>, status: StatusF
         };
         let state = state.clone();
         let status = status.clone();
+        let standins = standins.clone();
         tokio::spawn(async move {
             let (r, mut w) = stream.into_split();
             let mut line = String::new();
@@ -182,7 +189,7 @@ pub async fn serve(listener: UnixListener, state: Arc<AppState>, status: StatusF
                 tokio::time::timeout(Duration::from_secs(10), reader.read_line(&mut line)).await;
             let answer = match read {
                 Ok(Ok(_)) => match serde_json::from_str::<Request>(&line) {
-                    Ok(req) => handle(&state, &status, req).await,
+                    Ok(req) => handle(&state, &status, standins.as_deref(), req).await,
                     Err(e) => Answer::error(format!("bad request: {e}")),
                 },
                 _ => return,
@@ -194,7 +201,12 @@ pub async fn serve(listener: UnixListener, state: Arc<AppState>, status: StatusF
     }
 }
 
-async fn handle(state: &AppState, status: &StatusFn, req: Request) -> Answer {
+async fn handle(
+    state: &AppState,
+    status: &StatusFn,
+    standins: Option<&super::keeper::Keeper>,
+    req: Request,
+) -> Answer {
     match req {
         Request::Login { profile, code } => {
             let code = code.trim();
@@ -226,10 +238,10 @@ async fn handle(state: &AppState, status: &StatusFn, req: Request) -> Answer {
             state.profiles.reload();
             state.config.reload();
             state.registered.reload();
-            state.poke_standins();
+            state.reloaded();
             Answer::ok()
         }
-        Request::Standin => match state.standins.get() {
+        Request::Standin => match standins {
             Some(k) => {
                 state.registered.reload();
                 Answer {

@@ -8,6 +8,7 @@
 pub mod activation;
 pub mod control;
 pub mod instance;
+pub mod keeper;
 pub mod readiness;
 pub mod status;
 
@@ -259,7 +260,7 @@ impl Daemon {
             registered: registered.clone(),
             tokens: ArcSwapOption::from_pointee(key),
             metrics: Default::default(),
-            standins: Default::default(),
+            on_reload: Default::default(),
             instance: crate::daemon::instance::new_instance_id(),
             env: env.clone(),
         });
@@ -273,7 +274,7 @@ impl Daemon {
                 if p.reload_unless(&|| !probe.quiet_since(mark))
                     && let Some(s) = weak.upgrade()
                 {
-                    s.poke_standins();
+                    s.reloaded();
                 }
             },
         )];
@@ -285,7 +286,7 @@ impl Daemon {
                 if c.reload() {
                     sessions_for_config.set_process_timeout(c.get().server.process_timeout());
                     if let Some(s) = weak.upgrade() {
-                        s.poke_standins();
+                        s.reloaded();
                     }
                 }
             }));
@@ -297,7 +298,7 @@ impl Daemon {
                     if r.reload()
                         && let Some(s) = weak.upgrade()
                     {
-                        s.poke_standins();
+                        s.reloaded();
                     }
                 },
             ));

@@ -57,16 +57,16 @@ pub struct AppState {
     /// The daemon's environment, taken once at start (for `${env:...}` in project files and
     /// `credential_source = Environment`): the request path never reads `std::env`.
     pub env: crate::env::Snapshot,
-    /// Keeps `env`'s serverless stand-in files fresh (set by `serve`; unset in an embedded
-    /// server).
-    pub standins: std::sync::OnceLock<crate::standin::Keeper>,
+    /// Called after every reload of a file the daemon serves from (set by `serve`, to keep
+    /// `env`'s stand-in files fresh; unset in an embedded server).
+    pub on_reload: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl AppState {
-    /// Tells the stand-in keeper that something it depends on was reloaded.
-    pub fn poke_standins(&self) {
-        if let Some(k) = self.standins.get() {
-            k.poke();
+    /// Tells whoever registered [`on_reload`](Self::on_reload) that a file was reloaded.
+    pub fn reloaded(&self) {
+        if let Some(f) = self.on_reload.get() {
+            f();
         }
     }
 }
