@@ -96,7 +96,11 @@ fn bash_completes_subcommands_flags_and_values() {
     let c = bash_candidates(&script, &["credport", "ini"]);
     assert_eq!(c, ["init"], "credport ini<TAB>");
     let c = bash_candidates(&script, &["credport", "env", "--format", "d"]);
-    assert_eq!(c, ["dotenv", "devcontainer"], "env --format d<TAB>");
+    assert_eq!(
+        c,
+        ["dotenv", "devcontainer", "docker-env"],
+        "env --format d<TAB>"
+    );
     let c = bash_candidates(&script, &["credport", "init", "--editor", ""]);
     assert_eq!(c, ["vscode", "jetbrains"], "init --editor <TAB>");
     let c = bash_candidates(&script, &["credport", "completions", "z"]);
