@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::Config;
 use crate::projects::{ProjectKind, find_project_file};
-use crate::scope::{Request, Scope};
+use crate::scope::{Query, Scope};
 
 /// The directory, relative to the project root, that holds the per-stage env files (it
 /// ignores itself in git).
@@ -108,10 +108,10 @@ pub fn detect(
     env: &dyn crate::env::Env,
 ) -> Detection {
     let resolve = |stage: Option<&str>| {
-        let req = Request {
+        let req = Query {
             dir: dir.to_path_buf(),
             stage: stage.map(str::to_string),
-            ..Request::default()
+            ..Query::default()
         };
         crate::scope::resolve(&req, config, registered, env)
     };

@@ -32,7 +32,7 @@ use crate::projects::{ProjectError, ProjectKind, Selection, resolve_dir};
 
 /// What a command asked for.
 #[derive(Debug, Clone, Default)]
-pub struct Request {
+pub struct Query {
     /// Where to look for a project file.
     pub dir: PathBuf,
     /// `--project`.
@@ -212,7 +212,7 @@ fn default_stage(
 /// Merges credport's own flags with the framework invocations `inspection` found (see the
 /// module documentation for the rules).
 pub fn merge(
-    req: &Request,
+    req: &Query,
     inspection: &Inspection,
     env: &dyn crate::env::Env,
 ) -> Result<(Selection, Wrapped), ScopeError> {
@@ -290,7 +290,7 @@ pub fn merge(
 /// Resolves `req` against credport's `config`, the `registered` projects and the
 /// project files, with `env` for `${env:...}` variables.
 pub fn resolve(
-    req: &Request,
+    req: &Query,
     config: &Config,
     registered: &Config,
     env: &dyn crate::env::Env,
@@ -309,7 +309,7 @@ pub fn resolve(
 
 /// Resolves `req` with an already merged selection (no wrapped command is read).
 pub fn resolve_selection(
-    req: &Request,
+    req: &Query,
     sel: &Selection,
     config: &Config,
     registered: &Config,
@@ -453,11 +453,11 @@ mod tests {
 
     const SEED: &str = "service: orders\ncustom:\n  myStage: ${opt:stage, self:provider.stage}\n  myProfile:\n    prod: prodAccount\n    dev: devAccount\nprovider:\n  name: aws\n  stage: dev\n  profile: ${self:custom.myProfile.${self:custom.myStage}}\n";
 
-    fn req(dir: &Path, wrapped: &[&str]) -> Request {
-        Request {
+    fn req(dir: &Path, wrapped: &[&str]) -> Query {
+        Query {
             dir: dir.to_path_buf(),
             wrapped: wrapped.iter().map(|s| s.to_string()).collect(),
-            ..Request::default()
+            ..Query::default()
         }
     }
 

@@ -29,7 +29,7 @@
 use crate::config::Config;
 use crate::credentials::Credentials;
 use crate::projects::Selection;
-use crate::scope::{Request, resolve_selection, serverless_file};
+use crate::scope::{Query, resolve_selection, serverless_file};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -174,10 +174,10 @@ pub fn profile_for_stage(
     registered: &Config,
     env: &dyn crate::env::Env,
 ) -> Option<String> {
-    let req = Request {
+    let req = Query {
         dir: dir.to_path_buf(),
         project: Some(project.to_string()),
-        ..Request::default()
+        ..Query::default()
     };
     let sel = Selection {
         stage: Some(stage.to_string()),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::daemon::control::{ControlError, Request, call};
+use crate::daemon::control::{Command, ControlError, call};
 use crate::fsutil::FileState;
 use crate::paths::Paths;
 use crate::profiles::store::ProfileStore;
@@ -330,7 +330,7 @@ fn mappings(
             ));
         }
         for stage in stages {
-            let req = crate::scope::Request {
+            let req = crate::scope::Query {
                 dir: dir.to_path_buf(),
                 stage: Some(stage.clone()),
                 ..Default::default()
@@ -391,7 +391,7 @@ fn mappings(
 }
 
 async fn daemon(paths: &Paths, f: &mut Vec<Finding>) {
-    match call(&paths.control_socket(), &Request::Status).await {
+    match call(&paths.control_socket(), &Command::Status).await {
         Ok(_) => {}
         Err(ControlError::NotRunning { .. }) => {
             if let crate::daemon::instance::Lookup::Stale { reason, removed } =

@@ -119,7 +119,7 @@ fn keep_standins(
         .build()?
         .block_on(crate::daemon::control::call(
             &paths.control_socket(),
-            &crate::daemon::control::Request::Standin,
+            &crate::daemon::control::Command::Standin,
         ));
     match call {
         Ok(v) => {

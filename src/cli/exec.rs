@@ -18,7 +18,6 @@
 //! the child from the terminal directly, so the wrapper ignores them. The child's exit
 //! code, or the signal that ended it, becomes the wrapper's.
 
-use std::path::PathBuf;
 use std::process::ExitStatus;
 
 use anyhow::{Context, Result};
@@ -31,15 +30,6 @@ use crate::environment::{ChildEnv, TokenRef};
 use crate::fsutil;
 use crate::paths::Paths;
 use crate::tokens::TokenKey;
-
-/// Removes the per-run files when dropped.
-struct RunDir(PathBuf);
-
-impl Drop for RunDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Runs `credport exec` and returns the child's exit status.
 pub async fn run(paths: &Paths, args: &ExecArgs, env: &dyn crate::env::Env) -> Result<ExitStatus> {
@@ -87,20 +77,24 @@ pub async fn run(paths: &Paths, args: &ExecArgs, env: &dyn crate::env::Env) -> R
 
     // Per-run files: token, isolated shared files with serverless's stand-in profiles.
     fsutil::ensure_private_dir(&paths.runtime_dir)?;
-    let mut suffix = [0u8; 6];
-    getrandom::fill(&mut suffix).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-    let run_dir = RunDir(paths.runtime_dir.join(format!(
-        "exec-{}-{}",
-        std::process::id(),
-        hex::encode(suffix)
-    )));
-    fsutil::ensure_private_dir(&run_dir.0)?;
+    // `exec-<PID>-<random>`: removed on drop, and by the next `exec` or the daemon's start
+    // when this process is killed (the PID names its owner).
+    let run_dir = tempfile::Builder::new()
+        .prefix(&format!(
+            "{}{}-",
+            crate::client::rundirs::PREFIX,
+            std::process::id()
+        ))
+        .rand_bytes(12)
+        .tempdir_in(&paths.runtime_dir)
+        .context("creating the per-run directory")?;
+    fsutil::ensure_private_dir(run_dir.path())?;
     let key = TokenKey::load_or_create(&paths.token_key())?;
     let token = key.token(&scope.project, &scope.stage);
     let token_ref = if args.env_token {
         TokenRef::Value(token.expose().to_string())
     } else {
-        let f = run_dir.0.join("token");
+        let f = run_dir.path().join("token");
         fsutil::write_private_ephemeral(&f, token.expose().as_bytes())?;
         TokenRef::File(f)
     };
@@ -108,7 +102,10 @@ pub async fn run(paths: &Paths, args: &ExecArgs, env: &dyn crate::env::Env) -> R
     let isolated = if args.keep_aws_files {
         None
     } else {
-        let (creds, conf) = (run_dir.0.join("credentials"), run_dir.0.join("config"));
+        let (creds, conf) = (
+            run_dir.path().join("credentials"),
+            run_dir.path().join("config"),
+        );
         let mut text = String::new();
         if let Some(p) = &plan {
             let fetched = launch::fetch_standins(&base, &key, &scope.project, &p.entries)

@@ -5,7 +5,7 @@ use std::io::{BufRead, Write};
 use anyhow::{Context, Result};
 
 use crate::cli::args::LoginArgs;
-use crate::daemon::control::{Request, call};
+use crate::daemon::control::{Command, call};
 use crate::paths::Paths;
 
 /// Runs `credport login`. Reads the code from `input` (the terminal) when not given.
@@ -22,7 +22,7 @@ pub async fn run(paths: &Paths, args: &LoginArgs, input: &mut dyn BufRead) -> Re
     };
     let answer = call(
         &paths.control_socket(),
-        &Request::Login {
+        &Command::Login {
             profile: args.profile.clone(),
             code,
         },

@@ -20,7 +20,7 @@ use anyhow::Result;
 
 use crate::config::{Config, ConfigStore};
 use crate::paths::Paths;
-use crate::scope::{Request, Scope};
+use crate::scope::{Query, Scope};
 
 /// Loads credport's config, failing on a broken file (a command must not guess).
 pub fn load_config(paths: &Paths) -> Result<Config> {
@@ -44,7 +44,7 @@ pub fn resolve_scope(
     env: &dyn crate::env::Env,
 ) -> Result<Scope> {
     let dir = scope_dir(args)?;
-    let req = Request {
+    let req = Query {
         dir,
         project: args.project.clone(),
         stage: args.stage.clone(),

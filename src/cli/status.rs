@@ -5,7 +5,7 @@ use std::io::Write;
 use anyhow::Result;
 
 use crate::daemon::StatusReport;
-use crate::daemon::control::{ControlError, Request, call};
+use crate::daemon::control::{Command, ControlError, call};
 use crate::fsutil::FileState;
 use crate::paths::Paths;
 
@@ -16,7 +16,7 @@ pub async fn run(
     json: bool,
     out: &mut dyn Write,
 ) -> Result<bool> {
-    let status = match call(&paths.control_socket(), &Request::Status).await {
+    let status = match call(&paths.control_socket(), &Command::Status).await {
         Ok(v) => v,
         Err(ControlError::NotRunning { .. }) => {
             // No control socket here, but CREDPORT_URL may name a daemon elsewhere.

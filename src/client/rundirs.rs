@@ -14,11 +14,11 @@ use crate::tokens::TokenKey;
 /// The prefix of a per-run directory's name.
 pub const PREFIX: &str = "exec-";
 
-/// The PID in a per-run directory name (`exec-<PID>-<hex>`), if it is one.
+/// The PID in a per-run directory name (`exec-<PID>-<random>`), if it is one.
 pub fn pid_of(name: &str) -> Option<u32> {
     let rest = name.strip_prefix(PREFIX)?;
     let (pid, suffix) = rest.split_once('-')?;
-    if suffix.is_empty() || !suffix.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if suffix.is_empty() || !suffix.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return None;
     }
     pid.parse().ok().filter(|p| *p > 0)
@@ -98,11 +98,13 @@ mod tests {
     #[test]
     fn names() {
         assert_eq!(pid_of("exec-123-abcdef"), Some(123));
+        assert_eq!(pid_of("exec-123-aZ09xYq2Lm4k"), Some(123), "tempfile's suffix");
         for bad in [
             "exec-123",
             "exec--ab",
             "exec-x-ab",
-            "exec-1-zz",
+            "exec-1-z.z",
+            "exec-1-a-b",
             "other-1-ab",
         ] {
             assert_eq!(pid_of(bad), None, "{bad}");

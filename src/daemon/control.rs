@@ -30,7 +30,7 @@ const MAX_LINE: usize = 64 * 1024;
 /// A request on the control socket.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
-pub enum Request {
+pub enum Command {
     /// Open an MFA session for a profile.
     Login {
         /// The profile (its role chain names the `mfa_serial`).
@@ -107,7 +107,7 @@ impl Answer {
 }
 
 /// Sends one request and returns the daemon's answer (`ok` checked).
-pub async fn call(path: &Path, req: &Request) -> Result<Answer, ControlError> {
+pub async fn call(path: &Path, req: &Command) -> Result<Answer, ControlError> {
     let io = |reason: String| ControlError::Io {
         path: path.to_path_buf(),
         reason,
@@ -188,7 +188,7 @@ pub async fn serve(
             let read =
                 tokio::time::timeout(Duration::from_secs(10), reader.read_line(&mut line)).await;
             let answer = match read {
-                Ok(Ok(_)) => match serde_json::from_str::<Request>(&line) {
+                Ok(Ok(_)) => match serde_json::from_str::<Command>(&line) {
                     Ok(req) => handle(&state, &status, standins.as_deref(), req).await,
                     Err(e) => Answer::error(format!("bad request: {e}")),
                 },
@@ -205,10 +205,10 @@ async fn handle(
     state: &AppState,
     status: &StatusFn,
     standins: Option<&super::keeper::Keeper>,
-    req: Request,
+    req: Command,
 ) -> Answer {
     match req {
-        Request::Login { profile, code } => {
+        Command::Login { profile, code } => {
             let code = code.trim();
             if code.is_empty()
                 || code.len() > 64
@@ -230,18 +230,18 @@ async fn handle(
                 }
             }
         }
-        Request::Status => Answer {
+        Command::Status => Answer {
             status: Some(Box::new(status())),
             ..Answer::ok()
         },
-        Request::Reload => {
+        Command::Reload => {
             state.profiles.reload();
             state.config.reload();
             state.registered.reload();
             state.reloaded();
             Answer::ok()
         }
-        Request::Standin => match standins {
+        Command::Standin => match standins {
             Some(k) => {
                 state.registered.reload();
                 Answer {

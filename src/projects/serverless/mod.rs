@@ -55,7 +55,7 @@ use std::path::Path;
 use yaml_serde::{Mapping, Value};
 
 use document::{child, kind_name, scalar_string};
-use resolver::{Lookup, Resolver, StageState};
+use resolver::{Evaluator, Lookup, StageState};
 
 use super::error::ProjectError;
 use super::files::{folder_name, parse_json, parse_yaml, read_text};
@@ -133,7 +133,7 @@ fn open<'a>(
     file: &Path,
     sel: &'a Selection,
     env: &'a dyn crate::env::Env,
-) -> Result<Resolver<'a>, ProjectError> {
+) -> Result<Evaluator<'a>, ProjectError> {
     let ext = file
         .extension()
         .map(|e| e.to_string_lossy().to_ascii_lowercase())
@@ -163,11 +163,11 @@ fn open<'a>(
             });
         }
     };
-    Ok(Resolver::new(file, doc, sel, env))
+    Ok(Evaluator::new(file, doc, sel, env))
 }
 
 /// The stage serverless runs: `--stage`, else `provider.stage`, else `dev`; with the rule.
-fn stage_of(r: &mut Resolver<'_>) -> Result<(String, String), ProjectError> {
+fn stage_of(r: &mut Evaluator<'_>) -> Result<(String, String), ProjectError> {
     Ok(match &r.sel.stage {
         Some(s) => (s.clone(), "from --stage".to_string()),
         None => match r.resolve_top(&["provider", "stage"])? {
@@ -244,7 +244,7 @@ pub fn declared_stages(file: &Path, sel: &Selection, env: &dyn crate::env::Env) 
     out
 }
 
-fn service_name(r: &mut Resolver<'_>) -> Option<String> {
+fn service_name(r: &mut Evaluator<'_>) -> Option<String> {
     r.key = "service".into();
     match r.resolve_path(&["service".to_string()], 0).ok()? {
         Lookup::Found(Value::Mapping(_)) => r.resolve_top(&["service", "name"]).ok().flatten(),
@@ -263,7 +263,7 @@ pub fn service_name_of(file: &Path, sel: &Selection, env: &dyn crate::env::Env) 
         "yml" | "yaml" => parse_yaml(file, &text).ok()?,
         _ => return None,
     };
-    let mut r = Resolver::new(file, doc, sel, env);
+    let mut r = Evaluator::new(file, doc, sel, env);
     if let Some(s) = &sel.stage {
         r.stage = StageState::Known(s.clone());
     } else if let Ok(Some(s)) = r.resolve_top(&["provider", "stage"]) {
@@ -890,7 +890,7 @@ resources:
                 text.push(alphabet[(seed >> 33) as usize % alphabet.len()]);
             }
             let _ = parse_template(&text);
-            let mut r = Resolver::new(Path::new("/tmp/x/serverless.yml"), doc.clone(), &sel, &env);
+            let mut r = Evaluator::new(Path::new("/tmp/x/serverless.yml"), doc.clone(), &sel, &env);
             r.stage = StageState::Known("dev".into());
             let _ = r.resolve_string(&text, 0);
         }

@@ -46,7 +46,7 @@ pub(super) enum StageState {
     Known(String),
 }
 
-pub(super) struct Resolver<'a> {
+pub(super) struct Evaluator<'a> {
     pub(super) file: PathBuf,
     pub(super) dir: PathBuf,
     pub(super) doc: Value,
@@ -60,14 +60,14 @@ pub(super) struct Resolver<'a> {
     pub(super) files: HashMap<PathBuf, Option<Value>>,
 }
 
-impl<'a> Resolver<'a> {
+impl<'a> Evaluator<'a> {
     pub(super) fn new(
         file: &Path,
         doc: Value,
         sel: &'a Selection,
         env: &'a dyn crate::env::Env,
     ) -> Self {
-        Resolver {
+        Evaluator {
             file: file.to_path_buf(),
             dir: normalize(file.parent().unwrap_or(Path::new("."))),
             doc,
