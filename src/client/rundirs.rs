@@ -98,7 +98,11 @@ mod tests {
     #[test]
     fn names() {
         assert_eq!(pid_of("exec-123-abcdef"), Some(123));
-        assert_eq!(pid_of("exec-123-aZ09xYq2Lm4k"), Some(123), "tempfile's suffix");
+        assert_eq!(
+            pid_of("exec-123-aZ09xYq2Lm4k"),
+            Some(123),
+            "tempfile's suffix"
+        );
         for bad in [
             "exec-123",
             "exec--ab",
