@@ -86,6 +86,7 @@ pub async fn run(paths: &Paths, args: &ExecArgs, env: &dyn crate::env::Env) -> R
             std::process::id()
         ))
         .rand_bytes(12)
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .tempdir_in(&paths.runtime_dir)
         .context("creating the per-run directory")?;
     fsutil::ensure_private_dir(run_dir.path())?;
