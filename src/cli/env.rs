@@ -33,7 +33,8 @@ pub fn run(
         let registered = client::registered(paths);
         launch::standin_plan_all(&scope, &dir, &config, &registered, env, "a later command")?
     };
-    for w in launch::check_profiles(paths, &scope, plan.as_ref())? {
+    let aws = super::aws_files(paths);
+    for w in launch::check_profiles(&aws, &scope, plan.as_ref())? {
         eprintln!("credport: warning: {w}");
     }
     if let Some(dir) = &scope.project_dir {
@@ -68,7 +69,7 @@ pub fn run(
     let mut child = ChildEnv::for_scope(
         &client::credentials_url(&base, &scope.project, &scope.stage),
         &token_ref,
-        super::scope_region(paths, &scope).as_deref(),
+        super::scope_region(&aws.snapshot(), &scope).as_deref(),
         isolated,
     );
     if !for_container {

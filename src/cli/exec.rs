@@ -46,7 +46,8 @@ pub async fn run(paths: &Paths, args: &ExecArgs, env: &dyn crate::env::Env) -> R
     let registered = client::registered(paths);
     let dir = super::scope_dir(&args.scope)?;
     let plan = launch::standin_plan(&scope, &dir, &config, &registered, env)?;
-    for w in launch::check_profiles(paths, &scope, plan.as_ref())? {
+    let aws = super::aws_files(paths);
+    for w in launch::check_profiles(&aws, &scope, plan.as_ref())? {
         eprintln!("credport: warning: {w}");
     }
     if let Some(dir) = &scope.project_dir {
@@ -123,7 +124,7 @@ pub async fn run(paths: &Paths, args: &ExecArgs, env: &dyn crate::env::Env) -> R
         fsutil::write_private_ephemeral(&conf, b"")?;
         Some((creds, conf))
     };
-    let region = super::scope_region(paths, &scope);
+    let region = super::scope_region(&aws.snapshot(), &scope);
     let mut child_env = ChildEnv::for_scope(
         &client::credentials_url(&base, &scope.project, &scope.stage),
         &token_ref,

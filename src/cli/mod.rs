@@ -73,12 +73,15 @@ pub fn current_variables() -> Vec<String> {
 }
 
 /// The region for a scope: the project's, else its profile's in the shared config.
-pub fn scope_region(paths: &Paths, scope: &Scope) -> Option<String> {
+pub fn scope_region(profiles: &crate::profiles::Snapshot, scope: &Scope) -> Option<String> {
     scope.region.clone().or_else(|| {
-        let store = crate::profiles::store::ProfileStore::open(paths.aws.clone());
-        store
-            .snapshot()
+        profiles
             .profile(&scope.profile)
             .and_then(|p| p.region().map(Into::into))
     })
+}
+
+/// The AWS files as one command sees them: read once, for the profile checks and the region.
+pub fn aws_files(paths: &Paths) -> crate::profiles::store::ProfileStore {
+    crate::profiles::store::ProfileStore::open(paths.aws.clone())
 }

@@ -16,11 +16,12 @@ pub fn run(
 ) -> Result<()> {
     let config = super::load_config(paths)?;
     let scope = super::resolve_scope(paths, &config, &args.scope, &args.command, env)?;
-    for w in crate::client::launch::check_profiles(paths, &scope, None)? {
+    let aws = super::aws_files(paths);
+    for w in crate::client::launch::check_profiles(&aws, &scope, None)? {
         eprintln!("credport: warning: {w}");
     }
     let mut v = serde_json::to_value(&scope)?;
-    v["region"] = super::scope_region(paths, &scope).into();
+    v["region"] = super::scope_region(&aws.snapshot(), &scope).into();
     writeln!(out, "{v}")?;
     Ok(())
 }

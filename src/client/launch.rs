@@ -112,11 +112,10 @@ pub async fn fetch_standins(
 /// Checks that the scope's profile and every stand-in entry's profile exist in the AWS
 /// files. Returns warnings (a broken file cannot be checked) or the refusal.
 pub fn check_profiles(
-    paths: &Paths,
+    store: &crate::profiles::store::ProfileStore,
     scope: &Scope,
     plan: Option<&StandinPlan>,
 ) -> Result<Vec<String>, ScopeError> {
-    let store = crate::profiles::store::ProfileStore::open(paths.aws.clone());
     let snap = store.snapshot();
     let files = store.status();
     let mut warnings = Vec::new();
