@@ -47,8 +47,18 @@ impl Snapshot {
 
     /// The value of `key`.
     pub fn get(&self, key: &str) -> Option<String> {
+        LOOKUPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.0.get(key).cloned()
     }
+}
+
+/// Lookups in any [`Snapshot`] since the process started (`credport_env_lookups_total` in
+/// the daemon's `/metrics`): a cached scope is served without one.
+static LOOKUPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many lookups [`Snapshot::get`] has answered in this process.
+pub fn lookups() -> u64 {
+    LOOKUPS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 impl std::fmt::Debug for Snapshot {

@@ -78,8 +78,25 @@ pub enum FileState {
     },
 }
 
+/// Files read (or probed) through this module since the process started: the daemon
+/// reports it in `/metrics` (`credport_file_reads_total`), and the hot-path test checks
+/// that serving a cached scope adds none.
+static READS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many files [`read_text`] has read and [`is_file`] has probed in this process.
+pub fn reads() -> u64 {
+    READS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Whether `path` is a regular file (following symlinks), counted like a read.
+pub fn is_file(path: &Path) -> bool {
+    READS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    path.is_file()
+}
+
 /// Reads a text file; `Ok(None)` when it does not exist.
 pub fn read_text(path: &Path) -> Result<Option<String>, FsError> {
+    READS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let meta = match fs::metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),

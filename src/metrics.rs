@@ -7,8 +7,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Histogram bucket upper bounds, in seconds.
@@ -19,8 +19,11 @@ const BUCKETS: [f64; 12] = [
 /// Request counters and the latency histogram.
 #[derive(Default)]
 pub struct Metrics {
+    /// Refusals and errors, by scope (empty when the token was not valid) and outcome.
     requests: Mutex<BTreeMap<(String, String, &'static str), u64>>,
-    issued: Mutex<BTreeMap<(String, String), Issued>>,
+    /// Each issued scope's counters; the server keeps its scope's handle, so an issuance
+    /// touches no map.
+    scopes: Mutex<BTreeMap<(String, String), Arc<ScopeStats>>>,
     buckets: [AtomicU64; BUCKETS.len()],
     count: AtomicU64,
     sum_micros: AtomicU64,
@@ -37,65 +40,116 @@ pub struct Issued {
     pub count: u64,
     /// The local process that asked last, when it could be found (`pid N (name)`).
     pub process: Option<String>,
-    /// When the process was last looked up (lookups are throttled per scope).
+}
+
+/// One scope's issuances: a handle the server keeps with the scope.
+#[derive(Default)]
+pub struct ScopeStats {
+    last: Mutex<Last>,
+}
+
+#[derive(Default)]
+struct Last {
+    at: Option<time::OffsetDateTime>,
+    /// The raw User-Agent of the last issuance, and its escaped form.
+    agent_raw: Vec<u8>,
+    agent: Arc<str>,
+    count: u64,
+    process: Option<String>,
     looked_up: Option<std::time::Instant>,
 }
 
 /// How often a scope's client process is looked up at most.
 const PROCESS_LOOKUP_EVERY: Duration = Duration::from_secs(10);
 
-impl Metrics {
-    /// Records that `project`/`stage` was issued to a client with `user_agent` at `at`.
-    pub fn issued(&self, project: &str, stage: &str, user_agent: &str, at: time::OffsetDateTime) {
-        let mut map = self.issued.lock().unwrap_or_else(|e| e.into_inner());
-        let e = map
-            .entry((project.to_string(), stage.to_string()))
-            .or_insert_with(|| Issued {
-                at,
-                user_agent: String::new(),
-                count: 0,
-                process: None,
-                looked_up: None,
-            });
-        e.at = at;
-        e.user_agent = user_agent.to_string();
-        e.count += 1;
+impl ScopeStats {
+    /// Records an issuance at `at` to a client whose User-Agent header was `agent` (raw
+    /// bytes); returns the escaped User-Agent for the audit line, reused while the
+    /// client's header stays the same.
+    pub fn issued(&self, agent: &[u8], at: time::OffsetDateTime) -> Arc<str> {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        last.at = Some(at);
+        last.count += 1;
+        if last.count == 1 || last.agent_raw != agent {
+            last.agent_raw = agent.to_vec();
+            last.agent = escape(&String::from_utf8_lossy(agent)).into();
+        }
+        last.agent.clone()
     }
 
-    /// Whether the client process of `project`/`stage` should be looked up now (at most
-    /// every 10 s per scope); marks the lookup as started.
-    pub fn wants_process(&self, project: &str, stage: &str) -> bool {
-        let mut map = self.issued.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(e) = map.get_mut(&(project.to_string(), stage.to_string())) else {
-            return false;
-        };
-        if e.looked_up
-            .is_some_and(|t| t.elapsed() < PROCESS_LOOKUP_EVERY)
+    /// Whether the client process should be looked up now (at most every 10 s per
+    /// scope); marks the lookup as started.
+    pub fn wants_process(&self) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.count == 0
+            || last
+                .looked_up
+                .is_some_and(|t| t.elapsed() < PROCESS_LOOKUP_EVERY)
         {
             return false;
         }
-        e.looked_up = Some(std::time::Instant::now());
+        last.looked_up = Some(std::time::Instant::now());
         true
     }
 
-    /// Records the client process of the last issuance of `project`/`stage`.
-    pub fn set_process(&self, project: &str, stage: &str, process: String) {
-        let mut map = self.issued.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(e) = map.get_mut(&(project.to_string(), stage.to_string())) {
-            e.process = Some(process);
+    /// Records the client process of the last issuance.
+    pub fn set_process(&self, process: String) {
+        self.last.lock().unwrap_or_else(|e| e.into_inner()).process = Some(process);
+    }
+
+    fn snapshot(&self) -> Option<Issued> {
+        let last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        Some(Issued {
+            at: last.at?,
+            user_agent: last.agent.to_string(),
+            count: last.count,
+            process: last.process.clone(),
+        })
+    }
+}
+
+/// Request-supplied text for a log field: control characters escaped, at most 200
+/// characters. Logged as a `&str` field, so the formatter quotes it.
+pub fn escape(text: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == 200 {
+            out.push('…');
+            break;
         }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+impl Metrics {
+    /// The counters of `project`/`stage`, created on first use.
+    pub fn scope(&self, project: &str, stage: &str) -> Arc<ScopeStats> {
+        self.scopes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((project.to_string(), stage.to_string()))
+            .or_default()
+            .clone()
     }
 
     /// The last issuance of every scope issued since the daemon started.
     pub fn last_issued(&self) -> BTreeMap<(String, String), Issued> {
-        self.issued
+        self.scopes
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.snapshot()?)))
+            .collect()
     }
 
-    /// Records one credentials request. `scope` is `None` unless the token was valid.
-    pub fn record(&self, scope: Option<(&str, &str)>, outcome: &'static str, took: Duration) {
+    /// Records one credentials request that got no credentials. `scope` is `None` unless
+    /// the token was valid.
+    pub fn refused(&self, scope: Option<(&str, &str)>, outcome: &'static str, took: Duration) {
         let (p, s) = scope.unwrap_or(("", ""));
         *self
             .requests
@@ -103,6 +157,12 @@ impl Metrics {
             .unwrap_or_else(|e| e.into_inner())
             .entry((p.to_string(), s.to_string(), outcome))
             .or_default() += 1;
+        self.took(took);
+    }
+
+    /// Records how long one credentials request took (issuances are counted by their
+    /// scope's [`ScopeStats::issued`]).
+    pub fn took(&self, took: Duration) {
         let secs = took.as_secs_f64();
         for (i, b) in BUCKETS.iter().enumerate() {
             if secs <= *b {
@@ -117,12 +177,15 @@ impl Metrics {
     /// Renders the request metrics.
     pub fn render_requests(&self, out: &mut String) {
         out.push_str("# HELP credport_requests_total Credential requests by scope and outcome.\n# TYPE credport_requests_total counter\n");
-        for ((p, s, o), n) in self
+        let mut counts = self
             .requests
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
+            .clone();
+        for ((p, s), issued) in self.last_issued() {
+            counts.insert((p, s, "ok"), issued.count);
+        }
+        for ((p, s, o), n) in &counts {
             let _ = writeln!(
                 out,
                 "credport_requests_total{{project=\"{}\",stage=\"{}\",outcome=\"{o}\"}} {n}",
@@ -166,6 +229,12 @@ pub struct Readings {
     pub upstream_errors: u64,
     /// Profiles in the current snapshot.
     pub profiles: usize,
+    /// Files read or probed by the daemon since it started.
+    pub file_reads: u64,
+    /// Environment lookups since it started (in its startup snapshot).
+    pub env_lookups: u64,
+    /// Changes seen in the project files that cached bindings came from.
+    pub project_file_changes: u64,
     /// Seconds until each (project, stage)'s cached session expires.
     pub session_expiry: Vec<(String, String, i64)>,
 }
@@ -205,6 +274,24 @@ impl Metrics {
                 "gauge",
                 "Profiles in the current snapshot.",
                 r.profiles as f64,
+            ),
+            (
+                "credport_file_reads_total",
+                "counter",
+                "Files read or probed (AWS files, config, project files); a cached scope is served without one.",
+                r.file_reads as f64,
+            ),
+            (
+                "credport_env_lookups_total",
+                "counter",
+                "Environment lookups (in the daemon's startup snapshot); a cached scope is served without one.",
+                r.env_lookups as f64,
+            ),
+            (
+                "credport_project_file_changes_total",
+                "counter",
+                "Changes seen in watched project files (each makes the scopes read from them resolve again).",
+                r.project_file_changes as f64,
             ),
         ] {
             single(&mut out, name, kind, help, value);
@@ -246,8 +333,12 @@ mod tests {
     #[test]
     fn renders_counters_and_histogram() {
         let m = Metrics::default();
-        m.record(Some(("orders", "dev")), "ok", Duration::from_micros(300));
-        m.record(None, "InvalidToken", Duration::from_millis(3));
+        let agent = m
+            .scope("orders", "dev")
+            .issued(b"boto3\x07", time::OffsetDateTime::UNIX_EPOCH);
+        assert_eq!(&*agent, "boto3\\u{7}", "control characters are escaped");
+        m.took(Duration::from_micros(300));
+        m.refused(None, "InvalidToken", Duration::from_millis(3));
         let mut s = String::new();
         m.render_requests(&mut s);
         assert!(s.contains(
@@ -259,5 +350,21 @@ mod tests {
         assert!(s.contains("credport_request_duration_seconds_bucket{le=\"0.0005\"} 1"));
         assert!(s.contains("credport_request_duration_seconds_bucket{le=\"+Inf\"} 2"));
         assert_eq!(label("a\"b"), "a\\\"b");
+    }
+
+    #[test]
+    fn a_scope_reuses_the_escaped_agent_until_it_changes() {
+        let m = Metrics::default();
+        let st = m.scope("orders", "dev");
+        let a = st.issued(b"ua/1", time::OffsetDateTime::UNIX_EPOCH);
+        let b = st.issued(b"ua/1", time::OffsetDateTime::UNIX_EPOCH);
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(
+            &*st.issued(b"ua/2", time::OffsetDateTime::UNIX_EPOCH),
+            "ua/2"
+        );
+        let last = &m.last_issued()[&("orders".to_string(), "dev".to_string())];
+        assert_eq!((last.count, last.user_agent.as_str()), (3, "ua/2"));
+        assert!(m.scope("orders", "qa").snapshot().is_none(), "never issued");
     }
 }

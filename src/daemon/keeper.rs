@@ -168,7 +168,7 @@ async fn refresh_one(
                 if let Some(x) = c.expiration {
                     earliest = Some(earliest.map_or(x, |m: OffsetDateTime| m.min(x)));
                 }
-                with_creds.push((e, c));
+                with_creds.push((e, crate::credentials::Credentials::clone(&c)));
             }
             Ok(_) => failed.push(format!("stage {}: no session token", e.stage)),
             Err(err) => failed.push(format!("stage {}: {err}", e.stage)),

@@ -260,6 +260,7 @@ impl Daemon {
             registered: registered.clone(),
             tokens: ArcSwapOption::from_pointee(key),
             metrics: Default::default(),
+            scopes: Default::default(),
             on_reload: Default::default(),
             instance: crate::daemon::instance::new_instance_id(),
             env: env.clone(),

@@ -95,6 +95,12 @@ impl ProfileStore {
         self.current.load_full()
     }
 
+    /// The current snapshot's generation (no reference taken: the server checks it on
+    /// every request).
+    pub fn generation(&self) -> u64 {
+        self.current.load().generation
+    }
+
     /// Status of both files (credentials first).
     pub fn status(&self) -> Vec<FileStatus> {
         let files = self.files.lock().unwrap_or_else(|e| e.into_inner());

@@ -34,7 +34,7 @@ pub fn find_project_file(start: &Path) -> Option<(PathBuf, ProjectKind)> {
     for dir in start.ancestors() {
         for (name, kind) in CANDIDATES {
             let p = dir.join(name);
-            if p.is_file() {
+            if super::files::is_file(&p) {
                 return Some((p, *kind));
             }
         }
@@ -80,7 +80,7 @@ pub fn sibling(credport_toml: &Path, sel: &Selection, env: &dyn crate::env::Env)
     if let Some(sls) = ["serverless.yml", "serverless.yaml", "serverless.json"]
         .iter()
         .map(|n| dir.join(n))
-        .find(|p| p.is_file())
+        .find(|p| super::files::is_file(p))
     {
         return Sibling {
             service: super::serverless::service_name_of(&sls, sel, env),
@@ -91,7 +91,7 @@ pub fn sibling(credport_toml: &Path, sel: &Selection, env: &dyn crate::env::Env)
     }
     let sam = ["samconfig.toml", "samconfig.yaml", "samconfig.yml"]
         .iter()
-        .any(|n| dir.join(n).is_file());
+        .any(|n| super::files::is_file(&dir.join(n)));
     Sibling {
         service: None,
         stage: sam.then(|| {

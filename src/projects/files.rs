@@ -2,14 +2,52 @@
 //! applied) and JSON into one value model, and the folder name that names a project by
 //! default.
 
-use std::path::Path;
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 
 use super::error::ProjectError;
+
+thread_local! {
+    /// The paths consulted on this thread inside [`consulted`], if it is running.
+    static CONSULTED: RefCell<Option<BTreeSet<PathBuf>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` and returns, with its result, every path a project-file reader probed or read
+/// meanwhile on this thread (files that did not exist included: creating one may change
+/// the answer). The daemon watches them to know when a cached resolution is stale.
+pub fn consulted<T>(f: impl FnOnce() -> T) -> (T, BTreeSet<PathBuf>) {
+    let outer = CONSULTED.with(|c| c.replace(Some(BTreeSet::new())));
+    let out = f();
+    let mine = CONSULTED.with(|c| c.replace(outer)).unwrap_or_default();
+    // A caller recording around us saw these too.
+    CONSULTED.with(|c| {
+        if let Some(set) = c.borrow_mut().as_mut() {
+            set.extend(mine.iter().cloned());
+        }
+    });
+    (out, mine)
+}
+
+fn note(path: &Path) {
+    CONSULTED.with(|c| {
+        if let Some(set) = c.borrow_mut().as_mut() {
+            set.insert(path.to_path_buf());
+        }
+    });
+}
+
+/// Whether `file` is a regular file; noted for [`consulted`].
+pub(crate) fn is_file(file: &Path) -> bool {
+    note(file);
+    crate::fsutil::is_file(file)
+}
 
 /// Reads a project file through the one bounded, FIFO-safe reader ([`crate::fsutil::read_text`]);
 /// `Ok(None)` when it does not exist.
 pub(crate) fn read_text(file: &Path) -> Result<Option<String>, ProjectError> {
     use crate::fsutil::FsError;
+    note(file);
     crate::fsutil::read_text(file).map_err(|e| match e {
         FsError::Io { source, .. } => ProjectError::Io {
             file: file.to_path_buf(),

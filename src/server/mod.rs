@@ -16,6 +16,7 @@
 
 pub mod error;
 pub mod routes;
+pub mod scopes;
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -57,6 +58,9 @@ pub struct AppState {
     /// The daemon's environment, taken once at start (for `${env:...}` in project files and
     /// `credential_source = Environment`): the request path never reads `std::env`.
     pub env: crate::env::Snapshot,
+    /// Per scope: the binding, plan and rendered answer, kept until a file behind them
+    /// changes.
+    pub scopes: scopes::Scopes,
     /// Called after every reload of a file the daemon serves from (set by `serve`, to keep
     /// `env`'s stand-in files fresh; unset in an embedded server).
     pub on_reload: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,

@@ -115,15 +115,16 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let stats = &state.resolver.sessions().stats;
     let now = OffsetDateTime::now_utc();
     let mut session_expiry = Vec::new();
-    for (project, p) in &state.config.get().projects {
-        for (stage, profile) in &p.stages {
-            let Ok(plan) = state.resolver.plan(profile, project, stage) else {
-                continue;
-            };
-            if !plan.is_cached() {
+    let config = state.config.get();
+    for (project, p) in &config.projects {
+        for stage in p.stages.keys() {
+            let key = format!("{project}/{stage}");
+            let entry = super::scopes::Scopes::lookup(&state, &key, project, stage).await;
+            let Ok(hot) = &entry.outcome else { continue };
+            if !hot.plan.is_cached() {
                 continue;
             }
-            let expires = state.resolver.sessions().info(&plan).expires;
+            let expires = state.resolver.sessions().info(&hot.plan).expires;
             if let Some(t) = expires.and_then(|e| crate::credentials::parse_timestamp(&e)) {
                 session_expiry.push((project.clone(), stage.clone(), (t - now).whole_seconds()));
             }
@@ -135,6 +136,9 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         upstream_calls: stats.fetches.load(Relaxed),
         upstream_errors: stats.fetch_errors.load(Relaxed),
         profiles: state.profiles.snapshot().profiles.len(),
+        file_reads: crate::fsutil::reads(),
+        env_lookups: crate::env::lookups(),
+        project_file_changes: state.scopes.files_generation(),
         session_expiry,
     });
     let mut resp = (StatusCode::OK, out).into_response();
@@ -218,34 +222,29 @@ async fn credentials(
 ) -> Response {
     let started = std::time::Instant::now();
     let mut authenticated = None;
-    let result = issue(&state, uri.path(), &headers, &mut authenticated).await;
-    // Which process asked: looked up at most every 10 s per scope, while the client still
-    // holds its connection (it waits for this answer, which waits up to 100 ms for the
-    // lookup; a slower lookup finishes in the background).
-    if let (Ok(_), Some((project, stage)), Some(axum::Extension(ends))) =
-        (&result, &authenticated, ends)
-        && state.metrics.wants_process(project, stage)
-    {
-        let (state, project, stage) = (state.clone(), project.clone(), stage.clone());
-        let lookup = tokio::task::spawn_blocking(move || {
-            if let Some(p) = crate::peer::process_of(ends) {
-                state.metrics.set_process(&project, &stage, p);
+    match issue(&state, uri.path(), &headers, &mut authenticated).await {
+        Ok((resp, stats)) => {
+            state.metrics.took(started.elapsed());
+            // Which process asked: looked up at most every 10 s per scope, while the client
+            // still holds its connection (it waits for this answer, which waits up to 100 ms
+            // for the lookup; a slower lookup finishes in the background).
+            if let Some(axum::Extension(ends)) = ends
+                && stats.wants_process()
+            {
+                let lookup = tokio::task::spawn_blocking(move || {
+                    if let Some(p) = crate::peer::process_of(ends) {
+                        stats.set_process(p);
+                    }
+                });
+                let _ = tokio::time::timeout(std::time::Duration::from_millis(100), lookup).await;
             }
-        });
-        let _ = tokio::time::timeout(std::time::Duration::from_millis(100), lookup).await;
-    }
-    let scope = authenticated
-        .as_ref()
-        .map(|(p, s): &(String, String)| (p.as_str(), s.as_str()));
-    let outcome = match &result {
-        Ok(_) => "ok",
-        Err(e) => e.code,
-    };
-    state.metrics.record(scope, outcome, started.elapsed());
-    match result {
-        Ok(r) => r,
+            resp
+        }
         Err(e) => {
-            let path = untrusted(uri.path());
+            state
+                .metrics
+                .refused(authenticated, e.code, started.elapsed());
+            let path = crate::metrics::escape(uri.path());
             tracing::info!(
                 status = e.status.as_u16(),
                 code = e.code,
@@ -257,12 +256,14 @@ async fn credentials(
     }
 }
 
-async fn issue(
-    state: &AppState,
-    path: &str,
+/// Answers one credentials request, or says why not. `authenticated` is set once the
+/// token is known to be valid for the scope (errors after that are counted by scope).
+async fn issue<'a>(
+    state: &Arc<AppState>,
+    path: &'a str,
     headers: &HeaderMap,
-    authenticated: &mut Option<(String, String)>,
-) -> Result<Response, ApiError> {
+    authenticated: &mut Option<(&'a str, &'a str)>,
+) -> Result<(Response, Arc<crate::metrics::ScopeStats>), ApiError> {
     let (project, stage) = parse_scope(path)?;
     let token = presented_token(headers)?;
     let Some(key) = state.tokens.load_full() else {
@@ -273,7 +274,7 @@ async fn issue(
         ));
     };
     match key.verify(token, project, stage) {
-        Verdict::Valid => *authenticated = Some((project.to_string(), stage.to_string())),
+        Verdict::Valid => *authenticated = Some((project, stage)),
         Verdict::OtherScope => {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -289,83 +290,44 @@ async fn issue(
             ));
         }
     }
-    let env = |k: &str| state.env.get(k);
-    let bind = || {
-        crate::projects::registry::bind(
-            &state.config.get(),
-            &state.registered.get(),
-            project,
-            Some(stage),
-            &env,
-        )
-    };
-    // A project registered a moment ago (by `credport exec`) may not be loaded yet.
-    let binding = match bind() {
-        Err(crate::projects::registry::RegistryError::UnknownProject { .. }) => {
-            state.registered.reload();
-            bind()
-        }
-        other => other,
-    }
-    .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "NotFound", e.to_string()))?;
+    // `project/stage`, as the path spells it: the cache's key.
+    let scope_key = &path[CREDENTIALS_PREFIX.len()..];
+    let entry = super::scopes::Scopes::lookup(state, scope_key, project, stage).await;
+    let hot = entry.outcome.as_ref().map_err(Clone::clone)?;
+    let binding = &hot.binding;
     let creds = state
         .resolver
-        .resolve(
-            &binding.profile,
-            &binding.project,
-            &binding.stage,
-            state.refresh_margin(),
-        )
+        .fetch(&hot.plan, &binding.profile, state.refresh_margin())
         .await
         .map_err(|e| source_error(&binding.project, &binding.stage, e))?;
     let now = OffsetDateTime::now_utc();
     let served = state.served_expiration(creds.expiration, now);
-    let body = creds.to_container_json(served).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "NoSessionToken",
-            format!("profile '{}' yielded no session token", binding.profile),
-        )
-    })?;
+    let answer = hot.render(&creds, served)?;
     let agent = headers
         .get(header::USER_AGENT)
-        .map(|v| untrusted(&String::from_utf8_lossy(v.as_bytes())))
-        .unwrap_or_default();
-    state
-        .metrics
-        .issued(&binding.project, &binding.stage, &agent, now);
+        .map_or(&b""[..], HeaderValue::as_bytes);
+    let agent = hot.stats.issued(agent, now);
     // `&str` values: quoted and escaped by the text format, JSON strings in JSON logs.
     tracing::info!(
         project = %binding.project,
         stage = %binding.stage,
         profile = %binding.profile,
-        key = %creds.key_hint(),
-        expires = %crate::credentials::format_expiration(served),
-        user_agent = agent.as_str(),
+        key = %answer.key,
+        expires = %answer.expires,
+        user_agent = &*agent,
         "credentials issued"
     );
-    Ok(json_response(StatusCode::OK, body))
+    let mut resp = Response::new(axum::body::Body::from(answer.body));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok((resp, hot.stats.clone()))
 }
 
-/// Request-supplied text for a log field: control characters escaped, at most 200
-/// characters. Logged as a `&str` field, so the formatter quotes it.
-fn untrusted(text: &str) -> String {
-    let mut out = String::new();
-    for (i, c) in text.chars().enumerate() {
-        if i == 200 {
-            out.push('…');
-            break;
-        }
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-fn source_error(project: &str, stage: &str, e: SourceError) -> ApiError {
+pub(super) fn source_error(project: &str, stage: &str, e: SourceError) -> ApiError {
     let (status, code) = if e.needs_login() {
         (StatusCode::SERVICE_UNAVAILABLE, "LoginRequired")
     } else if e.is_unreachable() {

@@ -44,7 +44,7 @@ struct Slot {
 
 #[derive(Clone)]
 struct Held {
-    creds: Credentials,
+    creds: Arc<Credentials>,
     obtained: OffsetDateTime,
 }
 
@@ -57,7 +57,7 @@ impl Slot {
     }
     fn set(&self, creds: Credentials) {
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(Held {
-            creds,
+            creds: Arc::new(creds),
             obtained: OffsetDateTime::now_utc(),
         });
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
@@ -154,7 +154,7 @@ impl Sessions {
         self: &'a Arc<Self>,
         plan: &'a Plan,
         margin: Duration,
-    ) -> BoxFut<'a, Result<Credentials, SourceError>> {
+    ) -> BoxFut<'a, Result<Arc<Credentials>, SourceError>> {
         // The hot path answers without creating the fetch future: that future holds every
         // source's state (tens of kilobytes), and boxing it cost a memcpy of its full size
         // on every request, cache hit or not.
@@ -169,23 +169,23 @@ impl Sessions {
         self: &Arc<Self>,
         plan: &Plan,
         margin: Duration,
-    ) -> Option<Result<Credentials, SourceError>> {
+    ) -> Option<Result<Arc<Credentials>, SourceError>> {
         match plan {
             Plan::Keys {
                 access_key_id,
                 secret,
                 ..
             } => {
-                return Some(Ok(Credentials {
+                return Some(Ok(Arc::new(Credentials {
                     access_key_id: access_key_id.clone(),
                     secret_access_key: secret.clone(),
                     session_token: None,
                     expiration: None,
                     account_id: None,
-                }));
+                })));
             }
             Plan::Environment => {
-                return Some(environment_credentials(&|k| self.env.get(k)));
+                return Some(environment_credentials(&|k| self.env.get(k)).map(Arc::new));
             }
             Plan::FileSession { profile, creds } => {
                 if let Some(at) = creds.expiration
@@ -221,7 +221,7 @@ impl Sessions {
         self: &Arc<Self>,
         plan: &Plan,
         margin: Duration,
-    ) -> Result<Credentials, SourceError> {
+    ) -> Result<Arc<Credentials>, SourceError> {
         {
             let slot = self.slot(plan);
             let now = OffsetDateTime::now_utc();
@@ -242,8 +242,10 @@ impl Sessions {
             }
             match self.fetch(plan, margin).await {
                 Ok(c) => {
-                    slot.set(c.clone());
-                    Ok(c)
+                    slot.set(c);
+                    slot.get().map(|h| h.creds).ok_or_else(|| {
+                        SourceError::Internal("a session just stored is gone".into())
+                    })
                 }
                 Err(e) => {
                     *slot.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
@@ -332,7 +334,7 @@ impl Sessions {
             Some(src) => Some(self.get(src, margin).await?),
             None => None,
         };
-        let result = self.providers.step(plan, source.as_ref()).await;
+        let result = self.providers.step(plan, source.as_deref()).await;
         if result.is_err() {
             self.stats.fetch_errors.fetch_add(1, Ordering::Relaxed);
         }

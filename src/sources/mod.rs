@@ -238,7 +238,9 @@ impl Resolver {
         self.plan_in(&snap, profile, project, stage)
     }
 
-    fn plan_in(
+    /// The plan for `profile` serving `(project, stage)` in `snap`. The server keeps it
+    /// per scope until the snapshot changes.
+    pub fn plan_in(
         &self,
         snap: &Snapshot,
         profile: &str,
@@ -263,10 +265,19 @@ impl Resolver {
         project: &str,
         stage: &str,
         margin: Duration,
-    ) -> Result<Credentials, SourceError> {
-        let snap = self.profiles.snapshot();
-        let plan = self.plan_in(&snap, profile, project, stage)?;
-        let result = self.sessions.get(&plan, margin).await;
+    ) -> Result<Arc<Credentials>, SourceError> {
+        let plan = self.plan(profile, project, stage)?;
+        self.fetch(&plan, profile, margin).await
+    }
+
+    /// Credentials for an already made `plan` of `profile` (the name errors give).
+    pub async fn fetch(
+        &self,
+        plan: &Plan,
+        profile: &str,
+        margin: Duration,
+    ) -> Result<Arc<Credentials>, SourceError> {
+        let result = self.sessions.get(plan, margin).await;
         result.map_err(|e| match e {
             // The step knows the device; the profile to log in with is the one asked for.
             SourceError::NoMfaSession { .. } => SourceError::MfaRequired {

@@ -47,8 +47,9 @@ pub enum Plan {
     FileSession {
         /// The profile holding them.
         profile: String,
-        /// The keys, checked (complete, not expired) when the plan was made.
-        creds: Credentials,
+        /// The keys, checked (complete, not expired) when the plan was made; shared, so
+        /// serving them from a cached plan copies nothing.
+        creds: std::sync::Arc<Credentials>,
     },
     /// Long-term keys from the shared files (only ever a source for STS).
     Keys {
@@ -434,7 +435,11 @@ fn sso_plan(inputs: &PlanInputs<'_>, p: &Profile) -> Result<Plan, SourceError> {
 fn file_session(inputs: &PlanInputs<'_>, name: &str) -> Result<Plan, SourceError> {
     Ok(Plan::FileSession {
         profile: name.into(),
-        creds: super::file_credentials(inputs.snap, name, time::OffsetDateTime::now_utc())?,
+        creds: std::sync::Arc::new(super::file_credentials(
+            inputs.snap,
+            name,
+            time::OffsetDateTime::now_utc(),
+        )?),
     })
 }
 
