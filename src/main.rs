@@ -46,12 +46,17 @@ fn init_logging(
             None,
         )
     };
+    let terminal = std::io::stderr().is_terminal();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(terminal)
         .with_writer(writer);
     match (format, daemon) {
-        (LogFormat::Text, true) => builder.init(),
+        // Coloured for a person watching; the same line, written cheaply, for a log.
+        (LogFormat::Text, true) if terminal => builder.init(),
+        (LogFormat::Text, true) => builder
+            .event_format(credport::cli::logfmt::DaemonText)
+            .init(),
         // A one-shot command talks to a person: `credport: warning: ...`, no timestamp.
         (LogFormat::Text, false) => builder.with_ansi(false).event_format(Plain).init(),
         (LogFormat::Json, _) => builder.json().init(),

@@ -1,0 +1,216 @@
+//! The daemon's plain-text log line, written without the general formatter's overhead.
+//!
+//! The line is the one `tracing-subscriber`'s full format writes without colours:
+//! `2026-11-30T08:00:00.123456Z  INFO credport::server::routes: credentials issued
+//! project=orders stage=dev user_agent="boto3/1.40"`. String values (`&str` fields) are
+//! quoted and escaped (so client-supplied text cannot forge a field); `%` values are
+//! written as they display. The daemon writes one such line per issuance, so this format
+//! keeps it cheap: the date and time up to the second are rendered once per second per
+//! thread, and fields go straight into the line, with no styling pass. The daemon uses no
+//! spans, so none are written.
+
+use std::cell::RefCell;
+use std::fmt::{self, Write};
+
+use tracing::field::{Field, Visit};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
+
+/// The daemon's text line format (see the module documentation).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DaemonText;
+
+thread_local! {
+    /// The unix second last rendered on this thread, and its `YYYY-MM-DDTHH:MM:SS`.
+    static SECOND: RefCell<(i64, String)> = const { RefCell::new((i64::MIN, String::new())) };
+}
+
+impl<S, N> FormatEvent<S, N> for DaemonText
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> fmt::Result {
+        write_timestamp(&mut writer, std::time::SystemTime::now())?;
+        let meta = event.metadata();
+        let level = match *meta.level() {
+            tracing::Level::ERROR => "ERROR",
+            tracing::Level::WARN => " WARN",
+            tracing::Level::INFO => " INFO",
+            tracing::Level::DEBUG => "DEBUG",
+            tracing::Level::TRACE => "TRACE",
+        };
+        writer.write_str(" ")?;
+        writer.write_str(level)?;
+        writer.write_str(" ")?;
+        writer.write_str(meta.target())?;
+        writer.write_str(":")?;
+        let mut fields = Fields {
+            out: &mut writer,
+            result: Ok(()),
+        };
+        event.record(&mut fields);
+        fields.result?;
+        writer.write_str("\n")
+    }
+}
+
+/// Writes `2026-11-30T08:00:00.123456Z` for `now`.
+fn write_timestamp(w: &mut impl Write, now: std::time::SystemTime) -> fmt::Result {
+    let since = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = since.as_secs() as i64;
+    SECOND.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if cached.0 != secs {
+            let t = time::OffsetDateTime::from_unix_timestamp(secs)
+                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+            cached.1.clear();
+            let _ = write!(
+                cached.1,
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second()
+            );
+            cached.0 = secs;
+        }
+        w.write_str(&cached.1)
+    })?;
+    let micros = since.subsec_micros();
+    let mut digits = [b'0'; 6];
+    let mut n = micros;
+    for d in digits.iter_mut().rev() {
+        *d = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    w.write_str(".")?;
+    w.write_str(std::str::from_utf8(&digits).unwrap_or("000000"))?;
+    w.write_str("Z")
+}
+
+/// Writes each field as ` name=value`, the message bare.
+struct Fields<'a, W: Write> {
+    out: &'a mut W,
+    result: fmt::Result,
+}
+
+impl<W: Write> Fields<'_, W> {
+    fn key(&mut self, field: &Field) -> fmt::Result {
+        self.out.write_str(" ")?;
+        if field.name() != "message" {
+            self.out.write_str(field.name())?;
+            self.out.write_str("=")?;
+        }
+        Ok(())
+    }
+}
+
+impl<W: Write> Visit for Fields<'_, W> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if self.result.is_err() {
+            return;
+        }
+        self.result = self.key(field).and_then(|()| {
+            if field.name() == "message" {
+                self.out.write_str(value)
+            } else {
+                write!(self.out, "{value:?}")
+            }
+        });
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        if self.result.is_err() {
+            return;
+        }
+        self.result = self.key(field).and_then(|()| write!(self.out, "{value}"));
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        if self.result.is_err() {
+            return;
+        }
+        self.result = self.key(field).and_then(|()| write!(self.out, "{value}"));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        if self.result.is_err() {
+            return;
+        }
+        self.result = self.key(field).and_then(|()| write!(self.out, "{value}"));
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if self.result.is_err() {
+            return;
+        }
+        self.result = self.key(field).and_then(|()| write!(self.out, "{value:?}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_with_microseconds() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_micros(1_764_489_600_000_042);
+        let mut s = String::new();
+        write_timestamp(&mut s, t).unwrap();
+        assert_eq!(s, "2025-11-30T08:00:00.000042Z");
+        // The cached second is reused, the fraction is not.
+        let mut s = String::new();
+        write_timestamp(&mut s, t + std::time::Duration::from_micros(7)).unwrap();
+        assert_eq!(s, "2025-11-30T08:00:00.000049Z");
+    }
+
+    #[test]
+    fn lines_match_the_full_format_without_colours() {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let w = buf.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || w.clone())
+            .event_format(DaemonText)
+            .finish();
+        tracing::subscriber::with_default(sub, || {
+            let agent = "evil\" project=x\n";
+            tracing::info!(
+                project = %"orders",
+                status = 403u16,
+                user_agent = agent,
+                "credentials issued"
+            );
+        });
+        let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let (stamp, rest) = out.split_once(' ').unwrap();
+        assert!(stamp.ends_with('Z') && stamp.len() == 27, "{out}");
+        assert_eq!(
+            rest,
+            " INFO credport::cli::logfmt::tests: credentials issued project=orders status=403 user_agent=\"evil\\\" project=x\\n\"\n"
+        );
+    }
+}
