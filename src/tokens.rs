@@ -91,8 +91,11 @@ pub struct TokenKey {
     previous: Option<Previous>,
     /// The last token that verified for each scope (project, then stage), so the hot
     /// path compares bytes in constant time instead of recomputing an HMAC.
-    verified: RwLock<HashMap<Box<str>, HashMap<Box<str>, Verified>>>,
+    verified: RwLock<VerifiedTokens>,
 }
+
+/// Verified tokens by project, then stage.
+type VerifiedTokens = HashMap<Box<str>, HashMap<Box<str>, Verified>>;
 
 /// A token that verified, and until when it may (a previous key's grace end).
 struct Verified {
