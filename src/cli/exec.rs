@@ -64,10 +64,22 @@ pub async fn run(paths: &Paths, args: &ExecArgs, env: &dyn crate::env::Env) -> R
     let base = match daemon {
         Some(url) => url,
         None => {
-            let other: Vec<(String, String)> = plan
+            let base = scope.project_dir.as_deref().unwrap_or(&dir);
+            let other: Vec<_> = plan
                 .iter()
                 .flat_map(|p| p.entries.iter())
-                .map(|e| (e.stage.clone(), e.profile.clone()))
+                .map(|e| {
+                    let policy = crate::standin::policy_for_stage(
+                        base,
+                        &scope.project,
+                        &e.stage,
+                        &scope.selection,
+                        &config,
+                        &registered,
+                        env,
+                    );
+                    (e.stage.clone(), e.profile.clone(), policy)
+                })
                 .collect();
             let e = client::embedded(paths, &scope, &other).await?;
             let url = e.url.clone();

@@ -310,10 +310,11 @@ async fn issue(
     .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "NotFound", e.to_string()))?;
     let creds = state
         .resolver
-        .resolve(
+        .resolve_scoped(
             &binding.profile,
             &binding.project,
             &binding.stage,
+            binding.policy.as_ref(),
             state.refresh_margin(),
         )
         .await
