@@ -1,0 +1,336 @@
+//! Session policies with the real binary, against moto's STS behind a proxy that records
+//! every call: `Policy` / `PolicyArns` go on the last `AssumeRole` of a chain (never on the
+//! first hop), bare long-term keys use `GetFederationToken`, sources that cannot take a
+//! policy are refused before any call, a changed policy is a different session, and a
+//! broken policy never reaches STS.
+
+mod support;
+
+use support::moto::Moto;
+use support::recorder::RecordingProxy;
+use support::*;
+
+const BASE: &str =
+    "[base]\naws_access_key_id = AKIABASE00000001\naws_secret_access_key = SECRETBASEKEY\n";
+const CHAIN: &str = "[profile hop]\nrole_arn = arn:aws:iam::111111111111:role/Hop\nsource_profile = base\n\n[profile deploy]\nrole_arn = arn:aws:iam::222222222222:role/Deploy\nsource_profile = hop\n";
+const READ_ONLY: &str = "arn:aws:iam::aws:policy/ReadOnlyAccess";
+const POLICY: &str = r#"{
+  "Version": "2012-10-17",
+  "Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}]
+}"#;
+const PACKED: &str = r#"{"Statement":[{"Action":"s3:GetObject","Effect":"Allow","Resource":"*"}],"Version":"2012-10-17"}"#;
+
+/// A HOME whose STS is the recording proxy in front of a fresh moto.
+fn home(sts_url: &str, aws_config: &str, config: &str) -> TestHome {
+    let mut h = TestHome::new();
+    h.write_credentials(BASE);
+    h.write_aws_config(aws_config);
+    h.write_config(config);
+    h.extra_env
+        .insert("AWS_ENDPOINT_URL_STS".into(), sts_url.into());
+    h.extra_env.insert("AWS_REGION".into(), "us-east-1".into());
+    h
+}
+
+fn fetch(d: &Daemon, h: &TestHome, project: &str, stage: &str) -> Response {
+    d.get(
+        &format!("/v1/credentials/{project}/{stage}"),
+        Some(&h.token(project, stage)),
+    )
+}
+
+fn ok(r: &Response, proxy: &RecordingProxy, what: &str) -> serde_json::Value {
+    assert_eq!(
+        r.status,
+        200,
+        "{what}: {}\nSTS calls:\n{}",
+        r.body,
+        proxy.summary()
+    );
+    r.json()
+}
+
+#[test]
+fn policy_goes_on_the_last_assume_role_of_a_chain() {
+    let moto = Moto::start();
+    let proxy = RecordingProxy::start(moto.url());
+    let h = home(
+        &proxy.url,
+        CHAIN,
+        &format!(
+            "[projects.orders]\nstages = {{ dev = \"deploy\", qa = \"deploy\" }}\npolicy = \"policies/deploy.json\"\npolicy_arns = [\"{READ_ONLY}\"]\n[projects.orders.policies.qa]\n"
+        ),
+    );
+    // Relative to config.toml.
+    write_atomic(
+        &h.config().parent().unwrap().join("policies/deploy.json"),
+        POLICY,
+    );
+    let d = h.serve();
+    let j = ok(&fetch(&d, &h, "orders", "dev"), &proxy, "dev");
+    assert_eq!(j["AccountId"], "222222222222", "{j}");
+
+    let roles = proxy.of("AssumeRole");
+    assert_eq!(roles.len(), 2, "{}", proxy.summary());
+    let (first, last) = (&roles[0], &roles[1]);
+    assert_eq!(
+        first.get("RoleArn"),
+        Some("arn:aws:iam::111111111111:role/Hop")
+    );
+    assert_eq!(first.get("Policy"), None, "first hop: {:?}", first.params);
+    assert!(
+        first.policy_arns().is_empty(),
+        "first hop: {:?}",
+        first.params
+    );
+    assert_eq!(
+        last.get("RoleArn"),
+        Some("arn:aws:iam::222222222222:role/Deploy")
+    );
+    assert_eq!(
+        last.get("Policy"),
+        Some(PACKED),
+        "last hop: {:?}",
+        last.params
+    );
+    assert_eq!(last.policy_arns(), vec![READ_ONLY.to_string()]);
+
+    // qa's own (empty) table replaces the project-wide policy: an unscoped chain.
+    ok(&fetch(&d, &h, "orders", "qa"), &proxy, "qa");
+    let roles = proxy.of("AssumeRole");
+    assert_eq!(roles.len(), 4, "{}", proxy.summary());
+    for r in &roles[2..] {
+        assert_eq!(r.get("RoleSessionName"), Some("credport-orders-qa"));
+        assert_eq!(r.get("Policy"), None, "{:?}", r.params);
+        assert!(r.policy_arns().is_empty(), "{:?}", r.params);
+    }
+
+    // status shows which session is scoped, and by what.
+    let out = h.run(&["status", "--json"]);
+    let status = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        status.contains("scoped by session policy") && status.contains("deploy.json"),
+        "{status}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn bare_keys_use_get_federation_token_with_the_policy() {
+    let moto = Moto::start();
+    let proxy = RecordingProxy::start(moto.url());
+    let h = home(
+        &proxy.url,
+        "",
+        &format!(
+            "[projects.keys]\nstages = {{ dev = \"base\", qa = \"base\" }}\n[projects.keys.policies.dev]\npolicy = '{}'\npolicy_arns = [\"{READ_ONLY}\", \"arn:aws:iam::123456789012:policy/team/Deploy\"]\n",
+            PACKED
+        ),
+    );
+    let d = h.serve();
+    let j = ok(&fetch(&d, &h, "keys", "dev"), &proxy, "dev");
+    assert_ne!(j["SecretAccessKey"], "SECRETBASEKEY");
+    assert!(j["Token"].as_str().is_some_and(|t| !t.is_empty()), "{j}");
+    assert_eq!(
+        j["AccountId"], "123456789012",
+        "from the federated user: {j}"
+    );
+    let fed = proxy.of("GetFederationToken");
+    assert_eq!(fed.len(), 1, "{}", proxy.summary());
+    assert_eq!(fed[0].get("Name"), Some("credport-keys-dev"));
+    assert_eq!(fed[0].get("Policy"), Some(PACKED));
+    assert_eq!(
+        fed[0].policy_arns(),
+        vec![
+            READ_ONLY.to_string(),
+            "arn:aws:iam::123456789012:policy/team/Deploy".to_string()
+        ]
+    );
+    assert!(
+        proxy.of("GetSessionToken").is_empty(),
+        "{}",
+        proxy.summary()
+    );
+
+    // qa has no policy: the keys are exchanged with GetSessionToken as before.
+    ok(&fetch(&d, &h, "keys", "qa"), &proxy, "qa");
+    assert_eq!(proxy.of("GetSessionToken").len(), 1, "{}", proxy.summary());
+    assert_eq!(proxy.of("GetFederationToken").len(), 1);
+}
+
+#[test]
+fn sources_that_cannot_take_a_policy_are_refused_naming_profile_and_source() {
+    let moto = Moto::start();
+    let proxy = RecordingProxy::start(moto.url());
+    let mut h = home(
+        &proxy.url,
+        "[profile sso]\nsso_start_url = https://example.awsapps.com/start\nsso_region = us-east-1\nsso_account_id = 111111111111\nsso_role_name = Dev\n\n[profile helper]\ncredential_process = /bin/false\n",
+        &format!(
+            "[projects.web]\nstages = {{ sso = \"sso\", proc = \"helper\", file = \"sess\" }}\npolicy_arns = [\"{READ_ONLY}\"]\n"
+        ),
+    );
+    h.write_credentials(&format!("{BASE}{}", session_profile("sess", "FILE0001")));
+    h.extra_env.insert(
+        "AWS_ENDPOINT_URL_SSO".into(),
+        format!("{}/sso-must-not-be-called", proxy.url),
+    );
+    let d = h.serve();
+    for (stage, profile, source) in [
+        ("sso", "sso", "SSO role credentials"),
+        ("proc", "helper", "credential_process"),
+        ("file", "sess", "session keys in the shared files"),
+    ] {
+        let r = fetch(&d, &h, "web", stage);
+        assert_eq!(r.status, 500, "{stage}: {}", r.body);
+        let j = r.json();
+        assert_eq!(j["Code"], "CredentialsUnavailable", "{stage}: {j}");
+        let msg = j["Message"].as_str().unwrap_or_default();
+        assert!(
+            msg.contains(&format!("profile '{profile}' cannot be scoped down"))
+                && msg.contains(source),
+            "{stage}: {msg}"
+        );
+        assert!(!msg.contains("SECRETFILE0001"), "{msg}");
+    }
+    assert!(
+        proxy.calls().is_empty(),
+        "nothing may be fetched unscoped:\n{}",
+        proxy.summary()
+    );
+}
+
+#[test]
+fn a_changed_policy_is_a_different_session() {
+    let moto = Moto::start();
+    let proxy = RecordingProxy::start(moto.url());
+    let h = home(
+        &proxy.url,
+        "[profile dev]\nrole_arn = arn:aws:iam::111111111111:role/Dev\nsource_profile = base\n",
+        "",
+    );
+    // A project file registered with the daemon: its policy file is read on every fetch.
+    let project = h.path().join("orders");
+    std::fs::create_dir_all(project.join("policies")).unwrap();
+    std::fs::write(
+        project.join(".credport.toml"),
+        "project = \"orders\"\npolicy = \"policies/dev.json\"\n[stages]\ndev = \"dev\"\n",
+    )
+    .unwrap();
+    let policy_file = project.join("policies/dev.json");
+    write_atomic(&policy_file, POLICY);
+    let out = h.run(&["project", "add", project.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "project add: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d = h.serve();
+
+    let first = ok(&fetch(&d, &h, "orders", "dev"), &proxy, "first");
+    let again = ok(&fetch(&d, &h, "orders", "dev"), &proxy, "again");
+    assert_eq!(first["AccessKeyId"], again["AccessKeyId"], "cached");
+    assert_eq!(proxy.of("AssumeRole").len(), 1, "{}", proxy.summary());
+
+    let narrower = POLICY.replace("s3:GetObject", "s3:ListBucket");
+    write_atomic(&policy_file, &narrower);
+    let changed = ok(&fetch(&d, &h, "orders", "dev"), &proxy, "changed");
+    let roles = proxy.of("AssumeRole");
+    assert_eq!(
+        roles.len(),
+        2,
+        "a new policy is a new call:\n{}",
+        proxy.summary()
+    );
+    assert_ne!(first["AccessKeyId"], changed["AccessKeyId"]);
+    assert!(
+        roles[1]
+            .get("Policy")
+            .is_some_and(|p| p.contains("s3:ListBucket")),
+        "{:?}",
+        roles[1].params
+    );
+
+    // Whitespace is not part of the policy: the reformatted first policy is its session.
+    write_atomic(&policy_file, &POLICY.replace('\n', "\n\n  "));
+    let back = ok(&fetch(&d, &h, "orders", "dev"), &proxy, "back");
+    assert_eq!(back["AccessKeyId"], first["AccessKeyId"]);
+    assert_eq!(proxy.of("AssumeRole").len(), 2, "{}", proxy.summary());
+}
+
+#[test]
+fn broken_policies_are_refused_before_sts_naming_the_file() {
+    let moto = Moto::start();
+    let proxy = RecordingProxy::start(moto.url());
+    let h = home(
+        &proxy.url,
+        "[profile dev]\nrole_arn = arn:aws:iam::111111111111:role/Dev\nsource_profile = base\n",
+        "",
+    );
+    let project = h.path().join("api");
+    std::fs::create_dir_all(&project).unwrap();
+    let toml = project.join(".credport.toml");
+    let out = {
+        std::fs::write(&toml, "project = \"api\"\n[stages]\ndev = \"dev\"\n").unwrap();
+        h.run(&["project", "add", project.to_str().unwrap()])
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d = h.serve();
+    let big = format!(
+        "{{\"Statement\": [{}]}}",
+        vec![r#"{"Effect":"Allow","Action":"s3:GetObject","Resource":"arn:aws:s3:::a-bucket-with-a-long-name/*"}"#; 30].join(",")
+    );
+    let eleven = vec![format!("\"{READ_ONLY}\""); 11].join(", ");
+    for (text, says) in [
+        (
+            "policy = \"missing.json\"".to_string(),
+            "no such file".to_string(),
+        ),
+        (
+            "policy = '{\"Statement\": '".to_string(),
+            "not valid JSON".to_string(),
+        ),
+        (
+            format!("policy = '{big}'"),
+            "STS accepts at most 2048".to_string(),
+        ),
+        (format!("policy_arns = [{eleven}]"), "11 ARNs".to_string()),
+        (
+            "policy_arns = [\"ReadOnlyAccess\"]".to_string(),
+            "is not an IAM policy ARN".to_string(),
+        ),
+    ] {
+        write_atomic(
+            &toml,
+            &format!("project = \"api\"\n{text}\n[stages]\ndev = \"dev\"\n"),
+        );
+        let r = fetch(&d, &h, "api", "dev");
+        assert_eq!(r.status, 404, "{text}: {}", r.body);
+        let msg = r.json()["Message"].as_str().unwrap_or_default().to_string();
+        assert!(
+            msg.contains(&says) && (msg.contains(".credport.toml") || msg.contains("missing.json")),
+            "{text}: {msg}"
+        );
+        // The CLI says the same before anything runs.
+        let out = h.run(&["resolve", "--dir", project.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(&says),
+            "{text}: {err}"
+        );
+    }
+    assert!(proxy.calls().is_empty(), "{}", proxy.summary());
+
+    // Fixed: served, and `resolve` shows where the policy comes from.
+    write_atomic(
+        &toml,
+        &format!("project = \"api\"\npolicy_arns = [\"{READ_ONLY}\"]\n[stages]\ndev = \"dev\"\n"),
+    );
+    ok(&fetch(&d, &h, "api", "dev"), &proxy, "fixed");
+    let out = h.run(&["resolve", "--dir", project.to_str().unwrap()]);
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!(j["policy"]["arns"][0], READ_ONLY, "{j}");
+}
