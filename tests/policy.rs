@@ -334,3 +334,50 @@ fn broken_policies_are_refused_before_sts_naming_the_file() {
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     assert_eq!(j["policy"]["arns"][0], READ_ONLY, "{j}");
 }
+
+#[test]
+fn exec_scopes_the_child_session_with_and_without_a_daemon() {
+    let moto = Moto::start();
+    let proxy = RecordingProxy::start(moto.url());
+    let h = home(
+        &proxy.url,
+        "[profile dev]\nrole_arn = arn:aws:iam::111111111111:role/Dev\nsource_profile = base\n",
+        &format!("[projects.orders]\nstages = {{ dev = \"dev\" }}\npolicy = '{PACKED}'\n"),
+    );
+    let whoami = repo_root().join("tests/clients/python/whoami.py");
+    let py = venv_python();
+    for daemon in [false, true] {
+        let _d = daemon.then(|| h.serve());
+        let before = proxy.of("AssumeRole").len();
+        let out = h
+            .command()
+            .args(["exec", "--project", "orders", "--stage", "dev", "--"])
+            .arg(&py)
+            .arg(&whoami)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let j: serde_json::Value =
+            serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_default();
+        assert_eq!(
+            j["account"],
+            "111111111111",
+            "daemon={daemon}: {stdout}\n{}\nSTS calls:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            proxy.summary()
+        );
+        let roles = proxy.of("AssumeRole");
+        assert_eq!(
+            roles.len(),
+            before + 1,
+            "daemon={daemon}: {}",
+            proxy.summary()
+        );
+        assert_eq!(
+            roles[before].get("Policy"),
+            Some(PACKED),
+            "daemon={daemon}: the child's session is scoped: {:?}",
+            roles[before].params
+        );
+    }
+}
