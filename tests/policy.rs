@@ -105,6 +105,30 @@ fn policy_goes_on_the_last_assume_role_of_a_chain() {
         assert!(r.policy_arns().is_empty(), "{:?}", r.params);
     }
 
+    // A changed policy re-runs only the last call: the first hop's session is cached.
+    write_atomic(
+        &h.config().parent().unwrap().join("policies/deploy.json"),
+        &POLICY.replace("s3:GetObject", "s3:PutObject"),
+    );
+    ok(
+        &fetch(&d, &h, "orders", "dev"),
+        &proxy,
+        "dev, changed policy",
+    );
+    let roles = proxy.of("AssumeRole");
+    assert_eq!(roles.len(), 5, "{}", proxy.summary());
+    assert_eq!(
+        roles[4].get("RoleArn"),
+        Some("arn:aws:iam::222222222222:role/Deploy")
+    );
+    assert!(
+        roles[4]
+            .get("Policy")
+            .is_some_and(|p| p.contains("s3:PutObject")),
+        "{:?}",
+        roles[4].params
+    );
+
     // status shows which session is scoped, and by what.
     let out = h.run(&["status", "--json"]);
     let status = String::from_utf8_lossy(&out.stdout);
