@@ -405,3 +405,29 @@ fn exec_scopes_the_child_session_with_and_without_a_daemon() {
         );
     }
 }
+
+#[test]
+fn web_identity_takes_the_policy_on_its_one_call() {
+    let moto = Moto::start();
+    let proxy = RecordingProxy::start(moto.url());
+    let h = home(
+        &proxy.url,
+        "",
+        &format!(
+            "[projects.oidc]\nstages = {{ ci = \"oidc\" }}\npolicy_arns = [\"{READ_ONLY}\"]\n"
+        ),
+    );
+    let token_file = h.path().join("web-identity-token");
+    std::fs::write(&token_file, "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJjaSJ9.c2ln\n").unwrap();
+    h.write_aws_config(&format!(
+        "[profile oidc]\nrole_arn = arn:aws:iam::444444444444:role/Oidc\nweb_identity_token_file = {}\n",
+        token_file.display()
+    ));
+    let d = h.serve();
+    let j = ok(&fetch(&d, &h, "oidc", "ci"), &proxy, "ci");
+    assert_eq!(j["AccountId"], "444444444444", "{j}");
+    let calls = proxy.of("AssumeRoleWithWebIdentity");
+    assert_eq!(calls.len(), 1, "{}", proxy.summary());
+    assert_eq!(calls[0].policy_arns(), vec![READ_ONLY.to_string()]);
+    assert_eq!(calls[0].get("Policy"), None);
+}
