@@ -431,3 +431,71 @@ fn web_identity_takes_the_policy_on_its_one_call() {
     assert_eq!(calls[0].policy_arns(), vec![READ_ONLY.to_string()]);
     assert_eq!(calls[0].get("Policy"), None);
 }
+
+/// serverless's stand-in profiles hold the same scoped sessions the endpoint serves: the
+/// ones `env`'s file gets from the daemon's keeper, and those `exec` fetches from its
+/// embedded server for every stage a `make` target may run.
+#[test]
+fn standin_profiles_hold_scoped_sessions() {
+    let mut w = support::sls::World::new();
+    let proxy = RecordingProxy::start(w.moto.url());
+    w.home
+        .extra_env
+        .insert("AWS_ENDPOINT_URL_STS".into(), proxy.url.clone());
+    w.home.write_config(&format!(
+        "[projects.orders]\nstages = {{ dev = \"devAccount\", prod = \"prodAccount\" }}\n[projects.orders.policies.dev]\npolicy_arns = [\"{READ_ONLY}\"]\n"
+    ));
+    let by_role = |role: &str| -> Vec<support::recorder::StsCall> {
+        proxy
+            .of("AssumeRole")
+            .into_iter()
+            .filter(|c| c.get("RoleArn") == Some(role))
+            .collect()
+    };
+    let (dev_role, prod_role) = (
+        "arn:aws:iam::111111111111:role/Dev",
+        "arn:aws:iam::222222222222:role/Prod",
+    );
+
+    // exec without a daemon: the embedded server serves both stages, dev scoped.
+    std::fs::write(
+        w.project.join("Makefile"),
+        "show:\n\t@cat \"$$AWS_SHARED_CREDENTIALS_FILE\"\n",
+    )
+    .unwrap();
+    let out = w.credport(&["exec", "--stage", "dev", "--", "make", "-s", "show"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("[devAccount]") && text.contains("[prodAccount]"),
+        "{text}\n{}\nSTS calls:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        proxy.summary()
+    );
+    let (dev, prod) = (by_role(dev_role), by_role(prod_role));
+    assert_eq!((dev.len(), prod.len()), (1, 1), "{}", proxy.summary());
+    assert_eq!(dev[0].policy_arns(), vec![READ_ONLY.to_string()]);
+    assert!(prod[0].policy_arns().is_empty(), "{:?}", prod[0].params);
+
+    // env with the daemon: its keeper writes the file with the same scoping.
+    let _d = w.home.serve();
+    let out = w.credport(&["env", "--stage", "dev", "--format", "json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let file = std::path::PathBuf::from(v["set"]["AWS_SHARED_CREDENTIALS_FILE"].as_str().unwrap());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !std::fs::read_to_string(&file)
+        .unwrap_or_default()
+        .contains("[prodAccount]")
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let (dev, prod) = (by_role(dev_role), by_role(prod_role));
+    assert_eq!((dev.len(), prod.len()), (2, 2), "{}", proxy.summary());
+    assert_eq!(dev[1].policy_arns(), vec![READ_ONLY.to_string()]);
+    assert!(prod[1].policy_arns().is_empty(), "{:?}", prod[1].params);
+}
