@@ -840,6 +840,56 @@ mod tests {
     }
 
     #[test]
+    fn policies_become_query_parameters() {
+        let spec = crate::session_policy::PolicySpec {
+            policy: Some("{\"Statement\": []}".into()),
+            policy_arns: vec![
+                "arn:aws:iam::aws:policy/ReadOnlyAccess".into(),
+                "arn:aws:iam::123456789012:policy/Deploy".into(),
+            ],
+        };
+        let policy = SessionPolicy::load(&spec, std::path::Path::new("/"), "t")
+            .unwrap()
+            .unwrap();
+        let keys = policy_arn_keys(Some(&policy));
+        let mut params: Vec<(&str, String)> = vec![("RoleArn", "r".into())];
+        push_policy(&mut params, Some(&policy), &keys);
+        assert_eq!(
+            params,
+            vec![
+                ("RoleArn", "r".to_string()),
+                ("Policy", "{\"Statement\":[]}".to_string()),
+                (
+                    "PolicyArns.member.1.arn",
+                    "arn:aws:iam::aws:policy/ReadOnlyAccess".to_string()
+                ),
+                (
+                    "PolicyArns.member.2.arn",
+                    "arn:aws:iam::123456789012:policy/Deploy".to_string()
+                ),
+            ]
+        );
+        let no_keys = policy_arn_keys(None);
+        let mut none: Vec<(&str, String)> = Vec::new();
+        push_policy(&mut none, None, &no_keys);
+        assert!(none.is_empty());
+    }
+
+    #[test]
+    fn parses_federation_token() {
+        let xml = r#"<GetFederationTokenResponse><GetFederationTokenResult><Credentials>
+<SessionToken>tok</SessionToken><SecretAccessKey>sk</SecretAccessKey>
+<Expiration>2026-11-27T10:00:00Z</Expiration><AccessKeyId>ASIAF</AccessKeyId></Credentials>
+<FederatedUser><FederatedUserId>123456789012:credport-x</FederatedUserId>
+<Arn>arn:aws:sts::123456789012:federated-user/credport-x</Arn></FederatedUser>
+<PackedPolicySize>6</PackedPolicySize></GetFederationTokenResult></GetFederationTokenResponse>"#;
+        let c = parse_credentials_response(xml, "GetFederationTokenResult", Some("FederatedUser"))
+            .unwrap();
+        assert_eq!(c.account_id.as_deref(), Some("123456789012"));
+        assert_eq!(c.access_key_id, "ASIAF");
+    }
+
+    #[test]
     fn account_ids_from_arns() {
         assert_eq!(
             account_from_arn("arn:aws:sts::111111111111:assumed-role/Dev/s").as_deref(),
