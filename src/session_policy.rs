@@ -183,6 +183,13 @@ impl SessionPolicy {
         }
         let (origin, document) = match &spec.policy {
             None => (None, None),
+            Some(v) if v.trim().is_empty() => {
+                return Err(PolicyError::Invalid {
+                    origin: format!("in {named_in}"),
+                    problem: "`policy` is empty: name a policy file or write the JSON inline"
+                        .into(),
+                });
+            }
             Some(v) if is_inline(v) => {
                 let origin = format!("inline in {named_in}");
                 let doc = pack(v, &origin)?;
@@ -398,6 +405,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("U+2028"), "{e}");
+        let e = load(&inline(" ")).unwrap_err().to_string();
+        assert!(
+            e.contains("`policy` is empty") && e.contains("/p/.credport.toml"),
+            "{e}"
+        );
         // Latin-1 is accepted, as STS documents.
         assert!(load(&inline("{\"Statement\": \"caf\u{e9}\"}")).is_ok());
     }
