@@ -178,6 +178,19 @@ impl SessionPolicy {
         dir: &Path,
         named_in: &str,
     ) -> Result<Option<SessionPolicy>, PolicyError> {
+        Self::load_with(spec, dir, named_in, &|file| {
+            crate::fsutil::read_text(file).map_err(|e| e.to_string())
+        })
+    }
+
+    /// [`load`](Self::load), reading a policy file with `read` (`Ok(None)`: no such file),
+    /// so the project registry can read it as it reads project files (and know it read it).
+    pub fn load_with(
+        spec: &PolicySpec,
+        dir: &Path,
+        named_in: &str,
+        read: &dyn Fn(&Path) -> Result<Option<String>, String>,
+    ) -> Result<Option<SessionPolicy>, PolicyError> {
         if spec.is_empty() {
             return Ok(None);
         }
@@ -202,8 +215,8 @@ impl SessionPolicy {
                     named_in: named_in.to_string(),
                     error,
                 };
-                let text = crate::fsutil::read_text(&file)
-                    .map_err(|e| read_err(e.to_string()))?
+                let text = read(&file)
+                    .map_err(read_err)?
                     .ok_or_else(|| read_err("no such file".into()))?;
                 let origin = file.display().to_string();
                 let doc = pack(&text, &origin)?;

@@ -112,7 +112,13 @@ pub fn resolve(
         None => None,
         Some(spec) => {
             let dir = file.parent().unwrap_or(Path::new("."));
-            SessionPolicy::load(&spec, dir, &file.display().to_string())?.map(std::sync::Arc::new)
+            SessionPolicy::load_with(
+                &spec,
+                dir,
+                &file.display().to_string(),
+                &super::files::read_policy_file,
+            )?
+            .map(std::sync::Arc::new)
         }
     };
     let project = cfg

@@ -202,12 +202,17 @@ pub fn config_policy(
         return Ok(None);
     };
     let named_in = format!("config [projects.{project}]");
-    SessionPolicy::load(&spec, Path::new("/"), &named_in)
-        .map(|p| p.map(Arc::new))
-        .map_err(|e| RegistryError::Policy {
-            project: project.to_string(),
-            error: e.to_string(),
-        })
+    SessionPolicy::load_with(
+        &spec,
+        Path::new("/"),
+        &named_in,
+        &super::files::read_policy_file,
+    )
+    .map(|p| p.map(Arc::new))
+    .map_err(|e| RegistryError::Policy {
+        project: project.to_string(),
+        error: e.to_string(),
+    })
 }
 
 #[cfg(test)]
