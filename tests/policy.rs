@@ -39,6 +39,36 @@ fn fetch(d: &Daemon, h: &TestHome, project: &str, stage: &str) -> Response {
     )
 }
 
+/// Fetches until `done` accepts the answer (an edit counts on the next fetch, or once a
+/// file watcher noticed it), at most 10 s; panics with the last answer.
+fn fetch_until(
+    d: &Daemon,
+    h: &TestHome,
+    project: &str,
+    stage: &str,
+    proxy: &RecordingProxy,
+    what: &str,
+    done: impl Fn(&Response) -> bool,
+) -> Response {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let r = fetch(d, h, project, stage);
+        if done(&r) {
+            return r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: still {} {}
+STS calls:
+{}",
+            r.status,
+            r.body,
+            proxy.summary()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 fn ok(r: &Response, proxy: &RecordingProxy, what: &str) -> serde_json::Value {
     assert_eq!(
         r.status,
@@ -110,10 +140,14 @@ fn policy_goes_on_the_last_assume_role_of_a_chain() {
         &h.config().parent().unwrap().join("policies/deploy.json"),
         &POLICY.replace("s3:GetObject", "s3:PutObject"),
     );
-    ok(
-        &fetch(&d, &h, "orders", "dev"),
+    fetch_until(
+        &d,
+        &h,
+        "orders",
+        "dev",
         &proxy,
         "dev, changed policy",
+        |r| r.status == 200 && proxy.of("AssumeRole").len() > 4,
     );
     let roles = proxy.of("AssumeRole");
     assert_eq!(roles.len(), 5, "{}", proxy.summary());
@@ -257,7 +291,10 @@ fn a_changed_policy_is_a_different_session() {
 
     let narrower = POLICY.replace("s3:GetObject", "s3:ListBucket");
     write_atomic(&policy_file, &narrower);
-    let changed = ok(&fetch(&d, &h, "orders", "dev"), &proxy, "changed");
+    let changed = fetch_until(&d, &h, "orders", "dev", &proxy, "changed", |r| {
+        r.status == 200 && r.json()["AccessKeyId"] != first["AccessKeyId"]
+    })
+    .json();
     let roles = proxy.of("AssumeRole");
     assert_eq!(
         roles.len(),
@@ -276,8 +313,9 @@ fn a_changed_policy_is_a_different_session() {
 
     // Whitespace is not part of the policy: the reformatted first policy is its session.
     write_atomic(&policy_file, &POLICY.replace('\n', "\n\n  "));
-    let back = ok(&fetch(&d, &h, "orders", "dev"), &proxy, "back");
-    assert_eq!(back["AccessKeyId"], first["AccessKeyId"]);
+    fetch_until(&d, &h, "orders", "dev", &proxy, "back", |r| {
+        r.status == 200 && r.json()["AccessKeyId"] == first["AccessKeyId"]
+    });
     assert_eq!(proxy.of("AssumeRole").len(), 2, "{}", proxy.summary());
 }
 
@@ -331,8 +369,9 @@ fn broken_policies_are_refused_before_sts_naming_the_file() {
             &toml,
             &format!("project = \"api\"\n{text}\n[stages]\ndev = \"dev\"\n"),
         );
-        let r = fetch(&d, &h, "api", "dev");
-        assert_eq!(r.status, 404, "{text}: {}", r.body);
+        let r = fetch_until(&d, &h, "api", "dev", &proxy, &text, |r| {
+            r.status == 404 && r.body.contains(says.as_str())
+        });
         let msg = r.json()["Message"].as_str().unwrap_or_default().to_string();
         assert!(
             msg.contains(&says) && (msg.contains(".credport.toml") || msg.contains("missing.json")),
@@ -353,7 +392,7 @@ fn broken_policies_are_refused_before_sts_naming_the_file() {
         &toml,
         &format!("project = \"api\"\npolicy_arns = [\"{READ_ONLY}\"]\n[stages]\ndev = \"dev\"\n"),
     );
-    ok(&fetch(&d, &h, "api", "dev"), &proxy, "fixed");
+    fetch_until(&d, &h, "api", "dev", &proxy, "fixed", |r| r.status == 200);
     let out = h.run(&["resolve", "--dir", project.to_str().unwrap()]);
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     assert_eq!(j["policy"]["arns"][0], READ_ONLY, "{j}");
