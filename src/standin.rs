@@ -190,7 +190,8 @@ pub fn profile_for_stage(
 
 /// The session policy credport scopes `stage` of the project in `dir` down with, resolved
 /// as [`profile_for_stage`] resolves its profile, so a stand-in section holds the same
-/// scoped session the endpoint serves for that stage.
+/// scoped session the endpoint serves for that stage. An error (a broken policy file)
+/// means the stage must not be fetched at all: never unscoped.
 pub fn policy_for_stage(
     dir: &Path,
     project: &str,
@@ -199,7 +200,7 @@ pub fn policy_for_stage(
     config: &Config,
     registered: &Config,
     env: &dyn crate::env::Env,
-) -> Option<std::sync::Arc<crate::session_policy::SessionPolicy>> {
+) -> Result<Option<std::sync::Arc<crate::session_policy::SessionPolicy>>, String> {
     let req = Query {
         dir: dir.to_path_buf(),
         project: Some(project.to_string()),
@@ -210,8 +211,8 @@ pub fn policy_for_stage(
         ..sel.clone()
     };
     resolve_selection(&req, &sel, config, registered, env)
-        .ok()
-        .and_then(|s| s.policy)
+        .map(|s| s.policy)
+        .map_err(|e| e.to_string())
 }
 
 /// Renders a shared credentials file: one section per entry with its stage's credentials.

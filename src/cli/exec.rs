@@ -65,7 +65,7 @@ pub async fn run(paths: &Paths, args: &ExecArgs, env: &dyn crate::env::Env) -> R
         Some(url) => url,
         None => {
             let base = scope.project_dir.as_deref().unwrap_or(&dir);
-            let other: Vec<_> = plan
+            let other = plan
                 .iter()
                 .flat_map(|p| p.entries.iter())
                 .map(|e| {
@@ -77,10 +77,11 @@ pub async fn run(paths: &Paths, args: &ExecArgs, env: &dyn crate::env::Env) -> R
                         &config,
                         &registered,
                         env,
-                    );
-                    (e.stage.clone(), e.profile.clone(), policy)
+                    )
+                    .map_err(|err| anyhow::anyhow!("stage {}: {err}", e.stage))?;
+                    Ok((e.stage.clone(), e.profile.clone(), policy))
                 })
-                .collect();
+                .collect::<Result<Vec<_>>>()?;
             let e = client::embedded(paths, &scope, &other).await?;
             let url = e.url.clone();
             _embedded = Some(e);

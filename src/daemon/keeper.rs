@@ -161,7 +161,14 @@ async fn refresh_one(
     let mut earliest: Option<OffsetDateTime> = None;
     let mut failed = Vec::new();
     for e in list {
-        let policy = policy_for_stage(&dir, project, &e.stage, &sel, &config, &registered, &env);
+        let policy =
+            match policy_for_stage(&dir, project, &e.stage, &sel, &config, &registered, &env) {
+                Ok(p) => p,
+                Err(err) => {
+                    failed.push(format!("stage {}: {err}", e.stage));
+                    continue;
+                }
+            };
         match state
             .resolver
             .resolve_scoped(
