@@ -159,6 +159,12 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
                 });
             }
         }
+        if let Some(reason) = crate::session_policy::misplaced_policy_key(p.stages.keys()) {
+            return Err(ConfigError {
+                line: line(),
+                reason: format!("project '{name}': {reason}"),
+            });
+        }
         if let Some(s) = p
             .policies
             .keys()
@@ -363,6 +369,8 @@ mod tests {
         let e = parse("[projects.a]\nstages = { dev = \"x\" }\n[projects.a.policies.prd]\n")
             .unwrap_err();
         assert!(e.reason.contains("[policies.prd]"), "{e}");
+        let e = parse("[projects.a.stages]\ndev = \"x\"\npolicy = \"p.json\"\n").unwrap_err();
+        assert!(e.reason.contains("move `policy = ...` above"), "{e}");
         // With a path, the stages may come from the project's files.
         assert!(parse("[projects.a]\npath = \"/x\"\n[projects.a.policies.prd]\n").is_ok());
         let e = parse(

@@ -69,6 +69,15 @@ pub fn spec_for(
     (!spec.is_empty()).then_some(spec)
 }
 
+/// A stage named `policy` is almost surely `policy = ...` written below a `[stages]`
+/// header, where TOML makes it a stage mapping and the policy would silently not apply:
+/// the message to refuse it with.
+pub fn misplaced_policy_key<'a>(mut stages: impl Iterator<Item = &'a String>) -> Option<String> {
+    stages.any(|s| s == "policy").then(|| {
+        "a stage named 'policy' under [stages]: move `policy = ...` above the first [table], where it applies to every stage".to_string()
+    })
+}
+
 /// Whether `value` (a `policy` value) is inline JSON rather than a file name.
 pub fn is_inline(value: &str) -> bool {
     value.trim_start().starts_with('{')

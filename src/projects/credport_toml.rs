@@ -103,6 +103,12 @@ pub fn resolve(
         Some(p) => (p.clone(), "--aws-profile (overrides [stages])".to_string()),
         None => (mapped.clone(), format!("[stages] {stage} = \"{mapped}\"")),
     };
+    if let Some(message) = crate::session_policy::misplaced_policy_key(cfg.stages.keys()) {
+        return Err(ProjectError::Invalid {
+            file: file.to_path_buf(),
+            message,
+        });
+    }
     if let Some(s) = cfg.policies.keys().find(|s| !cfg.stages.contains_key(*s)) {
         return Err(stage_err(format!(
             "[policies.{s}] names a stage that is not in [stages]"
@@ -303,6 +309,9 @@ mod tests {
         let t = setup("[stages]\ndev = \"d\"\n[policies.dve]\npolicy_arns = []\n");
         let e = run(&t, &stage("dev")).unwrap_err().to_string();
         assert!(e.contains("[policies.dve]"), "{e}");
+        let t = setup("[stages]\ndev = \"d\"\npolicy = \"p.json\"\n");
+        let e = run(&t, &stage("dev")).unwrap_err().to_string();
+        assert!(e.contains("move `policy = ...` above"), "{e}");
         let t = setup("[stages]\ndev = \"d\"\n[policies.dev]\npolicy_arn = []\n");
         let e = run(&t, &stage("dev")).unwrap_err().to_string();
         assert!(e.contains("policy_arn"), "{e}");
