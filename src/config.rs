@@ -12,6 +12,10 @@
 //! stages = { dev = "devAccount", prod = "prodAccount" }
 //! region = "eu-west-1"          # optional
 //! path = "/home/me/src/orders"  # optional: also resolve stages from the project's files
+//! policy = "orders.json"        # optional session policy (see `session_policy`)
+//! policy_arns = []              # optional managed policy ARNs
+//! [projects.orders-api.policies.prod]   # optional: prod's own, replacing the two above
+//! policy = "orders-prod.json"
 //! ```
 //!
 //! Unknown keys are errors that name the key and line, so a typo never silently changes
@@ -102,6 +106,15 @@ pub struct ProjectConfig {
     /// resolve stages not listed in `stages`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<PathBuf>,
+    /// Session policy for every stage: a file (relative to this config file) or inline JSON.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// Managed policy ARNs for every stage.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policy_arns: Vec<String>,
+    /// `[projects.NAME.policies.STAGE]`: one stage's session policy, replacing the above.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub policies: BTreeMap<String, crate::session_policy::PolicySpec>,
 }
 
 /// A config file that cannot be used: the line and the reason.
@@ -145,6 +158,24 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
                     reason: format!("project '{name}': stage '{stage}' maps to an empty profile"),
                 });
             }
+        }
+        if let Some(reason) = crate::session_policy::misplaced_policy_key(p.stages.keys()) {
+            return Err(ConfigError {
+                line: line(),
+                reason: format!("project '{name}': {reason}"),
+            });
+        }
+        if let Some(s) = p
+            .policies
+            .keys()
+            .find(|s| p.path.is_none() && !p.stages.contains_key(*s))
+        {
+            return Err(ConfigError {
+                line: line(),
+                reason: format!(
+                    "project '{name}': [policies.{s}] names a stage that is not one of its stages"
+                ),
+            });
         }
         if let Some(d) = &p.default_stage
             && p.path.is_none()
@@ -241,12 +272,22 @@ impl ConfigStore {
         let (state, next) = match crate::fsutil::read_text(&self.path) {
             Ok(None) => (FileState::Missing, Some(Config::default())),
             Ok(Some(text)) => match parse(&text) {
-                Ok(c) => (
-                    FileState::Ok {
-                        sections: c.projects.len(),
-                    },
-                    Some(c),
-                ),
+                Ok(mut c) => {
+                    // Policy files are named relative to this file.
+                    let dir = self.path.parent().unwrap_or(std::path::Path::new("/"));
+                    for p in c.projects.values_mut() {
+                        crate::session_policy::anchor(&mut p.policy, dir);
+                        for s in p.policies.values_mut() {
+                            crate::session_policy::anchor(&mut s.policy, dir);
+                        }
+                    }
+                    (
+                        FileState::Ok {
+                            sections: c.projects.len(),
+                        },
+                        Some(c),
+                    )
+                }
                 Err(e) => (
                     FileState::Error {
                         line: Some(e.line),
@@ -316,6 +357,27 @@ mod tests {
         assert!(e.reason.contains("default_stage 'qa'"), "{e}");
         assert!(parse("[projects.a]\nstages = { dev = \"\" }\n").is_err());
         assert!(parse("not toml = = 1").is_err());
+    }
+
+    #[test]
+    fn policy_tables_name_known_stages() {
+        let c = parse("[projects.a]\nstages = { dev = \"x\" }\npolicy_arns = [\"arn:aws:iam::aws:policy/ReadOnlyAccess\"]\n[projects.a.policies.dev]\npolicy = \"p.json\"\n").unwrap();
+        assert_eq!(
+            c.projects["a"].policies["dev"].policy.as_deref(),
+            Some("p.json")
+        );
+        let e = parse("[projects.a]\nstages = { dev = \"x\" }\n[projects.a.policies.prd]\n")
+            .unwrap_err();
+        assert!(e.reason.contains("[policies.prd]"), "{e}");
+        let e = parse("[projects.a.stages]\ndev = \"x\"\npolicy = \"p.json\"\n").unwrap_err();
+        assert!(e.reason.contains("move `policy = ...` above"), "{e}");
+        // With a path, the stages may come from the project's files.
+        assert!(parse("[projects.a]\npath = \"/x\"\n[projects.a.policies.prd]\n").is_ok());
+        let e = parse(
+            "[projects.a]\nstages = { dev = \"x\" }\n[projects.a.policies.dev]\npolcy = \"p\"\n",
+        )
+        .unwrap_err();
+        assert!(e.reason.contains("polcy"), "{e}");
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub mod scaffold;
 pub mod scope;
 pub mod server;
 pub mod service;
+pub mod session_policy;
 pub mod sources;
 pub mod standin;
 pub mod tokens;

@@ -100,6 +100,12 @@ pub struct Scope {
     /// What the wrapped command runs.
     #[serde(skip)]
     pub wrapped: Wrapped,
+    /// The session policy that scopes this scope's sessions down, if one is configured.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::session_policy::serialize_shared"
+    )]
+    pub policy: Option<std::sync::Arc<crate::session_policy::SessionPolicy>>,
 }
 
 /// Why no scope could be determined.
@@ -364,7 +370,13 @@ pub fn resolve_selection(
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| req.dir.clone());
+    // The config's policy for a project it declares replaces the project file's.
+    let policy = match config.projects.get(&res.project) {
+        Some(p) => registry::config_policy(&res.project, p, &res.stage)?.or(res.policy),
+        None => res.policy,
+    };
     Ok(Scope {
+        policy,
         project: res.project,
         stage: res.stage,
         profile: res.profile,
@@ -384,6 +396,7 @@ fn from_binding(b: registry::Binding, sel: Selection) -> Scope {
         None => (b.profile, b.rule),
     };
     Scope {
+        policy: b.policy,
         project: b.project,
         stage: b.stage,
         profile,

@@ -188,6 +188,33 @@ pub fn profile_for_stage(
         .map(|s| s.profile)
 }
 
+/// The session policy credport scopes `stage` of the project in `dir` down with, resolved
+/// as [`profile_for_stage`] resolves its profile, so a stand-in section holds the same
+/// scoped session the endpoint serves for that stage. An error (a broken policy file)
+/// means the stage must not be fetched at all: never unscoped.
+pub fn policy_for_stage(
+    dir: &Path,
+    project: &str,
+    stage: &str,
+    sel: &Selection,
+    config: &Config,
+    registered: &Config,
+    env: &dyn crate::env::Env,
+) -> Result<Option<std::sync::Arc<crate::session_policy::SessionPolicy>>, String> {
+    let req = Query {
+        dir: dir.to_path_buf(),
+        project: Some(project.to_string()),
+        ..Query::default()
+    };
+    let sel = Selection {
+        stage: Some(stage.to_string()),
+        ..sel.clone()
+    };
+    resolve_selection(&req, &sel, config, registered, env)
+        .map(|s| s.policy)
+        .map_err(|e| e.to_string())
+}
+
 /// Renders a shared credentials file: one section per entry with its stage's credentials.
 /// Entries whose credentials carry no session token are left out (never a long-term key).
 pub fn render(project: &str, entries: &[(Entry, Credentials)]) -> String {

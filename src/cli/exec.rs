@@ -64,11 +64,24 @@ pub async fn run(paths: &Paths, args: &ExecArgs, env: &dyn crate::env::Env) -> R
     let base = match daemon {
         Some(url) => url,
         None => {
-            let other: Vec<(String, String)> = plan
+            let base = scope.project_dir.as_deref().unwrap_or(&dir);
+            let other = plan
                 .iter()
                 .flat_map(|p| p.entries.iter())
-                .map(|e| (e.stage.clone(), e.profile.clone()))
-                .collect();
+                .map(|e| {
+                    let policy = crate::standin::policy_for_stage(
+                        base,
+                        &scope.project,
+                        &e.stage,
+                        &scope.selection,
+                        &config,
+                        &registered,
+                        env,
+                    )
+                    .map_err(|err| anyhow::anyhow!("stage {}: {err}", e.stage))?;
+                    Ok((e.stage.clone(), e.profile.clone(), policy))
+                })
+                .collect::<Result<Vec<_>>>()?;
             let e = client::embedded(paths, &scope, &other).await?;
             let url = e.url.clone();
             _embedded = Some(e);

@@ -6,6 +6,7 @@ pub mod rundirs;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::config::{Config, ConfigStore, DEFAULT_LISTEN, ProjectConfig};
 use crate::daemon::instance::Lookup;
@@ -13,6 +14,7 @@ use crate::daemon::{Daemon, base_url};
 use crate::fsutil;
 use crate::paths::Paths;
 use crate::scope::Scope;
+use crate::session_policy::SessionPolicy;
 
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]
@@ -211,18 +213,28 @@ impl Drop for Embedded {
 }
 
 /// Starts an embedded server on `127.0.0.1:0` that serves exactly `scope`, plus the
-/// `other` stages of its project (stage, profile) that serverless's stand-in profiles need.
+/// `other` stages of its project (stage, profile, session policy) that serverless's
+/// stand-in profiles need.
 pub async fn embedded(
     paths: &Paths,
     scope: &Scope,
-    other: &[(String, String)],
+    other: &[(String, String, Option<Arc<SessionPolicy>>)],
 ) -> Result<Embedded, ClientError> {
     let mut config = Config::default();
     let mut stages = std::collections::BTreeMap::new();
-    for (stage, profile) in other {
+    // Policies already read: inline, so the embedded server needs no file.
+    let mut policies = std::collections::BTreeMap::new();
+    for (stage, profile, policy) in other {
         stages.insert(stage.clone(), profile.clone());
+        if let Some(p) = policy {
+            policies.insert(stage.clone(), p.to_spec());
+        }
     }
     stages.insert(scope.stage.clone(), scope.profile.clone());
+    match &scope.policy {
+        Some(p) => policies.insert(scope.stage.clone(), p.to_spec()),
+        None => policies.remove(&scope.stage),
+    };
     config.projects.insert(
         scope.project.clone(),
         ProjectConfig {
@@ -230,6 +242,8 @@ pub async fn embedded(
             stages,
             region: scope.region.clone(),
             path: None,
+            policies,
+            ..ProjectConfig::default()
         },
     );
     let listen: SocketAddr = "127.0.0.1:0".parse().expect("valid address");

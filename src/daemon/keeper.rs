@@ -14,7 +14,9 @@ use time::OffsetDateTime;
 use crate::projects::Selection;
 use crate::scope::serverless_file;
 use crate::server::AppState;
-use crate::standin::{dir_record, entries, env_file, known_stages, profile_for_stage, render};
+use crate::standin::{
+    dir_record, entries, env_file, known_stages, policy_for_stage, profile_for_stage, render,
+};
 
 /// Keeps the stand-in files of `<runtime>/standin/*/` fresh in the daemon: each directory
 /// names a project (`credport env` creates it); its file is rewritten at start, after every
@@ -159,9 +161,23 @@ async fn refresh_one(
     let mut earliest: Option<OffsetDateTime> = None;
     let mut failed = Vec::new();
     for e in list {
+        let policy =
+            match policy_for_stage(&dir, project, &e.stage, &sel, &config, &registered, &env) {
+                Ok(p) => p,
+                Err(err) => {
+                    failed.push(format!("stage {}: {err}", e.stage));
+                    continue;
+                }
+            };
         match state
             .resolver
-            .resolve(&e.profile, project, &e.stage, state.refresh_margin())
+            .resolve_scoped(
+                &e.profile,
+                project,
+                &e.stage,
+                policy.as_ref(),
+                state.refresh_margin(),
+            )
             .await
         {
             Ok(c) if c.session_token.is_some() => {

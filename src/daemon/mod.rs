@@ -430,7 +430,10 @@ pub fn status_report(state: &AppState, addrs: &[SocketAddr]) -> StatusReport {
                 entry.kind = serde_json::to_value(pr.kind())
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_string));
-                match state.resolver.plan(profile, &b.project, &b.stage) {
+                match state
+                    .resolver
+                    .plan_scoped(profile, &b.project, &b.stage, b.policy.as_ref())
+                {
                     Ok(plan) => {
                         entry.source = Some(plan.describe());
                         if plan.is_cached() {

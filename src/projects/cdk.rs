@@ -51,6 +51,7 @@ pub fn resolve(file: &Path, sel: &Selection) -> Result<Resolution, ProjectError>
         file: file.to_path_buf(),
         kind: ProjectKind::Cdk,
         rule: format!("{profile_rule} with stage {stage_rule}"),
+        policy: None,
     })
 }
 

@@ -5,10 +5,17 @@
 //! project = "orders-api"   # optional; default: serverless `service` in the same dir, else folder name
 //! default_stage = "dev"    # optional
 //! region = "eu-west-1"     # optional
+//! policy = "policies/dev.json"   # optional session policy for every stage (file or inline JSON)
+//! policy_arns = []               # optional managed policy ARNs for every stage
 //! [stages]
 //! dev = "devAccount"
 //! prod = "prodAccount"
+//! [policies.prod]                # optional: one stage's own, replacing the two above
+//! policy = "policies/prod.json"
 //! ```
+//!
+//! Policy files are relative to this file; they are read and checked with the mapping (see
+//! `session_policy`), so an edit counts on the next fetch.
 //!
 //! Stage: `--stage`, else `default_stage`, else the stage the framework file beside it
 //! would run (serverless: `provider.stage` or `dev`; SAM: `default`), else the only stage
@@ -25,6 +32,7 @@ use super::detect::Sibling;
 use super::error::ProjectError;
 use super::files::{folder_name, read_text};
 use super::{ProjectKind, Resolution, Selection};
+use crate::session_policy::{PolicySpec, SessionPolicy, spec_for};
 
 /// The parsed contents of `.credport.toml`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -39,6 +47,14 @@ pub struct CredportToml {
     /// Stage → AWS profile.
     #[serde(default)]
     pub stages: BTreeMap<String, String>,
+    /// Session policy for every stage: a file (relative to this one) or inline JSON.
+    pub policy: Option<String>,
+    /// Managed policy ARNs for every stage.
+    #[serde(default)]
+    pub policy_arns: Vec<String>,
+    /// `[policies.STAGE]`: one stage's session policy, replacing the two above.
+    #[serde(default)]
+    pub policies: BTreeMap<String, PolicySpec>,
 }
 
 /// Parses `.credport.toml` text; `file` is only used in error messages.
@@ -87,6 +103,30 @@ pub fn resolve(
         Some(p) => (p.clone(), "--aws-profile (overrides [stages])".to_string()),
         None => (mapped.clone(), format!("[stages] {stage} = \"{mapped}\"")),
     };
+    if let Some(message) = crate::session_policy::misplaced_policy_key(cfg.stages.keys()) {
+        return Err(ProjectError::Invalid {
+            file: file.to_path_buf(),
+            message,
+        });
+    }
+    if let Some(s) = cfg.policies.keys().find(|s| !cfg.stages.contains_key(*s)) {
+        return Err(stage_err(format!(
+            "[policies.{s}] names a stage that is not in [stages]"
+        )));
+    }
+    let policy = match spec_for(&cfg.policy, &cfg.policy_arns, &cfg.policies, &stage) {
+        None => None,
+        Some(spec) => {
+            let dir = file.parent().unwrap_or(Path::new("."));
+            SessionPolicy::load_with(
+                &spec,
+                dir,
+                &file.display().to_string(),
+                &super::files::read_policy_file,
+            )?
+            .map(std::sync::Arc::new)
+        }
+    };
     let project = cfg
         .project
         .clone()
@@ -100,6 +140,7 @@ pub fn resolve(
         file: file.to_path_buf(),
         kind: ProjectKind::Credport,
         rule: format!("{profile_rule} with stage {stage_rule}"),
+        policy,
     })
 }
 
@@ -226,6 +267,54 @@ mod tests {
         assert!(run(&t, &Selection::default()).is_err());
         let t = setup("[stages\n");
         assert!(run(&t, &Selection::default()).is_err());
+    }
+
+    #[test]
+    fn policies_per_stage_and_for_all_stages() {
+        let t = setup(
+            "policy = \"pol/all.json\"\n[stages]\ndev = \"d\"\nprod = \"p\"\nqa = \"q\"\n[policies.prod]\npolicy = '{\"Statement\": []}'\npolicy_arns = [\"arn:aws:iam::aws:policy/ReadOnlyAccess\"]\n[policies.qa]\n",
+        );
+        fs::create_dir(t.path().join("pol")).unwrap();
+        fs::write(
+            t.path().join("pol/all.json"),
+            "{\n  \"Statement\": [1]\n}\n",
+        )
+        .unwrap();
+        let dev = run(&t, &stage("dev")).unwrap().policy.unwrap();
+        assert_eq!(dev.document.as_deref(), Some("{\"Statement\":[1]}"));
+        assert_eq!(
+            dev.origin.as_deref(),
+            Some(t.path().join("pol/all.json").display().to_string().as_str())
+        );
+        let prod = run(&t, &stage("prod")).unwrap().policy.unwrap();
+        assert_eq!(prod.document.as_deref(), Some("{\"Statement\":[]}"));
+        assert_eq!(prod.arns, vec!["arn:aws:iam::aws:policy/ReadOnlyAccess"]);
+        assert_eq!(
+            run(&t, &stage("qa")).unwrap().policy,
+            None,
+            "an empty table: none"
+        );
+
+        // A broken policy file is an error naming it; so is a table for an unknown stage.
+        fs::write(t.path().join("pol/all.json"), "{\"Statement\": ").unwrap();
+        let e = run(&t, &stage("dev")).unwrap_err().to_string();
+        assert!(
+            e.contains("pol/all.json") && e.contains("not valid JSON"),
+            "{e}"
+        );
+        assert!(
+            run(&t, &stage("prod")).is_ok(),
+            "prod does not use the file"
+        );
+        let t = setup("[stages]\ndev = \"d\"\n[policies.dve]\npolicy_arns = []\n");
+        let e = run(&t, &stage("dev")).unwrap_err().to_string();
+        assert!(e.contains("[policies.dve]"), "{e}");
+        let t = setup("[stages]\ndev = \"d\"\npolicy = \"p.json\"\n");
+        let e = run(&t, &stage("dev")).unwrap_err().to_string();
+        assert!(e.contains("move `policy = ...` above"), "{e}");
+        let t = setup("[stages]\ndev = \"d\"\n[policies.dev]\npolicy_arn = []\n");
+        let e = run(&t, &stage("dev")).unwrap_err().to_string();
+        assert!(e.contains("policy_arn"), "{e}");
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub enum ProjectError {
         #[source]
         source: std::io::Error,
     },
+    /// The session policy a project file names cannot be used (names the file).
+    #[error(transparent)]
+    Policy(#[from] crate::session_policy::PolicyError),
     /// A file is not valid YAML/JSON/TOML, is too large, or has unknown/mistyped keys.
     #[error("{}: {message}", file.display())]
     Invalid {

@@ -68,6 +68,17 @@ pub(crate) fn read_text(file: &Path) -> Result<Option<String>, ProjectError> {
     })
 }
 
+/// Reads a session policy file named by a project file or the config, as project files
+/// are read (so the registry knows it read it); the error without the file name, which the
+/// policy error adds.
+pub(crate) fn read_policy_file(file: &Path) -> Result<Option<String>, String> {
+    read_text(file).map_err(|e| match e {
+        ProjectError::Io { source, .. } => source.to_string(),
+        ProjectError::Invalid { message, .. } => message,
+        other => other.to_string(),
+    })
+}
+
 /// Parses YAML (keeping `!Tags`) and applies `<<` merge keys. Never panics.
 pub(crate) fn parse_yaml(file: &Path, text: &str) -> Result<yaml_serde::Value, ProjectError> {
     let invalid = |message: String| ProjectError::Invalid {

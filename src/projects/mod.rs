@@ -69,6 +69,12 @@ pub struct Resolution {
     pub kind: ProjectKind,
     /// Human text explaining where the profile and stage came from.
     pub rule: String,
+    /// The session policy the project file asks for this stage (`.credport.toml` only).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::session_policy::serialize_shared"
+    )]
+    pub policy: Option<std::sync::Arc<crate::session_policy::SessionPolicy>>,
 }
 
 /// The one stage-picking rule of every mapping (`.credport.toml`, credport's config, a

@@ -10,9 +10,11 @@
 //! `default_stage`, or its only stage.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use super::{ProjectError, Selection, resolve_dir};
-use crate::config::Config;
+use crate::config::{Config, ProjectConfig};
+use crate::session_policy::{SessionPolicy, spec_for};
 
 /// The profile bound to one scope, and why.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -27,6 +29,13 @@ pub struct Binding {
     pub region: Option<String>,
     /// Human-readable origin of the mapping (file and table).
     pub rule: String,
+    /// The session policy that scopes the scope's sessions down, read and checked: the
+    /// config's for this stage, else the project file's.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::session_policy::serialize_shared"
+    )]
+    pub policy: Option<Arc<SessionPolicy>>,
 }
 
 /// Why a scope has no profile.
@@ -56,6 +65,14 @@ pub enum RegistryError {
         /// The project.
         project: String,
         /// What went wrong (names the file and rule).
+        error: String,
+    },
+    /// The session policy the config names for the scope cannot be used.
+    #[error("project '{project}': {error}")]
+    Policy {
+        /// The project.
+        project: String,
+        /// What is wrong (names the file).
         error: String,
     },
     /// No stage was given and the project has no default.
@@ -129,11 +146,15 @@ pub fn bind(
             profile: profile.clone(),
             region: p.region.clone(),
             rule: format!("config [projects.{project}] stages.{stage}"),
+            policy: config_policy(project, p, &stage)?,
             stage,
         }),
         (None, Some(dir)) => {
             let mut b = bind_dir(project, dir, Some(&stage), env, "config path")?;
             b.region = p.region.clone().or(b.region);
+            if let Some(policy) = config_policy(project, p, &b.stage)? {
+                b.policy = Some(policy);
+            }
             Ok(b)
         }
         (None, None) => Err(RegistryError::UnknownStage {
@@ -166,6 +187,31 @@ fn bind_dir(
         profile: r.profile,
         region: r.region,
         rule: format!("{via} {}: {}", r.file.display(), r.rule),
+        policy: r.policy,
+    })
+}
+
+/// The session policy credport's config names for `stage` of `project` (its file names
+/// were made absolute when the config was loaded).
+pub fn config_policy(
+    project: &str,
+    p: &ProjectConfig,
+    stage: &str,
+) -> Result<Option<Arc<SessionPolicy>>, RegistryError> {
+    let Some(spec) = spec_for(&p.policy, &p.policy_arns, &p.policies, stage) else {
+        return Ok(None);
+    };
+    let named_in = format!("config [projects.{project}]");
+    SessionPolicy::load_with(
+        &spec,
+        Path::new("/"),
+        &named_in,
+        &super::files::read_policy_file,
+    )
+    .map(|p| p.map(Arc::new))
+    .map_err(|e| RegistryError::Policy {
+        project: project.to_string(),
+        error: e.to_string(),
     })
 }
 
@@ -193,6 +239,33 @@ mod tests {
         );
         assert_eq!(bind(&c, "orders", None).unwrap().stage, "dev");
         assert_eq!(bind(&c, "solo", None).unwrap().profile, "x");
+    }
+
+    #[test]
+    fn config_policies_reach_the_binding() {
+        let t = tempfile::tempdir().unwrap();
+        let file = t.path().join("config.toml");
+        std::fs::write(
+            &file,
+            "[projects.orders]\npolicy = \"ro.json\"\nstages = { dev = \"d\", prod = \"p\" }\n[projects.orders.policies.prod]\npolicy_arns = [\"arn:aws:iam::aws:policy/ReadOnlyAccess\"]\n",
+        )
+        .unwrap();
+        std::fs::write(t.path().join("ro.json"), "{\"Statement\": []}").unwrap();
+        // Relative to the config file, wherever the daemon runs.
+        let c = crate::config::ConfigStore::open(file).get();
+        let dev = bind(&c, "orders", Some("dev")).unwrap().policy.unwrap();
+        assert_eq!(dev.document.as_deref(), Some("{\"Statement\":[]}"));
+        let prod = bind(&c, "orders", Some("prod")).unwrap().policy.unwrap();
+        assert_eq!((prod.document.as_deref(), prod.arns.len()), (None, 1));
+        std::fs::remove_file(t.path().join("ro.json")).unwrap();
+        let e = bind(&c, "orders", Some("dev")).unwrap_err().to_string();
+        assert!(
+            e.starts_with("project 'orders': session policy file")
+                && e.contains("ro.json")
+                && e.contains("config [projects.orders]"),
+            "{e}"
+        );
+        assert_eq!(bind(&cfg(), "orders", Some("dev")).unwrap().policy, None);
     }
 
     #[test]

@@ -106,6 +106,7 @@ pub fn resolve(file: &Path, sel: &Selection) -> Result<Resolution, ProjectError>
         file: file.to_path_buf(),
         kind: ProjectKind::Sam,
         rule: format!("{profile_rule} with config environment {stage_rule}"),
+        policy: None,
     })
 }
 

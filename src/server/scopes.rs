@@ -224,7 +224,13 @@ fn build(state: &AppState, project: &str, stage: &str) -> Entry {
         };
         let outcome = state
             .resolver
-            .plan_in(&snap, &binding.profile, &binding.project, &binding.stage)
+            .plan_in(
+                &snap,
+                &binding.profile,
+                &binding.project,
+                &binding.stage,
+                binding.policy.as_ref(),
+            )
             .map_err(|e| super::routes::source_error(&binding.project, &binding.stage, e))
             .map(|plan| Hot {
                 stats: state.metrics.scope(&binding.project, &binding.stage),

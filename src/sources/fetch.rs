@@ -64,6 +64,19 @@ impl Providers {
                     .await
                     .map_err(sts_err)
             }
+            Plan::FederationToken {
+                name,
+                duration,
+                endpoint,
+                policy,
+                ..
+            } => {
+                let keys = source.ok_or_else(missing_source)?;
+                self.sts
+                    .get_federation_token(endpoint, keys, name, *duration, policy)
+                    .await
+                    .map_err(sts_err)
+            }
             Plan::AssumeRole {
                 role_arn,
                 session_name,
@@ -71,6 +84,7 @@ impl Providers {
                 duration,
                 source_identity,
                 endpoint,
+                policy,
                 ..
             } => {
                 let creds = source.ok_or_else(missing_source)?;
@@ -81,6 +95,7 @@ impl Providers {
                     duration_seconds: *duration,
                     mfa: None,
                     source_identity: source_identity.clone(),
+                    policy: policy.clone(),
                 };
                 self.sts
                     .assume_role(endpoint, creds, &req)
@@ -94,6 +109,7 @@ impl Providers {
                 session_name,
                 duration,
                 endpoint,
+                policy,
             } => {
                 let token = read_token_file(token_file)
                     .await
@@ -108,6 +124,7 @@ impl Providers {
                         session_name,
                         &token,
                         *duration,
+                        policy.as_deref(),
                     )
                     .await
                     .map_err(sts_err)
@@ -196,9 +213,9 @@ pub(super) fn describe_profile(plan: &Plan) -> String {
         | Plan::FileSession { profile, .. }
         | Plan::Keys { profile, .. } => profile.clone(),
         Plan::Sso { config, .. } => config.profile.clone(),
-        Plan::SessionToken { source, .. } | Plan::MfaSession { source, .. } => {
-            describe_profile(source)
-        }
+        Plan::SessionToken { source, .. }
+        | Plan::MfaSession { source, .. }
+        | Plan::FederationToken { source, .. } => describe_profile(source),
         Plan::Environment => "environment".into(),
     }
 }

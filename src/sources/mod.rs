@@ -27,6 +27,7 @@ use time::OffsetDateTime;
 use crate::credentials::{Credentials, Secret};
 use crate::profiles::store::ProfileStore;
 use crate::profiles::{Snapshot, SourceKind};
+use crate::session_policy::SessionPolicy;
 use cache::Sessions;
 use plan::{Plan, PlanInputs};
 
@@ -138,6 +139,16 @@ pub enum SourceError {
     /// A bug: a state that should not happen.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A session policy is configured for a profile whose source cannot take one.
+    #[error(
+        "profile '{profile}' cannot be scoped down by the session policy: its credentials come from {source_kind}, and STS takes a policy only on AssumeRole, AssumeRoleWithWebIdentity and GetFederationToken; map the stage to a role profile (role_arn) or to long-term keys, or remove its policy"
+    )]
+    PolicyUnsupported {
+        /// The profile served.
+        profile: String,
+        /// What its credentials come from.
+        source_kind: &'static str,
+    },
     /// The session credentials in the file have expired.
     #[error(
         "profile '{profile}': session credentials expired at {at}; refresh them with the tool that wrote them"
@@ -234,8 +245,19 @@ impl Resolver {
 
     /// The plan for `profile` serving `(project, stage)`, from the current snapshot.
     pub fn plan(&self, profile: &str, project: &str, stage: &str) -> Result<Plan, SourceError> {
+        self.plan_scoped(profile, project, stage, None)
+    }
+
+    /// [`plan`](Self::plan), scoped down by the binding's session `policy`.
+    pub fn plan_scoped(
+        &self,
+        profile: &str,
+        project: &str,
+        stage: &str,
+        policy: Option<&Arc<SessionPolicy>>,
+    ) -> Result<Plan, SourceError> {
         let snap = self.profiles.snapshot();
-        self.plan_in(&snap, profile, project, stage)
+        self.plan_in(&snap, profile, project, stage, policy)
     }
 
     /// The plan for `profile` serving `(project, stage)` in `snap`. The server keeps it
@@ -246,6 +268,7 @@ impl Resolver {
         profile: &str,
         project: &str,
         stage: &str,
+        policy: Option<&Arc<SessionPolicy>>,
     ) -> Result<Plan, SourceError> {
         let env = |k: &str| self.env.get(k);
         let inputs = PlanInputs {
@@ -253,6 +276,7 @@ impl Resolver {
             env: &env,
             sso_cache_dir: self.sso_cache_dir.clone(),
             default_session_name: plan::session_name_for(project, stage),
+            policy: policy.cloned(),
         };
         plan::plan(&inputs, profile)
     }
@@ -266,7 +290,21 @@ impl Resolver {
         stage: &str,
         margin: Duration,
     ) -> Result<Arc<Credentials>, SourceError> {
-        let plan = self.plan(profile, project, stage)?;
+        self.resolve_scoped(profile, project, stage, None, margin)
+            .await
+    }
+
+    /// [`resolve`](Self::resolve), scoped down by the binding's session `policy` (a
+    /// different policy is a different plan, so a different cached session).
+    pub async fn resolve_scoped(
+        &self,
+        profile: &str,
+        project: &str,
+        stage: &str,
+        policy: Option<&Arc<SessionPolicy>>,
+        margin: Duration,
+    ) -> Result<Arc<Credentials>, SourceError> {
+        let plan = self.plan_scoped(profile, project, stage, policy)?;
         self.fetch(&plan, profile, margin).await
     }
 

@@ -24,11 +24,21 @@
 //!   (`GetSessionToken` with the code) on the long-term keys below it. The session comes
 //!   from `credport login`, and every role behind the same keys and device shares it, so
 //!   one code unlocks them all (as aws-vault does).
+//! - a session policy ([`SessionPolicy`], from the binding) scopes the served session down:
+//!   it goes on the last call of the chain, the `AssumeRole` (or
+//!   `AssumeRoleWithWebIdentity`) that makes the served session, never on a hop before it;
+//!   long-term keys are exchanged with `GetFederationToken` instead of `GetSessionToken`,
+//!   since only that call takes a policy. A source whose served session no STS call makes
+//!   (session keys in the file, SSO, `credential_process`, an MFA session) cannot be
+//!   scoped down and is an error naming the profile and the source, never an unscoped
+//!   session.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::credentials::{Credentials, Secret};
 use crate::profiles::{Profile, Snapshot, SourceKind};
+use crate::session_policy::SessionPolicy;
 use crate::sources::SourceError;
 use crate::sources::endpoint::{
     ServiceEndpoint, sso_oidc_endpoint, sso_portal_endpoint, sts_endpoint,
@@ -98,6 +108,22 @@ pub enum Plan {
         source_identity: Option<String>,
         /// Where STS is.
         endpoint: ServiceEndpoint,
+        /// The session policy, on the last hop of the chain only.
+        policy: Option<Arc<SessionPolicy>>,
+    },
+    /// `GetFederationToken` on long-term keys: how keys are exchanged when a session policy
+    /// must scope the served session down (`GetSessionToken` takes none).
+    FederationToken {
+        /// The keys.
+        source: Box<Plan>,
+        /// `Name`: the scope's session name, cut to the 32 characters STS allows.
+        name: String,
+        /// `duration_seconds`, if set.
+        duration: Option<u32>,
+        /// Where STS is.
+        endpoint: ServiceEndpoint,
+        /// The session policy.
+        policy: Arc<SessionPolicy>,
     },
     /// `AssumeRoleWithWebIdentity` with a token file.
     WebIdentity {
@@ -113,6 +139,8 @@ pub enum Plan {
         duration: Option<u32>,
         /// Where STS is.
         endpoint: ServiceEndpoint,
+        /// The session policy (this call makes the served session).
+        policy: Option<Arc<SessionPolicy>>,
     },
     /// SSO `GetRoleCredentials`.
     Sso {
@@ -149,18 +177,20 @@ impl Plan {
     pub fn mfa_session(&self) -> Option<&Plan> {
         match self {
             Plan::MfaSession { .. } => Some(self),
-            Plan::SessionToken { source, .. } | Plan::AssumeRole { source, .. } => {
-                source.mfa_session()
-            }
+            Plan::SessionToken { source, .. }
+            | Plan::AssumeRole { source, .. }
+            | Plan::FederationToken { source, .. } => source.mfa_session(),
             _ => None,
         }
     }
 
     /// The plan whose credentials this step needs first (its source), for the steps that
-    /// sign with them: `SessionToken` and `AssumeRole`.
+    /// sign with them: `SessionToken`, `FederationToken` and `AssumeRole`.
     pub fn fetch_source(&self) -> Option<&Plan> {
         match self {
-            Plan::SessionToken { source, .. } | Plan::AssumeRole { source, .. } => Some(source),
+            Plan::SessionToken { source, .. }
+            | Plan::AssumeRole { source, .. }
+            | Plan::FederationToken { source, .. } => Some(source),
             _ => None,
         }
     }
@@ -178,11 +208,28 @@ impl Plan {
                 format!("MFA session ({serial}) on {}", source.describe())
             }
             Plan::AssumeRole {
-                role_arn, source, ..
+                role_arn,
+                source,
+                policy,
+                ..
             } => {
-                format!("AssumeRole {role_arn} with {}", source.describe())
+                format!(
+                    "AssumeRole {role_arn}{} with {}",
+                    scoped(policy.as_deref()),
+                    source.describe()
+                )
             }
-            Plan::WebIdentity { role_arn, .. } => format!("AssumeRoleWithWebIdentity {role_arn}"),
+            Plan::FederationToken { source, policy, .. } => format!(
+                "GetFederationToken{} with {}",
+                scoped(Some(policy)),
+                source.describe()
+            ),
+            Plan::WebIdentity {
+                role_arn, policy, ..
+            } => format!(
+                "AssumeRoleWithWebIdentity {role_arn}{}",
+                scoped(policy.as_deref())
+            ),
             Plan::Sso { config, .. } => format!(
                 "SSO {}/{} via {}",
                 config.account_id, config.role_name, config.start_url
@@ -195,6 +242,13 @@ impl Plan {
     }
 }
 
+/// ` (scoped by POLICY)`, or nothing.
+fn scoped(policy: Option<&SessionPolicy>) -> String {
+    policy
+        .map(|p| format!(" (scoped by {})", p.describe()))
+        .unwrap_or_default()
+}
+
 /// What a plan is built from besides the snapshot.
 pub struct PlanInputs<'a> {
     /// The profiles.
@@ -205,6 +259,8 @@ pub struct PlanInputs<'a> {
     pub sso_cache_dir: PathBuf,
     /// Default `role_session_name` (identifies credport and the scope).
     pub default_session_name: String,
+    /// The session policy the scope's binding names, if any.
+    pub policy: Option<Arc<SessionPolicy>>,
 }
 
 /// A valid `role_session_name` for a scope: `credport-PROJECT-STAGE`, at most 64
@@ -224,8 +280,101 @@ pub fn session_name_for(project: &str, stage: &str) -> String {
     name
 }
 
-/// The plan that serves `profile` to a client.
+/// The plan that serves `profile` to a client, scoped down by the inputs' session policy.
 pub fn plan(inputs: &PlanInputs<'_>, profile: &str) -> Result<Plan, SourceError> {
+    let unscoped = unscoped_plan(inputs, profile)?;
+    match &inputs.policy {
+        None => Ok(unscoped),
+        Some(policy) => scope_down(unscoped, policy.clone(), profile, inputs),
+    }
+}
+
+/// Puts `policy` on the call that makes the served session: the last `AssumeRole` (or
+/// `AssumeRoleWithWebIdentity`) of the chain; long-term keys' `GetSessionToken` becomes
+/// `GetFederationToken`. Anything else cannot take a policy and is refused.
+fn scope_down(
+    plan: Plan,
+    policy: Arc<SessionPolicy>,
+    profile: &str,
+    inputs: &PlanInputs<'_>,
+) -> Result<Plan, SourceError> {
+    let refuse = |source: &'static str| SourceError::PolicyUnsupported {
+        profile: profile.to_string(),
+        source_kind: source,
+    };
+    match plan {
+        Plan::AssumeRole {
+            profile,
+            source,
+            role_arn,
+            session_name,
+            external_id,
+            duration,
+            source_identity,
+            endpoint,
+            policy: _,
+        } => Ok(Plan::AssumeRole {
+            profile,
+            source,
+            role_arn,
+            session_name,
+            external_id,
+            duration,
+            source_identity,
+            endpoint,
+            policy: Some(policy),
+        }),
+        Plan::WebIdentity {
+            profile,
+            role_arn,
+            token_file,
+            session_name,
+            duration,
+            endpoint,
+            policy: _,
+        } => Ok(Plan::WebIdentity {
+            profile,
+            role_arn,
+            token_file,
+            session_name,
+            duration,
+            endpoint,
+            policy: Some(policy),
+        }),
+        Plan::SessionToken {
+            source,
+            endpoint,
+            duration,
+        } => Ok(Plan::FederationToken {
+            source,
+            name: federation_name(&inputs.default_session_name),
+            duration,
+            endpoint,
+            policy,
+        }),
+        Plan::MfaSession { .. } => Err(refuse(
+            "an MFA session (GetFederationToken, the call that takes a policy for long-term keys, cannot use an MFA device)",
+        )),
+        Plan::FileSession { .. } => Err(refuse("session keys in the shared files")),
+        Plan::Sso { .. } => Err(refuse("SSO role credentials")),
+        Plan::Process { .. } => Err(refuse("credential_process")),
+        Plan::FederationToken { .. } | Plan::Keys { .. } | Plan::Environment => {
+            Err(refuse("this source"))
+        }
+    }
+}
+
+/// A valid `GetFederationToken` `Name` from a session name: 2 to 32 characters of
+/// `[\w+=,.@-]` (session names already use only those).
+pub fn federation_name(session_name: &str) -> String {
+    let mut name: String = session_name.chars().take(32).collect();
+    while name.len() < 2 {
+        name.push('-');
+    }
+    name
+}
+
+fn unscoped_plan(inputs: &PlanInputs<'_>, profile: &str) -> Result<Plan, SourceError> {
     let p = lookup(inputs, profile)?;
     match p.kind() {
         SourceKind::SessionKeys => file_session(inputs, profile),
@@ -276,6 +425,7 @@ fn source_plan(
             session_name: session_name(inputs, p),
             duration: duration(p)?,
             endpoint: endpoint_for(inputs, p),
+            policy: None,
         }),
         SourceKind::Sso => sso_plan(inputs, p),
         SourceKind::Process => Ok(Plan::Process {
@@ -378,6 +528,7 @@ fn role_plan(
         duration: duration(p)?,
         source_identity: p.get("source_identity").map(Into::into),
         endpoint: endpoint_for(inputs, p),
+        policy: None,
     })
 }
 
@@ -521,14 +672,127 @@ mod tests {
     }
 
     fn plan_of(s: &Snapshot, profile: &str) -> Result<Plan, SourceError> {
+        scoped_plan_of(s, profile, None)
+    }
+
+    fn scoped_plan_of(
+        s: &Snapshot,
+        profile: &str,
+        policy: Option<Arc<SessionPolicy>>,
+    ) -> Result<Plan, SourceError> {
         let env = |_: &str| None;
         let inputs = PlanInputs {
             snap: s,
             env: &env,
             sso_cache_dir: PathBuf::from("/cache"),
-            default_session_name: "credport-p-s".into(),
+            default_session_name: "credport-orders-api-production-eu-west".into(),
+            policy,
         };
         plan(&inputs, profile)
+    }
+
+    fn policy(statement: &str) -> Arc<SessionPolicy> {
+        let spec = crate::session_policy::PolicySpec {
+            policy: Some(format!("{{\"Statement\": \"{statement}\"}}")),
+            policy_arns: vec!["arn:aws:iam::aws:policy/ReadOnlyAccess".into()],
+        };
+        Arc::new(
+            SessionPolicy::load(&spec, std::path::Path::new("/"), "test")
+                .unwrap()
+                .unwrap(),
+        )
+    }
+
+    #[test]
+    fn policies_go_on_the_last_hop_only() {
+        let s = snap(
+            BASE,
+            "[profile a]\nrole_arn = arn:aws:iam::111111111111:role/A\nsource_profile = base\n[profile b]\nrole_arn = arn:aws:iam::222222222222:role/B\nsource_profile = a\n",
+        );
+        let p = scoped_plan_of(&s, "b", Some(policy("x"))).unwrap();
+        let Plan::AssumeRole {
+            role_arn,
+            policy: last,
+            source,
+            ..
+        } = &p
+        else {
+            panic!("{p:?}")
+        };
+        assert_eq!(role_arn, "arn:aws:iam::222222222222:role/B");
+        assert_eq!(last.as_deref(), Some(policy("x").as_ref()));
+        let Plan::AssumeRole {
+            policy: first,
+            role_arn,
+            ..
+        } = source.as_ref()
+        else {
+            panic!("{source:?}")
+        };
+        assert_eq!(role_arn, "arn:aws:iam::111111111111:role/A");
+        assert_eq!(*first, None, "the first hop of a chain is not scoped");
+        assert!(
+            p.describe()
+                .contains("scoped by session policy inline in test")
+        );
+        // A policy is part of the plan, so of the cache key.
+        let unscoped = plan_of(&s, "b").unwrap();
+        let other = scoped_plan_of(&s, "b", Some(policy("y"))).unwrap();
+        assert_ne!(p, unscoped);
+        assert_ne!(p, other);
+        assert_eq!(p, scoped_plan_of(&s, "b", Some(policy("x"))).unwrap());
+        // The source session (first hop) is shared with the unscoped plan.
+        assert_eq!(p.fetch_source(), unscoped.fetch_source());
+    }
+
+    #[test]
+    fn long_term_keys_with_a_policy_use_get_federation_token() {
+        let s = snap(BASE, "");
+        let p = scoped_plan_of(&s, "base", Some(policy("x"))).unwrap();
+        let Plan::FederationToken { name, source, .. } = &p else {
+            panic!("{p:?}")
+        };
+        assert_eq!(name, "credport-orders-api-production-e");
+        assert_eq!(name.len(), 32);
+        assert!(matches!(source.as_ref(), Plan::Keys { .. }));
+        assert!(p.is_cached());
+        assert!(p.describe().starts_with("GetFederationToken (scoped by"));
+        assert_eq!(federation_name("x"), "x-");
+    }
+
+    #[test]
+    fn sources_that_cannot_take_a_policy_are_refused() {
+        let s = snap(
+            "[sess]\naws_access_key_id = ASIA1\naws_secret_access_key = S\naws_session_token = T\n[mfa]\naws_access_key_id = AKIA1\naws_secret_access_key = S\nmfa_serial = arn:aws:iam::1:mfa/me\n",
+            "[profile sso]\nsso_start_url = https://x/start\nsso_region = us-east-1\nsso_account_id = 111111111111\nsso_role_name = R\n[profile proc]\ncredential_process = /bin/true\n[profile web]\nrole_arn = arn:aws:iam::1:role/W\nweb_identity_token_file = /t\n",
+        );
+        for (profile, says) in [
+            ("sess", "session keys in the shared files"),
+            ("sso", "SSO role credentials"),
+            ("proc", "credential_process"),
+            ("mfa", "an MFA session"),
+        ] {
+            let e = scoped_plan_of(&s, profile, Some(policy("x")))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with(&format!("profile '{profile}' cannot be scoped down"))
+                    && e.contains(says),
+                "{profile}: {e}"
+            );
+            assert!(plan_of(&s, profile).is_ok(), "{profile} without a policy");
+        }
+        let p = scoped_plan_of(&s, "web", Some(policy("x"))).unwrap();
+        assert!(
+            matches!(
+                p,
+                Plan::WebIdentity {
+                    policy: Some(_),
+                    ..
+                }
+            ),
+            "{p:?}"
+        );
     }
 
     const BASE: &str = "[base]\naws_access_key_id = AKIABASE\naws_secret_access_key = S\n";
@@ -573,7 +837,7 @@ mod tests {
         else {
             panic!()
         };
-        assert_eq!(session_name, "credport-p-s");
+        assert_eq!(session_name, "credport-orders-api-production-eu-west");
         let Plan::AssumeRole { source, .. } = source.as_ref() else {
             panic!()
         };

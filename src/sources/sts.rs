@@ -1,5 +1,5 @@
-//! A minimal AWS STS client: `GetSessionToken`, `AssumeRole`, `AssumeRoleWithWebIdentity` and
-//! `GetCallerIdentity` over the query protocol (form-encoded POST, `Version=2011-06-15`),
+//! A minimal AWS STS client: `GetSessionToken`, `GetFederationToken`, `AssumeRole`,
+//! `AssumeRoleWithWebIdentity` and `GetCallerIdentity` over the query protocol (form-encoded POST, `Version=2011-06-15`),
 //! signed with `aws-sigv4` for service `sts`.
 //!
 //! Errors never carry secrets: not the keys, not the session or web identity token, not the
@@ -15,6 +15,7 @@ use quick_xml::events::Event;
 use zeroize::Zeroizing;
 
 use crate::credentials::{Credentials, Secret, parse_timestamp};
+use crate::session_policy::SessionPolicy;
 use crate::sources::endpoint::ServiceEndpoint;
 use crate::sources::http::{
     BodyError, Failure, GaveUp, HttpConfig, LazyClient, MAX_RESPONSE_BYTES,
@@ -105,6 +106,8 @@ pub struct AssumeRoleRequest {
     pub mfa: Option<(String, String)>,
     /// `SourceIdentity`.
     pub source_identity: Option<String>,
+    /// `Policy` and `PolicyArns`: the session policy scoping the session down.
+    pub policy: Option<std::sync::Arc<SessionPolicy>>,
 }
 
 /// The result of `GetCallerIdentity`.
@@ -158,7 +161,30 @@ impl StsClient {
         let body = self
             .call(ep, "GetSessionToken", &params, Some(creds))
             .await?;
-        parse_credentials_response(&body, "GetSessionTokenResult", false)
+        parse_credentials_response(&body, "GetSessionTokenResult", None)
+    }
+
+    /// `GetFederationToken` with `creds` (long-term keys): a session named `name`, scoped
+    /// down by `policy` (without one, STS grants such a session nothing). The account id
+    /// is taken from the federated user's ARN.
+    pub async fn get_federation_token(
+        &self,
+        ep: &ServiceEndpoint,
+        creds: &Credentials,
+        name: &str,
+        duration_seconds: Option<u32>,
+        policy: &SessionPolicy,
+    ) -> Result<Credentials, StsError> {
+        let mut params: Vec<(&str, String)> = vec![("Name", name.to_string())];
+        if let Some(d) = duration_seconds {
+            params.push(("DurationSeconds", d.to_string()));
+        }
+        let keys = policy_arn_keys(Some(policy));
+        push_policy(&mut params, Some(policy), &keys);
+        let body = self
+            .call(ep, "GetFederationToken", &params, Some(creds))
+            .await?;
+        parse_credentials_response(&body, "GetFederationTokenResult", Some("FederatedUser"))
     }
 
     /// `AssumeRole` with `creds`. The result's account id is taken from the assumed-role ARN.
@@ -185,11 +211,14 @@ impl StsClient {
         if let Some(si) = &req.source_identity {
             params.push(("SourceIdentity", si.clone()));
         }
+        let keys = policy_arn_keys(req.policy.as_deref());
+        push_policy(&mut params, req.policy.as_deref(), &keys);
         let body = self.call(ep, "AssumeRole", &params, Some(creds)).await?;
-        parse_credentials_response(&body, "AssumeRoleResult", true)
+        parse_credentials_response(&body, "AssumeRoleResult", Some("AssumedRoleUser"))
     }
 
-    /// `AssumeRoleWithWebIdentity` (an unsigned request: the token is the authentication).
+    /// `AssumeRoleWithWebIdentity` (an unsigned request: the token is the authentication),
+    /// scoped down by `policy` when given.
     pub async fn assume_role_with_web_identity(
         &self,
         ep: &ServiceEndpoint,
@@ -197,6 +226,7 @@ impl StsClient {
         session_name: &str,
         web_identity_token: &Secret,
         duration_seconds: Option<u32>,
+        policy: Option<&SessionPolicy>,
     ) -> Result<Credentials, StsError> {
         let mut params: Vec<(&str, String)> = vec![
             ("RoleArn", role_arn.to_string()),
@@ -206,6 +236,8 @@ impl StsClient {
         if let Some(d) = duration_seconds {
             params.push(("DurationSeconds", d.to_string()));
         }
+        let keys = policy_arn_keys(policy);
+        push_policy(&mut params, policy, &keys);
         let result = self
             .call_with_secrets(
                 ep,
@@ -219,7 +251,11 @@ impl StsClient {
         for (_, v) in params.iter_mut() {
             zeroize::Zeroize::zeroize(v);
         }
-        parse_credentials_response(&result?, "AssumeRoleWithWebIdentityResult", true)
+        parse_credentials_response(
+            &result?,
+            "AssumeRoleWithWebIdentityResult",
+            Some("AssumedRoleUser"),
+        )
     }
 
     /// `GetCallerIdentity` with `creds`.
@@ -369,6 +405,28 @@ impl StsClient {
         } else {
             Err(Failure::Fatal(err))
         }
+    }
+}
+
+/// The query keys of a policy's ARNs: `PolicyArns.member.N.arn`, N from 1.
+fn policy_arn_keys(policy: Option<&SessionPolicy>) -> Vec<String> {
+    (1..=policy.map_or(0, |p| p.arns.len()))
+        .map(|n| format!("PolicyArns.member.{n}.arn"))
+        .collect()
+}
+
+/// Adds `Policy` and `PolicyArns.member.N.arn` (keys from [`policy_arn_keys`]) to `params`.
+fn push_policy<'k>(
+    params: &mut Vec<(&'k str, String)>,
+    policy: Option<&SessionPolicy>,
+    keys: &'k [String],
+) {
+    let Some(policy) = policy else { return };
+    if let Some(doc) = &policy.document {
+        params.push(("Policy", doc.clone()));
+    }
+    for (key, arn) in keys.iter().zip(&policy.arns) {
+        params.push((key.as_str(), arn.clone()));
     }
 }
 
@@ -542,28 +600,32 @@ impl XmlFields {
     }
 }
 
-/// Parses the result of `GetSessionToken`, `AssumeRole` or `AssumeRoleWithWebIdentity`.
+/// Parses the result of `GetSessionToken`, `GetFederationToken`, `AssumeRole` or
+/// `AssumeRoleWithWebIdentity`; `user` names the element whose `Arn` holds the account id
+/// (`AssumedRoleUser`, `FederatedUser`), if the result has one.
 fn parse_credentials_response(
     xml: &str,
     result: &str,
-    has_assumed_role_user: bool,
+    user: Option<&str>,
 ) -> Result<Credentials, StsError> {
     let akid = format!("{result}/Credentials/AccessKeyId");
     let secret = format!("{result}/Credentials/SecretAccessKey");
     let token = format!("{result}/Credentials/SessionToken");
     let exp = format!("{result}/Credentials/Expiration");
-    let arn = format!("{result}/AssumedRoleUser/Arn");
+    let arn = format!("{result}/{}/Arn", user.unwrap_or("AssumedRoleUser"));
     let (_, fields) = XmlFields::parse(xml, &[&akid, &secret, &token, &exp, &arn])
         .map_err(|reason| StsError::Malformed { reason })?;
     let expiration_text = fields.require(&exp)?;
     let expiration = parse_timestamp(expiration_text).ok_or_else(|| StsError::Malformed {
         reason: format!("<{exp}> is not an ISO 8601 timestamp"),
     })?;
-    let account_id = if has_assumed_role_user {
-        let arn = fields.require(&arn)?;
-        Some(account_from_arn(arn).ok_or_else(|| StsError::Malformed {
-            reason: format!("<{result}/AssumedRoleUser/Arn> has no account id"),
-        })?)
+    let account_id = if user.is_some() {
+        let arn_text = fields.require(&arn)?;
+        Some(
+            account_from_arn(arn_text).ok_or_else(|| StsError::Malformed {
+                reason: format!("<{arn}> has no account id"),
+            })?,
+        )
     } else {
         None
     };
@@ -655,7 +717,9 @@ mod tests {
 
     #[test]
     fn parses_assume_role() {
-        let c = parse_credentials_response(ASSUME_ROLE_OK, "AssumeRoleResult", true).unwrap();
+        let c =
+            parse_credentials_response(ASSUME_ROLE_OK, "AssumeRoleResult", Some("AssumedRoleUser"))
+                .unwrap();
         assert_eq!(c.access_key_id, "ASIAIOSFODNN7EXAMPLE");
         assert_eq!(
             c.secret_access_key.expose(),
@@ -675,7 +739,7 @@ mod tests {
 <SessionToken>a&amp;b&#x2F;c</SessionToken><SecretAccessKey><![CDATA[s<k]]></SecretAccessKey>
 <Expiration>2026-11-27T10:00:00.123Z</Expiration><AccessKeyId>ASIAX</AccessKeyId>
 </Credentials></GetSessionTokenResult></GetSessionTokenResponse>"#;
-        let c = parse_credentials_response(xml, "GetSessionTokenResult", false).unwrap();
+        let c = parse_credentials_response(xml, "GetSessionTokenResult", None).unwrap();
         assert_eq!(c.session_token.unwrap().expose(), "a&b/c");
         assert_eq!(c.secret_access_key.expose(), "s<k");
         assert_eq!(c.account_id, None);
@@ -690,23 +754,25 @@ mod tests {
         let missing = ASSUME_ROLE_OK
             .replace("<SessionToken>", "<Other>")
             .replace("</SessionToken>", "</Other>");
-        let e = parse_credentials_response(&missing, "AssumeRoleResult", true).unwrap_err();
+        let e = parse_credentials_response(&missing, "AssumeRoleResult", Some("AssumedRoleUser"))
+            .unwrap_err();
         assert_eq!(
             e.to_string(),
             "STS returned a malformed response: missing <AssumeRoleResult/Credentials/SessionToken>"
         );
         let truncated = &ASSUME_ROLE_OK[..ASSUME_ROLE_OK.find("</SecretAccessKey>").unwrap()];
-        let e = parse_credentials_response(truncated, "AssumeRoleResult", true).unwrap_err();
+        let e = parse_credentials_response(truncated, "AssumeRoleResult", Some("AssumedRoleUser"))
+            .unwrap_err();
         let msg = e.to_string();
         assert!(!msg.contains("wJalr") && !msg.contains("ASIA"), "{msg}");
         let garbage = "<a><b>SECRETSECRET</c></a>";
-        let msg = parse_credentials_response(garbage, "X", false)
+        let msg = parse_credentials_response(garbage, "X", None)
             .unwrap_err()
             .to_string();
         assert!(!msg.contains("SECRETSECRET"), "{msg}");
         assert!(msg.contains("not well-formed XML"), "{msg}");
         let bad_exp = ASSUME_ROLE_OK.replace("2019-11-09T13:34:41Z", "soon");
-        let msg = parse_credentials_response(&bad_exp, "AssumeRoleResult", true)
+        let msg = parse_credentials_response(&bad_exp, "AssumeRoleResult", Some("AssumedRoleUser"))
             .unwrap_err()
             .to_string();
         assert!(
@@ -771,6 +837,56 @@ mod tests {
             e,
             "STS returned HTTP 502 HTTP502: the response is not an AWS error document"
         );
+    }
+
+    #[test]
+    fn policies_become_query_parameters() {
+        let spec = crate::session_policy::PolicySpec {
+            policy: Some("{\"Statement\": []}".into()),
+            policy_arns: vec![
+                "arn:aws:iam::aws:policy/ReadOnlyAccess".into(),
+                "arn:aws:iam::123456789012:policy/Deploy".into(),
+            ],
+        };
+        let policy = SessionPolicy::load(&spec, std::path::Path::new("/"), "t")
+            .unwrap()
+            .unwrap();
+        let keys = policy_arn_keys(Some(&policy));
+        let mut params: Vec<(&str, String)> = vec![("RoleArn", "r".into())];
+        push_policy(&mut params, Some(&policy), &keys);
+        assert_eq!(
+            params,
+            vec![
+                ("RoleArn", "r".to_string()),
+                ("Policy", "{\"Statement\":[]}".to_string()),
+                (
+                    "PolicyArns.member.1.arn",
+                    "arn:aws:iam::aws:policy/ReadOnlyAccess".to_string()
+                ),
+                (
+                    "PolicyArns.member.2.arn",
+                    "arn:aws:iam::123456789012:policy/Deploy".to_string()
+                ),
+            ]
+        );
+        let no_keys = policy_arn_keys(None);
+        let mut none: Vec<(&str, String)> = Vec::new();
+        push_policy(&mut none, None, &no_keys);
+        assert!(none.is_empty());
+    }
+
+    #[test]
+    fn parses_federation_token() {
+        let xml = r#"<GetFederationTokenResponse><GetFederationTokenResult><Credentials>
+<SessionToken>tok</SessionToken><SecretAccessKey>sk</SecretAccessKey>
+<Expiration>2026-11-27T10:00:00Z</Expiration><AccessKeyId>ASIAF</AccessKeyId></Credentials>
+<FederatedUser><FederatedUserId>123456789012:credport-x</FederatedUserId>
+<Arn>arn:aws:sts::123456789012:federated-user/credport-x</Arn></FederatedUser>
+<PackedPolicySize>6</PackedPolicySize></GetFederationTokenResult></GetFederationTokenResponse>"#;
+        let c = parse_credentials_response(xml, "GetFederationTokenResult", Some("FederatedUser"))
+            .unwrap();
+        assert_eq!(c.account_id.as_deref(), Some("123456789012"));
+        assert_eq!(c.access_key_id, "ASIAF");
     }
 
     #[test]

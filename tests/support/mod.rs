@@ -8,6 +8,7 @@
 
 pub mod docker;
 pub mod moto;
+pub mod recorder;
 pub mod sls;
 
 use std::collections::BTreeMap;

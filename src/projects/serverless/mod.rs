@@ -125,6 +125,7 @@ pub fn resolve(
         file: file.to_path_buf(),
         kind: ProjectKind::Serverless,
         rule: format!("{profile_rule} with stage {stage_rule}"),
+        policy: None,
     })
 }
 

@@ -1,0 +1,540 @@
+//! Session policies with the real binary, against moto's STS behind a proxy that records
+//! every call: `Policy` / `PolicyArns` go on the last `AssumeRole` of a chain (never on the
+//! first hop), bare long-term keys use `GetFederationToken`, sources that cannot take a
+//! policy are refused before any call, a changed policy is a different session, and a
+//! broken policy never reaches STS.
+
+mod support;
+
+use support::moto::Moto;
+use support::recorder::RecordingProxy;
+use support::*;
+
+const BASE: &str =
+    "[base]\naws_access_key_id = AKIABASE00000001\naws_secret_access_key = SECRETBASEKEY\n";
+const CHAIN: &str = "[profile hop]\nrole_arn = arn:aws:iam::111111111111:role/Hop\nsource_profile = base\n\n[profile deploy]\nrole_arn = arn:aws:iam::222222222222:role/Deploy\nsource_profile = hop\n";
+const READ_ONLY: &str = "arn:aws:iam::aws:policy/ReadOnlyAccess";
+const POLICY: &str = r#"{
+  "Version": "2012-10-17",
+  "Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}]
+}"#;
+const PACKED: &str = r#"{"Statement":[{"Action":"s3:GetObject","Effect":"Allow","Resource":"*"}],"Version":"2012-10-17"}"#;
+
+/// A HOME whose STS is the recording proxy in front of a fresh moto.
+fn home(sts_url: &str, aws_config: &str, config: &str) -> TestHome {
+    let mut h = TestHome::new();
+    h.write_credentials(BASE);
+    h.write_aws_config(aws_config);
+    h.write_config(config);
+    h.extra_env
+        .insert("AWS_ENDPOINT_URL_STS".into(), sts_url.into());
+    h.extra_env.insert("AWS_REGION".into(), "us-east-1".into());
+    h
+}
+
+fn fetch(d: &Daemon, h: &TestHome, project: &str, stage: &str) -> Response {
+    d.get(
+        &format!("/v1/credentials/{project}/{stage}"),
+        Some(&h.token(project, stage)),
+    )
+}
+
+/// Fetches until `done` accepts the answer (an edit counts on the next fetch, or once a
+/// file watcher noticed it), at most 10 s; panics with the last answer.
+fn fetch_until(
+    d: &Daemon,
+    h: &TestHome,
+    project: &str,
+    stage: &str,
+    proxy: &RecordingProxy,
+    what: &str,
+    done: impl Fn(&Response) -> bool,
+) -> Response {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let r = fetch(d, h, project, stage);
+        if done(&r) {
+            return r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: still {} {}
+STS calls:
+{}",
+            r.status,
+            r.body,
+            proxy.summary()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn ok(r: &Response, proxy: &RecordingProxy, what: &str) -> serde_json::Value {
+    assert_eq!(
+        r.status,
+        200,
+        "{what}: {}\nSTS calls:\n{}",
+        r.body,
+        proxy.summary()
+    );
+    r.json()
+}
+
+#[test]
+fn policy_goes_on_the_last_assume_role_of_a_chain() {
+    let moto = Moto::start();
+    let proxy = RecordingProxy::start(moto.url());
+    let h = home(
+        &proxy.url,
+        CHAIN,
+        &format!(
+            "[projects.orders]\nstages = {{ dev = \"deploy\", qa = \"deploy\" }}\npolicy = \"policies/deploy.json\"\npolicy_arns = [\"{READ_ONLY}\"]\n[projects.orders.policies.qa]\n"
+        ),
+    );
+    // Relative to config.toml.
+    write_atomic(
+        &h.config().parent().unwrap().join("policies/deploy.json"),
+        POLICY,
+    );
+    let d = h.serve();
+    let j = ok(&fetch(&d, &h, "orders", "dev"), &proxy, "dev");
+    assert_eq!(j["AccountId"], "222222222222", "{j}");
+
+    let roles = proxy.of("AssumeRole");
+    assert_eq!(roles.len(), 2, "{}", proxy.summary());
+    let (first, last) = (&roles[0], &roles[1]);
+    assert_eq!(
+        first.get("RoleArn"),
+        Some("arn:aws:iam::111111111111:role/Hop")
+    );
+    assert_eq!(first.get("Policy"), None, "first hop: {:?}", first.params);
+    assert!(
+        first.policy_arns().is_empty(),
+        "first hop: {:?}",
+        first.params
+    );
+    assert_eq!(
+        last.get("RoleArn"),
+        Some("arn:aws:iam::222222222222:role/Deploy")
+    );
+    assert_eq!(
+        last.get("Policy"),
+        Some(PACKED),
+        "last hop: {:?}",
+        last.params
+    );
+    assert_eq!(last.policy_arns(), vec![READ_ONLY.to_string()]);
+
+    // qa's own (empty) table replaces the project-wide policy: an unscoped chain.
+    ok(&fetch(&d, &h, "orders", "qa"), &proxy, "qa");
+    let roles = proxy.of("AssumeRole");
+    assert_eq!(roles.len(), 4, "{}", proxy.summary());
+    for r in &roles[2..] {
+        assert_eq!(r.get("RoleSessionName"), Some("credport-orders-qa"));
+        assert_eq!(r.get("Policy"), None, "{:?}", r.params);
+        assert!(r.policy_arns().is_empty(), "{:?}", r.params);
+    }
+
+    // A changed policy re-runs only the last call: the first hop's session is cached.
+    write_atomic(
+        &h.config().parent().unwrap().join("policies/deploy.json"),
+        &POLICY.replace("s3:GetObject", "s3:PutObject"),
+    );
+    fetch_until(
+        &d,
+        &h,
+        "orders",
+        "dev",
+        &proxy,
+        "dev, changed policy",
+        |r| r.status == 200 && proxy.of("AssumeRole").len() > 4,
+    );
+    let roles = proxy.of("AssumeRole");
+    assert_eq!(roles.len(), 5, "{}", proxy.summary());
+    assert_eq!(
+        roles[4].get("RoleArn"),
+        Some("arn:aws:iam::222222222222:role/Deploy")
+    );
+    assert!(
+        roles[4]
+            .get("Policy")
+            .is_some_and(|p| p.contains("s3:PutObject")),
+        "{:?}",
+        roles[4].params
+    );
+
+    // status shows which session is scoped, and by what.
+    let out = h.run(&["status", "--json"]);
+    let status = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        status.contains("scoped by session policy") && status.contains("deploy.json"),
+        "{status}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn bare_keys_use_get_federation_token_with_the_policy() {
+    let moto = Moto::start();
+    let proxy = RecordingProxy::start(moto.url());
+    let h = home(
+        &proxy.url,
+        "",
+        &format!(
+            "[projects.keys]\nstages = {{ dev = \"base\", qa = \"base\" }}\n[projects.keys.policies.dev]\npolicy = '{}'\npolicy_arns = [\"{READ_ONLY}\", \"arn:aws:iam::123456789012:policy/team/Deploy\"]\n",
+            PACKED
+        ),
+    );
+    let d = h.serve();
+    let j = ok(&fetch(&d, &h, "keys", "dev"), &proxy, "dev");
+    assert_ne!(j["SecretAccessKey"], "SECRETBASEKEY");
+    assert!(j["Token"].as_str().is_some_and(|t| !t.is_empty()), "{j}");
+    assert_eq!(
+        j["AccountId"], "123456789012",
+        "from the federated user: {j}"
+    );
+    let fed = proxy.of("GetFederationToken");
+    assert_eq!(fed.len(), 1, "{}", proxy.summary());
+    assert_eq!(fed[0].get("Name"), Some("credport-keys-dev"));
+    assert_eq!(fed[0].get("Policy"), Some(PACKED));
+    assert_eq!(
+        fed[0].policy_arns(),
+        vec![
+            READ_ONLY.to_string(),
+            "arn:aws:iam::123456789012:policy/team/Deploy".to_string()
+        ]
+    );
+    assert!(
+        proxy.of("GetSessionToken").is_empty(),
+        "{}",
+        proxy.summary()
+    );
+
+    // qa has no policy: the keys are exchanged with GetSessionToken as before.
+    ok(&fetch(&d, &h, "keys", "qa"), &proxy, "qa");
+    assert_eq!(proxy.of("GetSessionToken").len(), 1, "{}", proxy.summary());
+    assert_eq!(proxy.of("GetFederationToken").len(), 1);
+}
+
+#[test]
+fn sources_that_cannot_take_a_policy_are_refused_naming_profile_and_source() {
+    let moto = Moto::start();
+    let proxy = RecordingProxy::start(moto.url());
+    let mut h = home(
+        &proxy.url,
+        "[profile sso]\nsso_start_url = https://example.awsapps.com/start\nsso_region = us-east-1\nsso_account_id = 111111111111\nsso_role_name = Dev\n\n[profile helper]\ncredential_process = /bin/false\n",
+        &format!(
+            "[projects.web]\nstages = {{ sso = \"sso\", proc = \"helper\", file = \"sess\" }}\npolicy_arns = [\"{READ_ONLY}\"]\n"
+        ),
+    );
+    h.write_credentials(&format!("{BASE}{}", session_profile("sess", "FILE0001")));
+    h.extra_env.insert(
+        "AWS_ENDPOINT_URL_SSO".into(),
+        format!("{}/sso-must-not-be-called", proxy.url),
+    );
+    let d = h.serve();
+    for (stage, profile, source) in [
+        ("sso", "sso", "SSO role credentials"),
+        ("proc", "helper", "credential_process"),
+        ("file", "sess", "session keys in the shared files"),
+    ] {
+        let r = fetch(&d, &h, "web", stage);
+        assert_eq!(r.status, 500, "{stage}: {}", r.body);
+        let j = r.json();
+        assert_eq!(j["Code"], "CredentialsUnavailable", "{stage}: {j}");
+        let msg = j["Message"].as_str().unwrap_or_default();
+        assert!(
+            msg.contains(&format!("profile '{profile}' cannot be scoped down"))
+                && msg.contains(source),
+            "{stage}: {msg}"
+        );
+        assert!(!msg.contains("SECRETFILE0001"), "{msg}");
+    }
+    assert!(
+        proxy.calls().is_empty(),
+        "nothing may be fetched unscoped:\n{}",
+        proxy.summary()
+    );
+}
+
+#[test]
+fn a_changed_policy_is_a_different_session() {
+    let moto = Moto::start();
+    let proxy = RecordingProxy::start(moto.url());
+    let h = home(
+        &proxy.url,
+        "[profile dev]\nrole_arn = arn:aws:iam::111111111111:role/Dev\nsource_profile = base\n",
+        "",
+    );
+    // A project file registered with the daemon: its policy file is read on every fetch.
+    let project = h.path().join("orders");
+    std::fs::create_dir_all(project.join("policies")).unwrap();
+    std::fs::write(
+        project.join(".credport.toml"),
+        "project = \"orders\"\npolicy = \"policies/dev.json\"\n[stages]\ndev = \"dev\"\n",
+    )
+    .unwrap();
+    let policy_file = project.join("policies/dev.json");
+    write_atomic(&policy_file, POLICY);
+    let out = h.run(&["project", "add", project.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "project add: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d = h.serve();
+
+    let first = ok(&fetch(&d, &h, "orders", "dev"), &proxy, "first");
+    let again = ok(&fetch(&d, &h, "orders", "dev"), &proxy, "again");
+    assert_eq!(first["AccessKeyId"], again["AccessKeyId"], "cached");
+    assert_eq!(proxy.of("AssumeRole").len(), 1, "{}", proxy.summary());
+
+    let narrower = POLICY.replace("s3:GetObject", "s3:ListBucket");
+    write_atomic(&policy_file, &narrower);
+    let changed = fetch_until(&d, &h, "orders", "dev", &proxy, "changed", |r| {
+        r.status == 200 && r.json()["AccessKeyId"] != first["AccessKeyId"]
+    })
+    .json();
+    let roles = proxy.of("AssumeRole");
+    assert_eq!(
+        roles.len(),
+        2,
+        "a new policy is a new call:\n{}",
+        proxy.summary()
+    );
+    assert_ne!(first["AccessKeyId"], changed["AccessKeyId"]);
+    assert!(
+        roles[1]
+            .get("Policy")
+            .is_some_and(|p| p.contains("s3:ListBucket")),
+        "{:?}",
+        roles[1].params
+    );
+
+    // Whitespace is not part of the policy: the reformatted first policy is its session.
+    write_atomic(&policy_file, &POLICY.replace('\n', "\n\n  "));
+    fetch_until(&d, &h, "orders", "dev", &proxy, "back", |r| {
+        r.status == 200 && r.json()["AccessKeyId"] == first["AccessKeyId"]
+    });
+    assert_eq!(proxy.of("AssumeRole").len(), 2, "{}", proxy.summary());
+}
+
+#[test]
+fn broken_policies_are_refused_before_sts_naming_the_file() {
+    let moto = Moto::start();
+    let proxy = RecordingProxy::start(moto.url());
+    let h = home(
+        &proxy.url,
+        "[profile dev]\nrole_arn = arn:aws:iam::111111111111:role/Dev\nsource_profile = base\n",
+        "",
+    );
+    let project = h.path().join("api");
+    std::fs::create_dir_all(&project).unwrap();
+    let toml = project.join(".credport.toml");
+    let out = {
+        std::fs::write(&toml, "project = \"api\"\n[stages]\ndev = \"dev\"\n").unwrap();
+        h.run(&["project", "add", project.to_str().unwrap()])
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d = h.serve();
+    let big = format!(
+        "{{\"Statement\": [{}]}}",
+        vec![r#"{"Effect":"Allow","Action":"s3:GetObject","Resource":"arn:aws:s3:::a-bucket-with-a-long-name/*"}"#; 30].join(",")
+    );
+    let eleven = vec![format!("\"{READ_ONLY}\""); 11].join(", ");
+    for (text, says) in [
+        (
+            "policy = \"missing.json\"".to_string(),
+            "no such file".to_string(),
+        ),
+        (
+            "policy = '{\"Statement\": '".to_string(),
+            "not valid JSON".to_string(),
+        ),
+        (
+            format!("policy = '{big}'"),
+            "STS accepts at most 2048".to_string(),
+        ),
+        (format!("policy_arns = [{eleven}]"), "11 ARNs".to_string()),
+        (
+            "policy_arns = [\"ReadOnlyAccess\"]".to_string(),
+            "is not an IAM policy ARN".to_string(),
+        ),
+    ] {
+        write_atomic(
+            &toml,
+            &format!("project = \"api\"\n{text}\n[stages]\ndev = \"dev\"\n"),
+        );
+        let r = fetch_until(&d, &h, "api", "dev", &proxy, &text, |r| {
+            r.status == 404 && r.body.contains(says.as_str())
+        });
+        let msg = r.json()["Message"].as_str().unwrap_or_default().to_string();
+        assert!(
+            msg.contains(&says) && (msg.contains(".credport.toml") || msg.contains("missing.json")),
+            "{text}: {msg}"
+        );
+        // The CLI says the same before anything runs.
+        let out = h.run(&["resolve", "--dir", project.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(&says),
+            "{text}: {err}"
+        );
+    }
+    assert!(proxy.calls().is_empty(), "{}", proxy.summary());
+
+    // Fixed: served, and `resolve` shows where the policy comes from.
+    write_atomic(
+        &toml,
+        &format!("project = \"api\"\npolicy_arns = [\"{READ_ONLY}\"]\n[stages]\ndev = \"dev\"\n"),
+    );
+    fetch_until(&d, &h, "api", "dev", &proxy, "fixed", |r| r.status == 200);
+    let out = h.run(&["resolve", "--dir", project.to_str().unwrap()]);
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!(j["policy"]["arns"][0], READ_ONLY, "{j}");
+}
+
+#[test]
+fn exec_scopes_the_child_session_with_and_without_a_daemon() {
+    let moto = Moto::start();
+    let proxy = RecordingProxy::start(moto.url());
+    let h = home(
+        &proxy.url,
+        "[profile dev]\nrole_arn = arn:aws:iam::111111111111:role/Dev\nsource_profile = base\n",
+        &format!("[projects.orders]\nstages = {{ dev = \"dev\" }}\npolicy = '{PACKED}'\n"),
+    );
+    let whoami = repo_root().join("tests/clients/python/whoami.py");
+    let py = venv_python();
+    for daemon in [false, true] {
+        let _d = daemon.then(|| h.serve());
+        let before = proxy.of("AssumeRole").len();
+        let out = h
+            .command()
+            .args(["exec", "--project", "orders", "--stage", "dev", "--"])
+            .arg(&py)
+            .arg(&whoami)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let j: serde_json::Value =
+            serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_default();
+        assert_eq!(
+            j["account"],
+            "111111111111",
+            "daemon={daemon}: {stdout}\n{}\nSTS calls:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            proxy.summary()
+        );
+        let roles = proxy.of("AssumeRole");
+        assert_eq!(
+            roles.len(),
+            before + 1,
+            "daemon={daemon}: {}",
+            proxy.summary()
+        );
+        assert_eq!(
+            roles[before].get("Policy"),
+            Some(PACKED),
+            "daemon={daemon}: the child's session is scoped: {:?}",
+            roles[before].params
+        );
+    }
+}
+
+#[test]
+fn web_identity_takes_the_policy_on_its_one_call() {
+    let moto = Moto::start();
+    let proxy = RecordingProxy::start(moto.url());
+    let h = home(
+        &proxy.url,
+        "",
+        &format!(
+            "[projects.oidc]\nstages = {{ ci = \"oidc\" }}\npolicy_arns = [\"{READ_ONLY}\"]\n"
+        ),
+    );
+    let token_file = h.path().join("web-identity-token");
+    std::fs::write(&token_file, "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJjaSJ9.c2ln\n").unwrap();
+    h.write_aws_config(&format!(
+        "[profile oidc]\nrole_arn = arn:aws:iam::444444444444:role/Oidc\nweb_identity_token_file = {}\n",
+        token_file.display()
+    ));
+    let d = h.serve();
+    let j = ok(&fetch(&d, &h, "oidc", "ci"), &proxy, "ci");
+    assert_eq!(j["AccountId"], "444444444444", "{j}");
+    let calls = proxy.of("AssumeRoleWithWebIdentity");
+    assert_eq!(calls.len(), 1, "{}", proxy.summary());
+    assert_eq!(calls[0].policy_arns(), vec![READ_ONLY.to_string()]);
+    assert_eq!(calls[0].get("Policy"), None);
+}
+
+/// serverless's stand-in profiles hold the same scoped sessions the endpoint serves: the
+/// ones `env`'s file gets from the daemon's keeper, and those `exec` fetches from its
+/// embedded server for every stage a `make` target may run.
+#[test]
+fn standin_profiles_hold_scoped_sessions() {
+    let mut w = support::sls::World::new();
+    let proxy = RecordingProxy::start(w.moto.url());
+    w.home
+        .extra_env
+        .insert("AWS_ENDPOINT_URL_STS".into(), proxy.url.clone());
+    w.home.write_config(&format!(
+        "[projects.orders]\nstages = {{ dev = \"devAccount\", prod = \"prodAccount\" }}\n[projects.orders.policies.dev]\npolicy_arns = [\"{READ_ONLY}\"]\n"
+    ));
+    let by_role = |role: &str| -> Vec<support::recorder::StsCall> {
+        proxy
+            .of("AssumeRole")
+            .into_iter()
+            .filter(|c| c.get("RoleArn") == Some(role))
+            .collect()
+    };
+    let (dev_role, prod_role) = (
+        "arn:aws:iam::111111111111:role/Dev",
+        "arn:aws:iam::222222222222:role/Prod",
+    );
+
+    // exec without a daemon: the embedded server serves both stages, dev scoped.
+    std::fs::write(
+        w.project.join("Makefile"),
+        "show:\n\t@cat \"$$AWS_SHARED_CREDENTIALS_FILE\"\n",
+    )
+    .unwrap();
+    let out = w.credport(&["exec", "--stage", "dev", "--", "make", "-s", "show"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("[devAccount]") && text.contains("[prodAccount]"),
+        "{text}\n{}\nSTS calls:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        proxy.summary()
+    );
+    let (dev, prod) = (by_role(dev_role), by_role(prod_role));
+    assert_eq!((dev.len(), prod.len()), (1, 1), "{}", proxy.summary());
+    assert_eq!(dev[0].policy_arns(), vec![READ_ONLY.to_string()]);
+    assert!(prod[0].policy_arns().is_empty(), "{:?}", prod[0].params);
+
+    // env with the daemon: its keeper writes the file with the same scoping.
+    let _d = w.home.serve();
+    let out = w.credport(&["env", "--stage", "dev", "--format", "json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let file = std::path::PathBuf::from(v["set"]["AWS_SHARED_CREDENTIALS_FILE"].as_str().unwrap());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !std::fs::read_to_string(&file)
+        .unwrap_or_default()
+        .contains("[prodAccount]")
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let (dev, prod) = (by_role(dev_role), by_role(prod_role));
+    assert_eq!((dev.len(), prod.len()), (2, 2), "{}", proxy.summary());
+    assert_eq!(dev[1].policy_arns(), vec![READ_ONLY.to_string()]);
+    assert!(prod[1].policy_arns().is_empty(), "{:?}", prod[1].params);
+}
