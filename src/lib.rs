@@ -29,4 +29,5 @@ pub mod service;
 pub mod sources;
 pub mod standin;
 pub mod tokens;
+pub mod trust;
 pub mod watch;

@@ -230,6 +230,10 @@ impl Daemon {
                 Arc::new(ConfigStore::open(paths.registered_projects())),
             ),
         };
+        let trust = Arc::new(match &fixed_config {
+            Some(_) => crate::trust::TrustStore::empty(),
+            None => crate::trust::TrustStore::open(crate::trust::records_file(&paths.state_dir)),
+        });
         let key = TokenKey::load_or_create(&paths.token_key())?;
 
         let mut listeners = Vec::new();
@@ -258,6 +262,7 @@ impl Daemon {
             allowed_hosts: allowed_hosts(&addrs, &config.get().server.allow_hosts),
             config: config.clone(),
             registered: registered.clone(),
+            trust: trust.clone(),
             tokens: ArcSwapOption::from_pointee(key),
             metrics: Default::default(),
             on_reload: Default::default(),
@@ -302,6 +307,10 @@ impl Daemon {
                     }
                 },
             ));
+            let t = trust.clone();
+            groups.push(WatchGroup::new(vec![t.file().to_path_buf()], move |_| {
+                t.reload()
+            }));
             let s = state.clone();
             let key_path = paths.token_key();
             groups.push(WatchGroup::new(vec![key_path.clone()], move |_| {
@@ -338,6 +347,7 @@ impl Daemon {
         self.state.profiles.reload();
         self.state.config.reload();
         self.state.registered.reload();
+        self.state.trust.reload();
     }
 }
 

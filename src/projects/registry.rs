@@ -27,6 +27,10 @@ pub struct Binding {
     pub region: Option<String>,
     /// Human-readable origin of the mapping (file and table).
     pub rule: String,
+    /// The project file that decided the mapping; `None` when credport's config did (a
+    /// project file's mapping needs the user's trust, see `trust`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<std::path::PathBuf>,
 }
 
 /// Why a scope has no profile.
@@ -130,6 +134,7 @@ pub fn bind(
             region: p.region.clone(),
             rule: format!("config [projects.{project}] stages.{stage}"),
             stage,
+            file: None,
         }),
         (None, Some(dir)) => {
             let mut b = bind_dir(project, dir, Some(&stage), env, "config path")?;
@@ -166,6 +171,7 @@ fn bind_dir(
         profile: r.profile,
         region: r.region,
         rule: format!("{via} {}: {}", r.file.display(), r.rule),
+        file: Some(r.file),
     })
 }
 

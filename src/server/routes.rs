@@ -308,6 +308,10 @@ async fn issue(
         other => other,
     }
     .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "NotFound", e.to_string()))?;
+    state
+        .trust
+        .check(&state.config.get().trust, &binding)
+        .map_err(untrusted_error)?;
     let creds = state
         .resolver
         .resolve(
@@ -363,6 +367,11 @@ fn untrusted(text: &str) -> String {
         }
     }
     out
+}
+
+/// A project-file mapping the user has not trusted: 403 `Untrusted`, naming the fix.
+fn untrusted_error(e: crate::trust::TrustError) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "Untrusted", e.to_string())
 }
 
 fn source_error(project: &str, stage: &str, e: SourceError) -> ApiError {
