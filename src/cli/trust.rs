@@ -30,7 +30,7 @@ fn reaches(snapshot: &crate::profiles::Snapshot, profile: &str) -> String {
     if let Some(account) = p.get("sso_account_id").or_else(|| p.get("aws_account_id")) {
         return format!("account {account}");
     }
-    format!("{:?}", p.kind()).to_lowercase()
+    p.kind().to_string()
 }
 
 fn line(snapshot: &crate::profiles::Snapshot, m: &Mapping) -> String {
