@@ -329,20 +329,22 @@ impl TrustStore {
         &self.file
     }
 
-    /// Re-reads the file. A file that cannot be read or parsed keeps the last good records.
-    pub fn reload(&self) {
+    /// Re-reads the file; returns whether the records changed. A file that cannot be read
+    /// or parsed keeps the last good records.
+    pub fn reload(&self) -> bool {
         if self.file.as_os_str().is_empty() {
-            return;
+            return false;
         }
         match Records::load(&self.file) {
-            Ok(r) => {
-                if *self.current.load_full() != r {
-                    tracing::info!(file = %self.file.display(), records = r.records.len(), "trust records reloaded");
-                    self.current.store(Arc::new(r));
-                }
+            Ok(r) if *self.current.load_full() != r => {
+                tracing::info!(file = %self.file.display(), records = r.records.len(), "trust records reloaded");
+                self.current.store(Arc::new(r));
+                true
             }
+            Ok(_) => false,
             Err(e) => {
-                tracing::warn!(error = %e, "trust records reload failed; keeping the last good ones")
+                tracing::warn!(error = %e, "trust records reload failed; keeping the last good ones");
+                false
             }
         }
     }
@@ -350,6 +352,12 @@ impl TrustStore {
     /// The current records.
     pub fn records(&self) -> Arc<Records> {
         self.current.load_full()
+    }
+
+    /// Why a request for `binding` would be refused now (for `status`): no reload, no log.
+    pub fn refusal(&self, config: &TrustConfig, binding: &Binding) -> Option<TrustError> {
+        let mapping = Mapping::of_binding(binding)?;
+        check(config, &self.records(), &mapping).err()
     }
 
     /// Whether the daemon may serve `binding` under `config`. A refusal re-reads the file
@@ -362,7 +370,7 @@ impl TrustStore {
         if check(config, &self.records(), &mapping).is_ok() {
             return Ok(());
         }
-        self.reload();
+        let _ = self.reload();
         let result = check(config, &self.records(), &mapping);
         if let Err(e) = &result {
             tracing::info!(

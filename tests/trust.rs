@@ -150,6 +150,18 @@ fn a_mapping_edit_is_refused_again_and_an_unrelated_edit_is_not() {
     let r = Repo::new();
     assert!(r.run(&["allow", "--stage", "dev"]).status.success());
     assert!(r.run(&["resolve"]).status.success());
+    // `env` also writes serverless's stand-in profiles for every stage a later command may
+    // run: prod's mapping needs trust too.
+    let out = r.run(&["env", "--stage", "dev"]);
+    assert!(
+        !out.status.success(),
+        "env served prod's stand-in untrusted"
+    );
+    assert!(
+        stderr(&out).contains("--stage prod") && !stderr(&out).contains("--stage dev`"),
+        "{}",
+        stderr(&out)
+    );
 
     // Unrelated: a new function, a comment, another stage's region.
     let unrelated = CLONED.replace(
@@ -216,6 +228,21 @@ fn the_daemon_answers_403_untrusted_for_a_registered_directory_until_allowed() {
     assert!(
         d.wait_output("trust refused", Duration::from_secs(5)),
         "the refusal is logged"
+    );
+    // `status` shows the error a request gets now.
+    let st = r.run(&["status", "--json"]);
+    let st: serde_json::Value = serde_json::from_slice(&st.stdout).expect("status --json");
+    let dev = st["scopes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["project"] == "orders" && s["stage"] == "dev")
+        .unwrap_or_else(|| panic!("orders/dev missing from status: {st}"))
+        .clone();
+    let error = dev["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("403 Untrusted") && error.contains("credport allow --dir"),
+        "{dev}"
     );
 
     // Allowed while the daemon runs: served without a restart.
@@ -426,4 +453,35 @@ fn on_a_terminal_exec_asks_once_and_records_a_yes() {
         seen.contains("changed: adminAccount -> devAccount"),
         "{seen}"
     );
+}
+
+#[test]
+fn env_stand_ins_follow_the_trust_records() {
+    let r = Repo::new();
+    let _d = r.home.serve();
+    assert!(r.run(&["allow"]).status.success());
+    let out = r.run(&["env", "--stage", "dev"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let file = r.home.runtime_dir().join("standin/orders/credentials");
+    let read = || std::fs::read_to_string(&file).unwrap_or_default();
+    let wait = |what: &str, ok: &dyn Fn(&str) -> bool| {
+        let start = Instant::now();
+        while !ok(&read()) {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{what}; {} holds:\n{}",
+                file.display(),
+                read()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait("both stages' stand-ins are written", &|t| {
+        t.contains("[adminAccount]") && t.contains("[prodAccount]")
+    });
+    // Forgetting prod takes its session out of the file the shell's serverless reads.
+    assert!(r.run(&["deny", "--stage", "prod"]).status.success());
+    wait("prod's stand-in is removed after deny", &|t| {
+        t.contains("[adminAccount]") && !t.contains("[prodAccount]")
+    });
 }

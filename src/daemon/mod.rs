@@ -307,9 +307,14 @@ impl Daemon {
                     }
                 },
             ));
-            let t = trust.clone();
+            let (t, weak) = (trust.clone(), Arc::downgrade(&state));
             groups.push(WatchGroup::new(vec![t.file().to_path_buf()], move |_| {
-                t.reload()
+                // A deny must also take the stage out of `env`'s stand-in files.
+                if t.reload()
+                    && let Some(s) = weak.upgrade()
+                {
+                    s.reloaded();
+                }
             }));
             let s = state.clone();
             let key_path = paths.token_key();
@@ -347,7 +352,7 @@ impl Daemon {
         self.state.profiles.reload();
         self.state.config.reload();
         self.state.registered.reload();
-        self.state.trust.reload();
+        let _ = self.state.trust.reload();
     }
 }
 
@@ -453,6 +458,9 @@ pub fn status_report(state: &AppState, addrs: &[SocketAddr]) -> StatusReport {
                     Err(e) => entry.error = Some(e.to_string()),
                 }
             }
+        }
+        if let Some(e) = state.trust.refusal(&config.trust, &b) {
+            entry.error = Some(format!("403 Untrusted: {e}"));
         }
         scopes.push(entry);
     }
