@@ -114,6 +114,27 @@ fn a_cloned_repo_is_refused_without_a_terminal_and_served_after_allow() {
     assert!(!marker.exists(), "the command ran although refused");
     assert!(!r.trust_file().exists(), "a refusal recorded something");
 
+    // `doctor` finds it, with the fix.
+    let untrusted_findings = |out: &Output| -> Vec<serde_json::Value> {
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("doctor --json");
+        let list = v
+            .as_array()
+            .or_else(|| v["findings"].as_array())
+            .cloned()
+            .unwrap_or_else(|| panic!("doctor --json shape: {v}"));
+        list.into_iter()
+            .filter(|f| f["check"] == "untrusted")
+            .collect()
+    };
+    let doctor = r.run(&["doctor", "--json"]);
+    let found = untrusted_findings(&doctor);
+    assert!(
+        found
+            .iter()
+            .any(|f| f["problem"].as_str().is_some_and(|p| p.contains(&allow))),
+        "{found:?}"
+    );
+
     // `allow` shows what the files map and records it.
     let out = r.run(&["allow"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -127,6 +148,7 @@ fn a_cloned_repo_is_refused_without_a_terminal_and_served_after_allow() {
         .mode();
     assert_eq!(mode & 0o777, 0o600, "trust records are private");
 
+    assert!(untrusted_findings(&r.run(&["doctor", "--json"])).is_empty());
     let out = exec_fetch(&r, &marker);
     assert!(out.status.success(), "{}", stderr(&out));
     let served = std::fs::read_to_string(&marker).unwrap();

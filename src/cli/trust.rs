@@ -209,6 +209,14 @@ pub fn ensure_with(
     Ok(())
 }
 
+/// Why `scope`'s project-file mapping would be refused now (for `doctor`); `None` when it
+/// is trusted, needs no trust, or the records cannot be read (reported when used).
+pub fn refusal(paths: &Paths, config: &Config, scope: &Scope) -> Option<TrustError> {
+    let mapping = Mapping::of_scope(scope)?;
+    let records = Records::load(&records_file(&paths.state_dir)).ok()?;
+    crate::trust::check(&config.trust, &records, &mapping).err()
+}
+
 /// Runs `credport allow`: shows the mapping of every stage the directory's files name (or
 /// `--stage`) and records the project-file ones.
 pub fn allow(
