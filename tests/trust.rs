@@ -112,6 +112,14 @@ fn a_cloned_repo_is_refused_without_a_terminal_and_served_after_allow() {
     let out = exec_fetch(&r, &marker);
     assert!(!out.status.success());
     assert!(!marker.exists(), "the command ran although refused");
+    // A profile given on the command line is the user's: no trust needed.
+    for args in [
+        vec!["resolve", "--aws-profile", "devAccount"],
+        vec!["exec", "--profile", "devAccount", "--", "true"],
+    ] {
+        let out = r.run(&args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    }
     assert!(!r.trust_file().exists(), "a refusal recorded something");
 
     // `doctor` finds it, with the fix.
@@ -267,11 +275,11 @@ fn the_daemon_answers_403_untrusted_for_a_registered_directory_until_allowed() {
         "{dev}"
     );
 
-    // Allowed while the daemon runs: served without a restart.
+    // Allowed while the daemon runs: served without a restart, at once (a refusal re-reads
+    // the records, so the next request never races the watcher).
     assert!(r.run(&["allow", "--stage", "dev"]).status.success());
-    let (ok, _) = d.wait_until(Duration::from_secs(5), path, &token, |resp| {
-        resp.status == 200
-    });
+    let ok = d.get(path, Some(&token));
+    assert_eq!(ok.status, 200, "{}", ok.body);
     assert!(ok.body.contains("ASIAADMIN"), "{}", ok.body);
     // Another stage of the same directory is still untrusted.
     let prod = d.get(
