@@ -287,6 +287,45 @@ impl Records {
     }
 }
 
+/// Changes the records file under an exclusive lock (`trust.toml.lock` beside it), so two
+/// commands allowing at once (two terminals answering yes) never lose each other's
+/// records: reads the file, applies `change`, and writes it back when `change` says so.
+pub fn update<T>(
+    file: &Path,
+    change: impl FnOnce(&mut Records) -> (T, bool),
+) -> Result<T, TrustError> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = file.parent().unwrap_or(Path::new("."));
+    crate::fsutil::ensure_private_dir(dir)?;
+    let lock_path = file.with_extension("toml.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(|source| crate::fsutil::FsError::Io {
+            path: lock_path.clone(),
+            source,
+        })?;
+    // SAFETY: a valid descriptor owned by `lock`, which outlives the lock (closing it
+    // releases the lock).
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(crate::fsutil::FsError::Io {
+            path: lock_path,
+            source: std::io::Error::last_os_error(),
+        }
+        .into());
+    }
+    let mut records = Records::load(file)?;
+    let (out, changed) = change(&mut records);
+    if changed {
+        records.save(file)?;
+    }
+    Ok(out)
+}
+
 /// Checks `mapping` against `records` under `config`: `Ok` when it may be used.
 pub fn check(config: &TrustConfig, records: &Records, mapping: &Mapping) -> Result<(), TrustError> {
     if config.project_files == ProjectFiles::All {
@@ -501,6 +540,33 @@ mod tests {
         assert!(back.records.is_empty());
         let e = Records::parse(&file, "[[allow]]\ndir = 3\n").unwrap_err();
         assert!(e.to_string().contains("trust.toml"), "{e}");
+    }
+
+    #[test]
+    fn concurrent_updates_keep_every_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = records_file(dir.path());
+        std::thread::scope(|s| {
+            for i in 0..8 {
+                let file = &file;
+                s.spawn(move || {
+                    update(file, |r| {
+                        let m = mapping("/p", &format!("s{i}"), "x");
+                        r.allow(&m, time::OffsetDateTime::UNIX_EPOCH);
+                        ((), true)
+                    })
+                    .unwrap()
+                });
+            }
+        });
+        assert_eq!(Records::load(&file).unwrap().records.len(), 8);
+        // A change that says "unchanged" writes nothing.
+        update(&file, |r| {
+            r.records.clear();
+            ((), false)
+        })
+        .unwrap();
+        assert_eq!(Records::load(&file).unwrap().records.len(), 8);
     }
 
     #[test]

@@ -137,7 +137,7 @@ pub fn ensure_with(
         return Ok(());
     }
     let file = records_file(&paths.state_dir);
-    let mut records = Records::load(&file)?;
+    let records = Records::load(&file)?;
     let registered = crate::client::registered(paths);
     let pending = untrusted(&records, config, &registered, scope, pinned, plan, dir, env);
     if pending.is_empty() {
@@ -201,10 +201,12 @@ pub fn ensure_with(
         );
     }
     let now = time::OffsetDateTime::now_utc();
-    for (m, _) in &pending {
-        records.allow(m, now);
-    }
-    records.save(&file)?;
+    crate::trust::update(&file, |records| {
+        for (m, _) in &pending {
+            records.allow(m, now);
+        }
+        ((), true)
+    })?;
     writeln!(err, "credport: trusted; recorded in {}", file.display())?;
     Ok(())
 }
@@ -243,9 +245,9 @@ pub fn allow(
         }
     };
     let file = records_file(&paths.state_dir);
-    let mut records = Records::load(&file)?;
     let now = time::OffsetDateTime::now_utc();
-    let mut allowed = 0;
+    // What to show, in order: a line, or a mapping to record (shown once recorded).
+    let mut shown: Vec<Result<String, Mapping>> = Vec::new();
     let mut errors = Vec::new();
     let mut header = false;
     for stage in stages {
@@ -267,32 +269,43 @@ pub fn allow(
                 .as_ref()
                 .map(|f| format!(" ({})", f.display()))
                 .unwrap_or_default();
-            writeln!(out, "project {}{from}", scope.project)?;
+            shown.push(Ok(format!("project {}{from}", scope.project)));
             header = true;
         }
-        let Some(m) = Mapping::of_scope(&scope) else {
-            writeln!(
-                out,
+        shown.push(match Mapping::of_scope(&scope) {
+            None => Ok(format!(
                 "  {} -> {} -> {}  (credport's config: needs no trust)",
                 scope.stage,
                 scope.profile,
                 reaches(&snapshot, &scope.profile)
-            )?;
-            continue;
-        };
-        let status = match records.allow(&m, now) {
-            Some(old) => format!("allowed (was {old} -> {})", m.profile),
-            None => "allowed".to_string(),
-        };
-        writeln!(out, "{}  {status}", line(&snapshot, &m))?;
-        allowed += 1;
+            )),
+            Some(m) => Err(m),
+        });
+    }
+    let any = shown.iter().any(Result::is_err);
+    let lines = crate::trust::update(&file, |records| {
+        let lines: Vec<String> = shown
+            .into_iter()
+            .map(|item| match item {
+                Ok(l) => l,
+                Err(m) => {
+                    let status = match records.allow(&m, now) {
+                        Some(old) => format!("allowed (was {old} -> {})", m.profile),
+                        None => "allowed".to_string(),
+                    };
+                    format!("{}  {status}", line(&snapshot, &m))
+                }
+            })
+            .collect();
+        (lines, any)
+    })?;
+    for l in lines {
+        writeln!(out, "{l}")?;
     }
     for e in &errors {
         writeln!(out, "  not allowed: {e}")?;
     }
-    if allowed > 0 {
-        records.save(&file)?;
-    } else if !errors.is_empty() && !header {
+    if !any && !errors.is_empty() && !header {
         bail!(
             "nothing to allow in {}: {}",
             dir.display(),
@@ -311,13 +324,15 @@ pub fn deny(paths: &Paths, args: &TrustArgs, out: &mut dyn Write) -> Result<()> 
         .unwrap_or(dir);
     let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
     let file = records_file(&paths.state_dir);
-    let mut records = Records::load(&file)?;
-    let gone = records.forget(&dir, args.stage.as_deref());
+    let gone = crate::trust::update(&file, |records| {
+        let gone = records.forget(&dir, args.stage.as_deref());
+        let changed = !gone.is_empty();
+        (gone, changed)
+    })?;
     if gone.is_empty() {
         writeln!(out, "nothing was allowed for {}", dir.display())?;
         return Ok(());
     }
-    records.save(&file)?;
     for r in gone {
         tracing::info!(project = %r.project, stage = %r.stage, profile = %r.profile,
             dir = %r.dir.display(), "trust denied");
