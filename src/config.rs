@@ -16,6 +16,9 @@
 //! policy_arns = []              # optional managed policy ARNs
 //! [projects.orders-api.policies.prod]   # optional: prod's own, replacing the two above
 //! policy = "orders-prod.json"
+//!
+//! [trust]
+//! project_files = "ask"         # or "all": use project files' mappings without `allow`
 //! ```
 //!
 //! Unknown keys are errors that name the key and line, so a typo never silently changes
@@ -46,6 +49,38 @@ pub struct Config {
     /// `[projects.NAME]` tables.
     #[serde(default)]
     pub projects: BTreeMap<String, ProjectConfig>,
+    /// `[trust]`: whether project files' mappings need `credport allow` (see `trust`).
+    #[serde(default, skip_serializing_if = "TrustConfig::is_default")]
+    pub trust: TrustConfig,
+}
+
+/// `[trust]` settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustConfig {
+    /// Which project-file mappings are used: `"ask"` (the default: only those allowed) or
+    /// `"all"` (no check).
+    #[serde(default)]
+    pub project_files: ProjectFiles,
+}
+
+impl TrustConfig {
+    /// Whether nothing is set (so it is not written).
+    fn is_default(&self) -> bool {
+        *self == TrustConfig::default()
+    }
+}
+
+/// `[trust] project_files`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProjectFiles {
+    /// A project file's mapping is used once `credport allow` (or a yes at the prompt)
+    /// recorded it.
+    #[default]
+    Ask,
+    /// Every project file's mapping is used as it is.
+    All,
 }
 
 /// `[server]` settings.

@@ -30,4 +30,5 @@ pub mod session_policy;
 pub mod sources;
 pub mod standin;
 pub mod tokens;
+pub mod trust;
 pub mod watch;

@@ -7,7 +7,7 @@ use clap::Parser;
 use credport::cli::args::{Cli, Command, LogFormat};
 use credport::cli::{
     completions, doctor, env, exec, init, login, man, project, relay, resolve, serve, service,
-    status, token,
+    status, token, trust,
 };
 use credport::paths::Paths;
 use tracing_subscriber::EnvFilter;
@@ -235,6 +235,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Init(args) => init::run(&paths, &args, &getenv, &mut std::io::stdout().lock()),
+        Command::Allow(args) => trust::allow(&paths, &args, &getenv, &mut std::io::stdout().lock()),
+        Command::Deny(args) => trust::deny(&paths, &args, &mut std::io::stdout().lock()),
         Command::Login(args) => {
             runtime()?.block_on(login::run(&paths, &args, &mut std::io::stdin().lock()))
         }

@@ -401,7 +401,8 @@ fn from_binding(b: registry::Binding, sel: Selection) -> Scope {
         stage: b.stage,
         profile,
         region: b.region,
-        file: None,
+        // A registered project's file (trust needs it); `None` when the config decided.
+        file: b.file,
         kind: None,
         rule,
         project_dir: None,

@@ -33,7 +33,8 @@ fn home() -> TestHome {
         session_profile("devAccount", "DEV1"),
         session_profile("prodAccount", "PROD1")
     ));
-    h.write_config(CONFIG);
+    // Not a test of project-file trust (see TRUST_ALL).
+    h.write_config(&format!("{TRUST_ALL}{CONFIG}"));
     h
 }
 

@@ -174,6 +174,8 @@ fn editor_env_files_parse_and_handlers_get_the_stage_account() {
     let mut h = TestHome::new();
     h.write_credentials(CREDENTIALS);
     h.write_aws_config(ROLES);
+    // Not a test of project-file trust (see TRUST_ALL).
+    h.write_config(TRUST_ALL);
     h.extra_env
         .insert("AWS_ENDPOINT_URL_STS".into(), moto.url());
     let project = h.path().join("orders");

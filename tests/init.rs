@@ -21,6 +21,8 @@ fn home_with(file: &str, text: &str) -> (TestHome, PathBuf) {
     let h = TestHome::new();
     h.write_credentials(CREDENTIALS);
     h.write_aws_config(ROLES);
+    // Not a test of project-file trust (see TRUST_ALL).
+    h.write_config(TRUST_ALL);
     let project = h.path().join("src/orders");
     std::fs::create_dir_all(&project).unwrap();
     std::fs::write(project.join(file), text).unwrap();

@@ -9,7 +9,7 @@
 //!   the environment, the Quick start's `config.toml`, and the seed Serverless project in
 //!   `~/orders` (`in=orders` runs there, else in HOME); `daemon` starts `credport serve` first.
 //! * `<!-- readme-test: envrc -->`: the block is a direnv `.envrc`: it is written to the
-//!   project, allowed, and `direnv exec . serverless invoke local -f hello` must see dev.
+//!   project, allowed (`credport allow`, then `direnv allow`), and `direnv exec . serverless invoke local -f hello` must see dev.
 //! * `<!-- readme-test: skip: REASON -->`: not run here, and the README says why nearby.
 //!
 //! Trailing comments are checked, so the examples' own words are the assertions:
@@ -167,7 +167,8 @@ fn run(block: &Block) -> Result<(), String> {
     let out = match (words.first().copied(), block.lang.as_str()) {
         (Some("envrc"), _) => {
             std::fs::write(w.project.join(".envrc"), &block.text).map_err(|e| e.to_string())?;
-            w.sh("direnv allow . && direnv exec . serverless invoke local -f hello")
+            // As the README says: `credport allow` once, as `direnv allow`.
+            w.sh("credport allow && direnv allow . && direnv exec . serverless invoke local -f hello")
         }
         (_, "fish") => {
             let mut c = shell_like(&w, "fish", &dir);

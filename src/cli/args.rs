@@ -141,6 +141,24 @@ pub enum Command {
         after_help = "Examples:\n  credport init\n  credport init --dry-run\n  credport init --stage qa --editor vscode\n  credport init --dir services/orders --editor jetbrains --force"
     )]
     Init(InitArgs),
+    /// Trust what a directory's project files map: show each stage -> profile (and the role
+    /// or account the AWS config names) and record it.
+    ///
+    /// Project files (serverless.yml, samconfig.toml, cdk.json, .credport.toml) come with
+    /// the repository, so their stage -> profile mappings are used only once trusted, as
+    /// direnv's `allow`. A record keeps (directory, stage, profile): an edit that points a
+    /// stage at another profile needs a new allow; other edits need nothing. Mappings in
+    /// credport's own config.toml need no trust; `[trust] project_files = "all"` turns the
+    /// check off.
+    #[command(
+        after_help = "Examples:\n  credport allow\n  credport allow --stage dev\n  credport allow --dir ~/src/orders --stage prod"
+    )]
+    Allow(TrustArgs),
+    /// Forget what `credport allow` recorded for a directory (or one stage of it).
+    #[command(
+        after_help = "Examples:\n  credport deny\n  credport deny --dir ~/src/orders --stage prod"
+    )]
+    Deny(TrustArgs),
     /// Print the shell completion script for bash, zsh, fish, elvish or powershell.
     ///
     /// Completes commands, flags and fixed values (formats, shells, editors, paths).
@@ -163,6 +181,17 @@ fn parse_poll(s: &str) -> Result<f64, String> {
             "'{s}' is not a poll interval: seconds between 0.05 and 3600"
         )),
     }
+}
+
+/// `credport allow` and `credport deny`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrustArgs {
+    /// The project directory (default: the current directory).
+    #[arg(long, value_name = "DIR", value_hint = ValueHint::DirPath)]
+    pub dir: Option<std::path::PathBuf>,
+    /// Only this stage (default: every stage the project files name).
+    #[arg(long, short = 's', value_name = "STAGE")]
+    pub stage: Option<String>,
 }
 
 /// `credport relay`.

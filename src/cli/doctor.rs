@@ -337,6 +337,14 @@ fn mappings(
             };
             match crate::scope::resolve(&req, &config, &registered, env) {
                 Ok(sc) => {
+                    if let Some(e) = super::trust::refusal(paths, &config, &sc) {
+                        f.push(finding(
+                            Severity::Error,
+                            "untrusted",
+                            format!("this directory's project: {e}"),
+                            "check the mapping, then run the `credport allow` command above (on a terminal, exec asks)",
+                        ));
+                    }
                     let key = format!("{}/{}", sc.project, sc.stage);
                     if !mapped.iter().any(|(k, p, _)| *k == key && *p == sc.profile) {
                         let origin = match &sc.file {

@@ -33,6 +33,7 @@ pub fn run(
         let registered = client::registered(paths);
         launch::standin_plan_all(&scope, &dir, &config, &registered, env, "a later command")?
     };
+    super::trust::ensure(paths, &config, &scope, false, plan.as_ref(), &dir, env)?;
     let aws = super::aws_files(paths);
     for w in launch::check_profiles(&aws, &scope, plan.as_ref())? {
         eprintln!("credport: warning: {w}");

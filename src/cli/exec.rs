@@ -46,6 +46,15 @@ pub async fn run(paths: &Paths, args: &ExecArgs, env: &dyn crate::env::Env) -> R
     let registered = client::registered(paths);
     let dir = super::scope_dir(&args.scope)?;
     let plan = launch::standin_plan(&scope, &dir, &config, &registered, env)?;
+    super::trust::ensure(
+        paths,
+        &config,
+        &scope,
+        args.profile.is_some(),
+        plan.as_ref(),
+        &dir,
+        env,
+    )?;
     let aws = super::aws_files(paths);
     for w in launch::check_profiles(&aws, &scope, plan.as_ref())? {
         eprintln!("credport: warning: {w}");

@@ -16,6 +16,7 @@ pub mod serve;
 pub mod service;
 pub mod status;
 pub mod token;
+pub mod trust;
 
 use anyhow::Result;
 

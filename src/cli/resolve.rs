@@ -16,6 +16,8 @@ pub fn run(
 ) -> Result<()> {
     let config = super::load_config(paths)?;
     let scope = super::resolve_scope(paths, &config, &args.scope, &args.command, env)?;
+    let dir = super::scope_dir(&args.scope)?;
+    super::trust::ensure(paths, &config, &scope, false, None, &dir, env)?;
     let aws = super::aws_files(paths);
     for w in crate::client::launch::check_profiles(&aws, &scope, None)? {
         eprintln!("credport: warning: {w}");

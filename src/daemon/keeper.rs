@@ -14,9 +14,7 @@ use time::OffsetDateTime;
 use crate::projects::Selection;
 use crate::scope::serverless_file;
 use crate::server::AppState;
-use crate::standin::{
-    dir_record, entries, env_file, known_stages, policy_for_stage, profile_for_stage, render,
-};
+use crate::standin::{dir_record, entries, env_file, known_stages, policy_for_stage, render};
 
 /// Keeps the stand-in files of `<runtime>/standin/*/` fresh in the daemon: each directory
 /// names a project (`credport env` creates it); its file is rewritten at start, after every
@@ -151,7 +149,12 @@ async fn refresh_one(
         &sls,
         &sel,
         &stages,
-        &|s| profile_for_stage(&dir, project, s, &sel, &config, &registered, &env),
+        // Untrusted project-file mappings get no stand-in (see `trust`).
+        &|s| {
+            state
+                .trust
+                .trusted_profile_for_stage(&dir, project, s, &config, &registered, &env)
+        },
         &env,
         false,
         "a later command",

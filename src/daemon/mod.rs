@@ -230,6 +230,10 @@ impl Daemon {
                 Arc::new(ConfigStore::open(paths.registered_projects())),
             ),
         };
+        let trust = Arc::new(match &fixed_config {
+            Some(_) => crate::trust::TrustStore::empty(),
+            None => crate::trust::TrustStore::open(crate::trust::records_file(&paths.state_dir)),
+        });
         let key = TokenKey::load_or_create(&paths.token_key())?;
 
         let mut listeners = Vec::new();
@@ -258,6 +262,7 @@ impl Daemon {
             allowed_hosts: allowed_hosts(&addrs, &config.get().server.allow_hosts),
             config: config.clone(),
             registered: registered.clone(),
+            trust: trust.clone(),
             tokens: ArcSwapOption::from_pointee(key),
             metrics: Default::default(),
             scopes: Default::default(),
@@ -303,6 +308,15 @@ impl Daemon {
                     }
                 },
             ));
+            let (t, weak) = (trust.clone(), Arc::downgrade(&state));
+            groups.push(WatchGroup::new(vec![t.file().to_path_buf()], move |_| {
+                // A deny must also take the stage out of `env`'s stand-in files.
+                if t.reload()
+                    && let Some(s) = weak.upgrade()
+                {
+                    s.reloaded();
+                }
+            }));
             let s = state.clone();
             let key_path = paths.token_key();
             groups.push(WatchGroup::new(vec![key_path.clone()], move |_| {
@@ -339,6 +353,7 @@ impl Daemon {
         self.state.profiles.reload();
         self.state.config.reload();
         self.state.registered.reload();
+        let _ = self.state.trust.reload();
     }
 }
 
@@ -447,6 +462,9 @@ pub fn status_report(state: &AppState, addrs: &[SocketAddr]) -> StatusReport {
                     Err(e) => entry.error = Some(e.to_string()),
                 }
             }
+        }
+        if let Some(e) = state.trust.refusal(&config.trust, &b) {
+            entry.error = Some(format!("403 Untrusted: {e}"));
         }
         scopes.push(entry);
     }

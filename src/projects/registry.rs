@@ -36,6 +36,10 @@ pub struct Binding {
         serialize_with = "crate::session_policy::serialize_shared"
     )]
     pub policy: Option<Arc<SessionPolicy>>,
+    /// The project file that decided the mapping; `None` when credport's config did (a
+    /// project file's mapping needs the user's trust, see `trust`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<std::path::PathBuf>,
 }
 
 /// Why a scope has no profile.
@@ -148,6 +152,7 @@ pub fn bind(
             rule: format!("config [projects.{project}] stages.{stage}"),
             policy: config_policy(project, p, &stage)?,
             stage,
+            file: None,
         }),
         (None, Some(dir)) => {
             let mut b = bind_dir(project, dir, Some(&stage), env, "config path")?;
@@ -188,6 +193,7 @@ fn bind_dir(
         region: r.region,
         rule: format!("{via} {}: {}", r.file.display(), r.rule),
         policy: r.policy,
+        file: Some(r.file),
     })
 }
 

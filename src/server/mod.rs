@@ -44,6 +44,8 @@ pub struct AppState {
     pub config: Arc<ConfigStore>,
     /// Projects registered by directory (`<state dir>/projects.toml`).
     pub registered: Arc<ConfigStore>,
+    /// The trusted project-file mappings (`<state dir>/trust.toml`), kept in memory.
+    pub trust: Arc<crate::trust::TrustStore>,
     /// The token key (replaced when rotated; `None` if it could not be loaded).
     pub tokens: ArcSwapOption<TokenKey>,
     /// Profile name to credentials.

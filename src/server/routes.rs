@@ -327,6 +327,11 @@ async fn issue<'a>(
     Ok((resp, hot.stats.clone()))
 }
 
+/// A project-file mapping the user has not trusted: 403 `Untrusted`, naming the fix.
+pub(super) fn untrusted_error(e: crate::trust::TrustError) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "Untrusted", e.to_string())
+}
+
 pub(super) fn source_error(project: &str, stage: &str, e: SourceError) -> ApiError {
     let (status, code) = if e.needs_login() {
         (StatusCode::SERVICE_UNAVAILABLE, "LoginRequired")

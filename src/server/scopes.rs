@@ -8,8 +8,8 @@
 //! *generations* it was made from:
 //!
 //! - the AWS files' snapshot generation (`ProfileStore`),
-//! - the config and the registered-projects table (the `Arc`s their stores hand out; a
-//!   reload replaces them),
+//! - the config, the registered-projects table and the trust records (the `Arc`s their
+//!   stores hand out; a reload replaces them),
 //! - the project files, when the binding came from a project directory: every path the
 //!   resolution probed or read (`projects::files::consulted`, missing files included) is
 //!   watched by [`ProjectFiles`], whose generation moves when one of them changes.
@@ -88,6 +88,8 @@ struct Stamp {
     profiles: u64,
     config: Arc<Config>,
     registered: Arc<Config>,
+    /// The trusted project-file mappings.
+    trust: Arc<crate::trust::Records>,
     /// The project-files generation, when the binding read project files.
     files: Option<u64>,
 }
@@ -98,6 +100,7 @@ impl Stamp {
             profiles: snap.generation,
             config: state.config.get(),
             registered: state.registered.get(),
+            trust: state.trust.records(),
             files: Some(state.scopes.files.generation()),
         }
     }
@@ -106,6 +109,7 @@ impl Stamp {
         self.profiles == state.profiles.generation()
             && Arc::ptr_eq(&self.config, &state.config.get())
             && Arc::ptr_eq(&self.registered, &state.registered.get())
+            && Arc::ptr_eq(&self.trust, &state.trust.records())
             && self
                 .files
                 .is_none_or(|g| g != UNWATCHED && g == state.scopes.files.generation())
@@ -222,6 +226,16 @@ fn build(state: &AppState, project: &str, stage: &str) -> Entry {
             }
             Ok(b) => b,
         };
+        // A project file's mapping is served only once the user trusts it. A refusal is
+        // checked again on every request (it re-reads the records, so an `allow` a moment
+        // ago counts at once); a trusted mapping stays cached until the records change.
+        if let Err(e) = state.trust.check(&stamp.config.trust, &binding) {
+            return Entry {
+                stamp,
+                outcome: Err(super::routes::untrusted_error(e)),
+                volatile: true,
+            };
+        }
         let outcome = state
             .resolver
             .plan_in(

@@ -163,6 +163,11 @@ impl TestHome {
     }
 }
 
+/// A `config.toml` section for suites that are not about project-file trust: they serve
+/// project files' mappings without `credport allow`, as a user who sets it does
+/// (`tests/trust.rs` covers the default, "ask").
+pub const TRUST_ALL: &str = "# Not a test of project-file trust: use project files' mappings as they are.\n[trust]\nproject_files = \"all\"\n";
+
 /// Writes `text` to `path` by temp file + rename (how most tools save).
 pub fn write_atomic(path: &Path, text: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();

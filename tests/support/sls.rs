@@ -83,6 +83,8 @@ impl World {
         let mut home = TestHome::new();
         home.write_credentials(CREDENTIALS);
         home.write_aws_config(ROLES);
+        // These suites are about serverless, not trust (see TRUST_ALL).
+        home.write_config(super::TRUST_ALL);
         home.extra_env
             .insert("AWS_ENDPOINT_URL_STS".into(), moto.url());
         home.extra_env
