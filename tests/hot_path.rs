@@ -104,7 +104,10 @@ fn setup() -> (TestHome, std::path::PathBuf) {
         session_profile("devAccount", "DEV1"),
         session_profile("otherAccount", "OTHER1")
     ));
-    h.write_config("[projects.decl]\nstages = { dev = \"devAccount\" }\n");
+    // Not a test of trust or the guard: the edits below remap `dev` on purpose.
+    h.write_config(&format!(
+        "{TRUST_ALL}[projects.decl]\nstages = {{ dev = \"devAccount\" }}\n"
+    ));
     let shop = h.path().join("shop");
     std::fs::create_dir_all(&shop).unwrap();
     std::fs::write(shop.join("serverless.yml"), SERVERLESS).unwrap();
