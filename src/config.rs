@@ -42,6 +42,28 @@ pub struct Config {
     /// `[projects.NAME]` tables.
     #[serde(default)]
     pub projects: BTreeMap<String, ProjectConfig>,
+    /// `[guard]`: protected stages (see `guard`).
+    #[serde(default, skip_serializing_if = "GuardConfig::is_default")]
+    pub guard: GuardConfig,
+}
+
+/// `[guard]` settings: which stages need `credport unlock` (see `guard`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardConfig {
+    /// Stage names protected in every project (default `prod`, `production`; `[]` turns
+    /// the guard off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stages: Option<Vec<String>>,
+    /// The longest `credport unlock --for` accepted (`1h` unless set).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_unlock: Option<String>,
+}
+
+impl GuardConfig {
+    fn is_default(&self) -> bool {
+        *self == GuardConfig::default()
+    }
 }
 
 /// `[server]` settings.
@@ -102,6 +124,9 @@ pub struct ProjectConfig {
     /// resolve stages not listed in `stages`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<PathBuf>,
+    /// This project's protected stages, replacing `[guard] stages` for it (see `guard`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protected: Option<Vec<String>>,
 }
 
 /// A config file that cannot be used: the line and the reason.
@@ -126,6 +151,18 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
             reason: e.message().trim().to_string(),
         }
     })?;
+    if let Some(m) = &config.guard.max_unlock {
+        crate::duration::parse(m).map_err(|e| ConfigError {
+            line: line_of(text, "max_unlock"),
+            reason: format!("[guard] max_unlock: {e}"),
+        })?;
+    }
+    for s in config.guard.stages.iter().flatten() {
+        check_name("stage", s).map_err(|reason| ConfigError {
+            line: line_of(text, "[guard]"),
+            reason: format!("[guard] stages: {reason}"),
+        })?;
+    }
     for (name, p) in &config.projects {
         // Only looked up for an error: a scan of the whole text per project made loading
         // 500 projects quadratic (88 million instructions for a 290 KB file).
@@ -145,6 +182,12 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
                     reason: format!("project '{name}': stage '{stage}' maps to an empty profile"),
                 });
             }
+        }
+        for s in p.protected.iter().flatten() {
+            check_name("stage", s).map_err(|reason| ConfigError {
+                line: line(),
+                reason: format!("project '{name}': protected: {reason}"),
+            })?;
         }
         if let Some(d) = &p.default_stage
             && p.path.is_none()
@@ -316,6 +359,25 @@ mod tests {
         assert!(e.reason.contains("default_stage 'qa'"), "{e}");
         assert!(parse("[projects.a]\nstages = { dev = \"\" }\n").is_err());
         assert!(parse("not toml = = 1").is_err());
+    }
+
+    #[test]
+    fn guard_section() {
+        let c = parse("[guard]\nstages = [\"live\"]\nmax_unlock = \"2h\"\n[projects.a]\nstages = { live = \"x\" }\nprotected = []\n").unwrap();
+        assert_eq!(c.guard.stages.as_deref(), Some(&["live".to_string()][..]));
+        assert_eq!(c.projects["a"].protected.as_deref(), Some(&[][..]));
+        let e = parse("[guard]\n\nmax_unlock = \"soon\"\n").unwrap_err();
+        assert_eq!(e.line, 3);
+        assert!(
+            e.reason.contains("max_unlock") && e.reason.contains("'soon'"),
+            "{e}"
+        );
+        assert!(parse("[guard]\nstages = [\"a/b\"]\n").is_err());
+        assert!(
+            parse("[guard]\nstage = []\n").is_err(),
+            "unknown keys are errors"
+        );
+        assert!(parse("[projects.a]\nstages = { x = \"y\" }\nprotected = [\"..\"]\n").is_err());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use clap::Parser;
 use credport::cli::args::{Cli, Command, LogFormat};
 use credport::cli::{
     completions, doctor, env, exec, init, login, man, project, relay, resolve, serve, service,
-    status, token,
+    status, token, unlock,
 };
 use credport::paths::Paths;
 use tracing_subscriber::EnvFilter;
@@ -232,6 +232,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Init(args) => init::run(&paths, &args, &getenv, &mut std::io::stdout().lock()),
         Command::Login(args) => {
             runtime()?.block_on(login::run(&paths, &args, &mut std::io::stdin().lock()))
+        }
+        Command::Unlock(args) => {
+            runtime()?.block_on(unlock::unlock(&paths, &args, &mut std::io::stdout().lock()))
+        }
+        Command::Lock(args) => {
+            runtime()?.block_on(unlock::lock(&paths, &args, &mut std::io::stdout().lock()))
         }
     }
 }

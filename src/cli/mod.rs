@@ -15,6 +15,7 @@ pub mod serve;
 pub mod service;
 pub mod status;
 pub mod token;
+pub mod unlock;
 
 use anyhow::Result;
 

@@ -128,6 +128,7 @@ pub async fn run(
             "token key: rotated; tokens of the previous key keep working until {until}"
         )?;
     }
+    super::unlock::print_unlocks(&status.unlocks, out)?;
     if status.scopes.is_empty() {
         writeln!(
             out,

@@ -263,6 +263,14 @@ impl Daemon {
             on_reload: Default::default(),
             instance: crate::daemon::instance::new_instance_id(),
             env: env.clone(),
+            guard: Default::default(),
+        });
+        // A window that opens or closes changes what `env`'s stand-in files may hold.
+        let weak = Arc::downgrade(&state);
+        state.guard.on_change(move || {
+            if let Some(s) = weak.upgrade() {
+                s.reloaded();
+            }
         });
 
         let p = profiles.clone();
@@ -467,5 +475,6 @@ pub fn status_report(state: &AppState, addrs: &[SocketAddr]) -> StatusReport {
         },
         fetches: stats.fetches.load(Ordering::Relaxed),
         fetch_errors: stats.fetch_errors.load(Ordering::Relaxed),
+        unlocks: state.guard.unlocks(),
     }
 }

@@ -33,6 +33,9 @@ pub struct StatusReport {
     pub fetches: u64,
     /// Of those, the failed ones.
     pub fetch_errors: u64,
+    /// Protected stages' open unlock windows, soonest to close first.
+    #[serde(default)]
+    pub unlocks: Vec<crate::guard::UnlockReport>,
 }
 
 /// One watched file.

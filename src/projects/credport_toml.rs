@@ -5,6 +5,7 @@
 //! project = "orders-api"   # optional; default: serverless `service` in the same dir, else folder name
 //! default_stage = "dev"    # optional
 //! region = "eu-west-1"     # optional
+//! protected = ["live"]     # optional; stages that need `credport unlock` besides prod
 //! [stages]
 //! dev = "devAccount"
 //! prod = "prodAccount"
@@ -39,6 +40,10 @@ pub struct CredportToml {
     /// Stage → AWS profile.
     #[serde(default)]
     pub stages: BTreeMap<String, String>,
+    /// Stages this project protects besides `[guard] stages` (see `guard`; a project file
+    /// can add protection, never remove it).
+    #[serde(default)]
+    pub protected: Vec<String>,
 }
 
 /// Parses `.credport.toml` text; `file` is only used in error messages.

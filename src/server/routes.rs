@@ -308,6 +308,14 @@ async fn issue(
         other => other,
     }
     .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "NotFound", e.to_string()))?;
+    let admission = (state.guard)
+        .admit_scope(
+            &state.config.get(),
+            &state.registered.get(),
+            &binding.project,
+            &binding.stage,
+        )
+        .map_err(|e| ApiError::new(StatusCode::FORBIDDEN, "Locked", e.to_string()))?;
     let creds = state
         .resolver
         .resolve(
@@ -319,7 +327,7 @@ async fn issue(
         .await
         .map_err(|e| source_error(&binding.project, &binding.stage, e))?;
     let now = OffsetDateTime::now_utc();
-    let served = state.served_expiration(creds.expiration, now);
+    let served = admission.cap(state.served_expiration(creds.expiration, now));
     let body = creds.to_container_json(served).ok_or_else(|| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
