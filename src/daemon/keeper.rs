@@ -159,6 +159,15 @@ async fn refresh_one(
     let mut earliest: Option<OffsetDateTime> = None;
     let mut failed = Vec::new();
     for e in list {
+        // A protected stage's session is written only while it is unlocked (the guard
+        // pokes the keeper when a window opens or closes).
+        if let Err(locked) = state
+            .guard
+            .admit_scope(&config, &registered, project, &e.stage)
+        {
+            failed.push(locked.to_string());
+            continue;
+        }
         match state
             .resolver
             .resolve(&e.profile, project, &e.stage, state.refresh_margin())
