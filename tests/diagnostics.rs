@@ -33,7 +33,7 @@ fn home() -> TestHome {
         session_profile("devAccount", "DEV1"),
         session_profile("prodAccount", "PROD1")
     ));
-    h.write_config(CONFIG);
+    h.write_config(&format!("{GUARD_OFF}{CONFIG}"));
     h
 }
 

@@ -16,6 +16,7 @@ mod support;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
+use support::GUARD_OFF;
 use support::sls::{World, assert_account, last_json};
 
 /// Whether the case runs with `credport serve` or with exec's embedded server.
@@ -50,8 +51,9 @@ fn setup(w: &World, s: Setup) {
     match s {
         Setup::None => {}
         Setup::ConfigRemap => {
-            w.home
-                .write_config("[projects.orders]\nstages = { prod = \"prodOther\" }\n");
+            w.home.write_config(&format!(
+                "{GUARD_OFF}[projects.orders]\nstages = {{ prod = \"prodOther\" }}\n"
+            ));
         }
         Setup::CredportTomlRemap => std::fs::write(
             w.project.join(".credport.toml"),

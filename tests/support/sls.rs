@@ -83,6 +83,9 @@ impl World {
         let mut home = TestHome::new();
         home.write_credentials(CREDENTIALS);
         home.write_aws_config(ROLES);
+        // Serving prod is what these suites check, not the guard (tests/guard.rs
+        // writes its own config).
+        home.write_config(super::GUARD_OFF);
         home.extra_env
             .insert("AWS_ENDPOINT_URL_STS".into(), moto.url());
         home.extra_env
