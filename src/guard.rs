@@ -376,6 +376,31 @@ impl Guard {
         self.admit(&protection, project, stage)
     }
 
+    /// A protected scope's state for `status`: `locked`, or `unlocked until T`; `None` when
+    /// the stage is not protected.
+    pub fn describe(
+        &self,
+        config: &Config,
+        registered: &Config,
+        project: &str,
+        stage: &str,
+    ) -> Option<String> {
+        if stage.is_empty() {
+            return None;
+        }
+        let protection = Policy::for_project(config, registered, project, None).protection(stage);
+        if !protection.protected {
+            return None;
+        }
+        Some(match self.remaining(project, stage) {
+            Some(left) => format!(
+                "unlocked until {}",
+                crate::credentials::format_expiration(OffsetDateTime::now_utc() + left)
+            ),
+            None => "locked".into(),
+        })
+    }
+
     /// The open windows, soonest to close first.
     pub fn unlocks(&self) -> Vec<UnlockReport> {
         let now = Instant::now();

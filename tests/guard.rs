@@ -57,6 +57,17 @@ fn status_json(w: &World) -> serde_json::Value {
     last_json(&w.credport(&["status", "--json"]))
 }
 
+/// The `guard` field of a scope in `status --json`.
+fn scope_guard(s: &serde_json::Value, project: &str, stage: &str) -> serde_json::Value {
+    s["scopes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|sc| sc["project"] == project && sc["stage"] == stage)
+        .unwrap_or_else(|| panic!("no scope {project}/{stage} in {s}"))["guard"]
+        .clone()
+}
+
 #[test]
 fn prod_is_locked_until_unlock_then_served_until_the_window_ends_or_lock() {
     let w = World::new();
@@ -69,6 +80,19 @@ fn prod_is_locked_until_unlock_then_served_until_the_window_ends_or_lock() {
     // Locked by default; dev is not.
     assert_locked(&d.get(path, Some(&prod)), "orders/prod");
     assert_eq!(d.get("/v1/credentials/orders/dev", Some(&dev)).status, 200);
+    // status says so, per scope.
+    let s = status_json(&w);
+    assert_eq!(scope_guard(&s, "orders", "prod"), "locked", "{s}");
+    assert!(
+        scope_guard(&s, "orders", "dev").is_null(),
+        "dev is not protected: {s}"
+    );
+    let human = ok(&w.credport(&["status"]), "status");
+    assert!(
+        human.contains("locked (`credport unlock orders prod`)"),
+        "{human}"
+    );
+
     // exec without a terminal refuses before running the command, naming the fix.
     let out = boto3_exec(&w, "prod");
     assert!(!out.status.success(), "exec of a locked stage ran");
@@ -117,6 +141,13 @@ fn prod_is_locked_until_unlock_then_served_until_the_window_ends_or_lock() {
     );
     let remaining = u["remaining_seconds"].as_u64().unwrap();
     assert!((1..=8).contains(&remaining), "{s}");
+    assert!(
+        scope_guard(&s, "orders", "prod")
+            .as_str()
+            .unwrap()
+            .starts_with("unlocked until "),
+        "{s}"
+    );
     let human = ok(&w.credport(&["status"]), "status");
     assert!(
         human.contains("unlocked: orders/prod until") && human.contains("left"),
@@ -259,6 +290,15 @@ fn exec_on_a_terminal_unlocks_inline_when_the_stage_is_typed() {
         .display()
         .to_string();
     let cmd = format!("exec --stage prod -- {py} {whoami}");
+
+    // Without a daemon and without a terminal: refused, naming what to do.
+    let out = boto3_exec(&w, "prod");
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("credport serve") && err.contains("credport unlock orders prod"),
+        "{err}"
+    );
 
     // Without a daemon: the embedded server's own guard, unlocked for the run.
     let out = on_a_terminal(&w, &cmd, "nope");

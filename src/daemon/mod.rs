@@ -405,6 +405,9 @@ pub fn status_report(state: &AppState, addrs: &[SocketAddr]) -> StatusReport {
             expires: None,
             last_error: None,
             error: None,
+            guard: state
+                .guard
+                .describe(&config, &registered, &sc.project, &sc.stage),
             last_issued: issued
                 .get(&(sc.project.clone(), sc.stage.clone()))
                 .map(|i| IssuedReport {

@@ -85,6 +85,9 @@ pub struct ScopeReport {
     /// The error a request for this scope would get now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// For a protected stage: `locked`, or `unlocked until T` (see `guard`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<String>,
     /// The last issuance since the daemon started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_issued: Option<IssuedReport>,
