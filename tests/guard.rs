@@ -333,3 +333,46 @@ fn exec_on_a_terminal_unlocks_inline_when_the_stage_is_typed() {
     );
     drop(d);
 }
+
+/// Waits until `cond` holds for the file's text (or its absence); panics with the text.
+fn wait_file(path: &std::path::Path, what: &str, cond: impl Fn(&str) -> bool) {
+    let start = Instant::now();
+    loop {
+        let t = std::fs::read_to_string(path).unwrap_or_default();
+        if cond(&t) {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{what}: {} holds:\n{t}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn env_standin_file_holds_prod_only_while_unlocked() {
+    let w = World::new();
+    // The guard's defaults (World turns it off for the other suites).
+    w.home.write_config("");
+    let d = w.home.serve();
+    let out = w.credport(&["env", "--stage", "dev"]);
+    ok(&out, "env");
+    assert!(
+        text(&out.stderr).contains("credport unlock orders prod"),
+        "env says why prod's stand-in profile is missing: {}",
+        text(&out.stderr)
+    );
+    let file = w.home.runtime_dir().join("standin/orders/credentials");
+    wait_file(&file, "dev only while prod is locked", |t| {
+        t.contains("[devAccount]") && !t.contains("[prodAccount]")
+    });
+    ok(&w.credport(&["unlock", "orders", "prod"]), "unlock");
+    wait_file(&file, "prod once unlocked", |t| t.contains("[prodAccount]"));
+    ok(&w.credport(&["lock", "orders", "prod"]), "lock");
+    wait_file(&file, "prod gone once locked", |t| {
+        t.contains("[devAccount]") && !t.contains("[prodAccount]")
+    });
+    drop(d);
+}
