@@ -192,3 +192,81 @@ pub fn print_unlocks(unlocks: &[crate::guard::UnlockReport], out: &mut dyn Write
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope(stage: &str) -> Scope {
+        Scope {
+            project: "orders".into(),
+            stage: stage.into(),
+            profile: "p".into(),
+            region: None,
+            file: None,
+            kind: None,
+            rule: "test".into(),
+            project_dir: None,
+            selection: Default::default(),
+            wrapped: Default::default(),
+        }
+    }
+
+    async fn gate_embedded(
+        guard: &Arc<Guard>,
+        config: &Config,
+        stage: &str,
+        terminal: bool,
+        typed: &str,
+    ) -> (Result<()>, String) {
+        let mut err = Vec::new();
+        let r = gate_with(
+            Server::Embedded(guard),
+            config,
+            &Config::default(),
+            &scope(stage),
+            terminal,
+            &mut typed.as_bytes(),
+            &mut err,
+        )
+        .await;
+        (r, String::from_utf8(err).unwrap())
+    }
+
+    #[tokio::test]
+    async fn embedded_gate_asks_on_a_terminal_and_refuses_without_one() {
+        let g = Arc::new(Guard::default());
+        let config = Config::default();
+        // Not protected: nothing asked.
+        let (r, said) = gate_embedded(&g, &config, "dev", false, "").await;
+        assert!(r.is_ok() && said.is_empty(), "{said}");
+        // No terminal: refused, naming what to do.
+        let (r, _) = gate_embedded(&g, &config, "prod", false, "prod\n").await;
+        let e = r.unwrap_err().to_string();
+        assert!(
+            e.contains("credport serve") && e.contains("credport unlock orders prod"),
+            "{e}"
+        );
+        assert!(g.remaining("orders", "prod").is_none());
+        // A wrong answer cancels; the stage's name unlocks for the run.
+        let (r, said) = gate_embedded(&g, &config, "prod", true, "yes\n").await;
+        assert!(r.unwrap_err().to_string().contains("stays locked"));
+        assert!(
+            said.contains("type 'prod' to unlock it for this run"),
+            "{said}"
+        );
+        assert!(g.remaining("orders", "prod").is_none());
+        let (r, said) = gate_embedded(&g, &config, "prod", true, "prod\n").await;
+        assert!(r.is_ok(), "{r:?}");
+        assert!(said.contains("unlocked orders/prod for this run"), "{said}");
+        assert!(g.remaining("orders", "prod").is_some());
+        // Open now: no question.
+        let (r, said) = gate_embedded(&g, &config, "prod", false, "").await;
+        assert!(r.is_ok() && said.is_empty(), "{said}");
+        // The guard off in config.toml: nothing asked.
+        let mut off = Config::default();
+        off.guard.stages = Some(Vec::new());
+        let (r, said) = gate_embedded(&Arc::new(Guard::default()), &off, "prod", false, "").await;
+        assert!(r.is_ok() && said.is_empty(), "{said}");
+    }
+}
