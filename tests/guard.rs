@@ -107,12 +107,13 @@ fn prod_is_locked_until_unlock_then_served_until_the_window_ends_or_lock() {
         text(&out.stdout)
     );
 
-    // Unlocked for a short window: served, to boto3 through exec too.
+    // Unlocked for a short window (long enough for the checks below on a loaded machine):
+    // served, to boto3 through exec too.
     let said = ok(
-        &w.credport(&["unlock", "orders", "prod", "--for", "8s"]),
+        &w.credport(&["unlock", "orders", "prod", "--for", "20s"]),
         "unlock",
     );
-    assert!(said.contains("unlocked orders/prod for 8s"), "{said}");
+    assert!(said.contains("unlocked orders/prod for 20s"), "{said}");
     let unlocked_at = Instant::now();
     let r = d.get(path, Some(&prod));
     assert_eq!(r.status, 200, "{}", r.body);
@@ -122,7 +123,7 @@ fn prod_is_locked_until_unlock_then_served_until_the_window_ends_or_lock() {
         credport::credentials::parse_timestamp(r.json()["Expiration"].as_str().unwrap()).unwrap();
     let left = exp - time::OffsetDateTime::now_utc();
     assert!(
-        left <= Duration::from_secs(8 + 300 + 2) && left >= Duration::from_secs(300),
+        left <= Duration::from_secs(20 + 300 + 2) && left >= Duration::from_secs(300),
         "Expiration {exp} is {left} away; expected the window's end + 5 min"
     );
     assert_account(
@@ -140,7 +141,7 @@ fn prod_is_locked_until_unlock_then_served_until_the_window_ends_or_lock() {
         "{s}"
     );
     let remaining = u["remaining_seconds"].as_u64().unwrap();
-    assert!((1..=8).contains(&remaining), "{s}");
+    assert!((1..=20).contains(&remaining), "{s}");
     assert!(
         scope_guard(&s, "orders", "prod")
             .as_str()
@@ -155,10 +156,10 @@ fn prod_is_locked_until_unlock_then_served_until_the_window_ends_or_lock() {
     );
 
     // The window ends: new fetches are refused again.
-    let (r, _) = d.wait_until(Duration::from_secs(15), path, &prod, |r| r.status == 403);
+    let (r, _) = d.wait_until(Duration::from_secs(30), path, &prod, |r| r.status == 403);
     assert_locked(&r, "orders/prod");
     assert!(
-        unlocked_at.elapsed() >= Duration::from_secs(7),
+        unlocked_at.elapsed() >= Duration::from_secs(19),
         "locked too early: {:?}",
         unlocked_at.elapsed()
     );
