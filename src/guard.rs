@@ -457,11 +457,28 @@ impl Guard {
             ));
         }
         let end = self.unlock(project, stage, length);
-        Ok(format!(
+        let mut note = format!(
             "unlocked {project}/{stage} for {} (until {}); `credport lock {project} {stage}` ends it early",
             crate::duration::format(length),
             crate::credentials::format_expiration(end)
-        ))
+        );
+        if !config.projects.contains_key(project) && !registered.projects.contains_key(project) {
+            let known: Vec<&str> = config
+                .projects
+                .keys()
+                .chain(registered.projects.keys())
+                .map(String::as_str)
+                .collect();
+            note.push_str(&format!(
+                "\nwarning: no project '{project}' is known yet (known: {}); a typo?",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ));
+        }
+        Ok(note)
     }
 
     /// What the daemon does for `credport lock [PROJECT STAGE]` (`None`: every window).
@@ -635,6 +652,8 @@ mod tests {
             .request_unlock(&config, &none, "orders", "prod", None)
             .unwrap();
         assert!(msg.contains("for 15m"), "{msg}");
+        assert!(msg.contains("no project 'orders' is known yet"), "{msg}");
+        config.projects.insert("orders".into(), Default::default());
         assert_eq!(g.remaining("orders", "prod"), Some(DEFAULT_UNLOCK));
         let e = g
             .request_unlock(
@@ -650,6 +669,12 @@ mod tests {
             "{e}"
         );
         config.guard.max_unlock = Some("3h".into());
+        assert!(
+            !g.request_unlock(&config, &none, "orders", "prod", None)
+                .unwrap()
+                .contains("warning"),
+            "a known project: no warning"
+        );
         assert!(
             g.request_unlock(
                 &config,

@@ -31,7 +31,12 @@ pub async fn unlock(paths: &Paths, args: &UnlockArgs, out: &mut dyn Write) -> Re
         },
     )
     .await?;
-    writeln!(out, "{}", answer.note.unwrap_or_default())?;
+    for line in answer.note.unwrap_or_default().lines() {
+        match line.strip_prefix("warning: ") {
+            Some(w) => eprintln!("credport: warning: {w}"),
+            None => writeln!(out, "{line}")?,
+        }
+    }
     Ok(())
 }
 
