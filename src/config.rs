@@ -52,6 +52,9 @@ pub struct Config {
     /// `[trust]`: whether project files' mappings need `credport allow` (see `trust`).
     #[serde(default, skip_serializing_if = "TrustConfig::is_default")]
     pub trust: TrustConfig,
+    /// `[guard]`: protected stages (see `guard`).
+    #[serde(default, skip_serializing_if = "GuardConfig::is_default")]
+    pub guard: GuardConfig,
 }
 
 /// `[trust]` settings.
@@ -81,6 +84,25 @@ pub enum ProjectFiles {
     Ask,
     /// Every project file's mapping is used as it is.
     All,
+}
+
+/// `[guard]` settings: which stages need `credport unlock` (see `guard`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardConfig {
+    /// Stage names protected in every project (default `prod`, `production`; `[]` turns
+    /// the guard off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stages: Option<Vec<String>>,
+    /// The longest `credport unlock --for` accepted (`1h` unless set).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_unlock: Option<String>,
+}
+
+impl GuardConfig {
+    fn is_default(&self) -> bool {
+        *self == GuardConfig::default()
+    }
 }
 
 /// `[server]` settings.
@@ -150,6 +172,9 @@ pub struct ProjectConfig {
     /// `[projects.NAME.policies.STAGE]`: one stage's session policy, replacing the above.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub policies: BTreeMap<String, crate::session_policy::PolicySpec>,
+    /// This project's protected stages, replacing `[guard] stages` for it (see `guard`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protected: Option<Vec<String>>,
 }
 
 /// A config file that cannot be used: the line and the reason.
@@ -174,6 +199,18 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
             reason: e.message().trim().to_string(),
         }
     })?;
+    if let Some(m) = &config.guard.max_unlock {
+        crate::duration::parse(m).map_err(|e| ConfigError {
+            line: line_of(text, "max_unlock"),
+            reason: format!("[guard] max_unlock: {e}"),
+        })?;
+    }
+    for s in config.guard.stages.iter().flatten() {
+        check_name("stage", s).map_err(|reason| ConfigError {
+            line: line_of(text, "[guard]"),
+            reason: format!("[guard] stages: {reason}"),
+        })?;
+    }
     for (name, p) in &config.projects {
         // Only looked up for an error: a scan of the whole text per project made loading
         // 500 projects quadratic (88 million instructions for a 290 KB file).
@@ -211,6 +248,12 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
                     "project '{name}': [policies.{s}] names a stage that is not one of its stages"
                 ),
             });
+        }
+        for s in p.protected.iter().flatten() {
+            check_name("stage", s).map_err(|reason| ConfigError {
+                line: line(),
+                reason: format!("project '{name}': protected: {reason}"),
+            })?;
         }
         if let Some(d) = &p.default_stage
             && p.path.is_none()
@@ -413,6 +456,25 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.reason.contains("polcy"), "{e}");
+    }
+
+    #[test]
+    fn guard_section() {
+        let c = parse("[guard]\nstages = [\"live\"]\nmax_unlock = \"2h\"\n[projects.a]\nstages = { live = \"x\" }\nprotected = []\n").unwrap();
+        assert_eq!(c.guard.stages.as_deref(), Some(&["live".to_string()][..]));
+        assert_eq!(c.projects["a"].protected.as_deref(), Some(&[][..]));
+        let e = parse("[guard]\n\nmax_unlock = \"soon\"\n").unwrap_err();
+        assert_eq!(e.line, 3);
+        assert!(
+            e.reason.contains("max_unlock") && e.reason.contains("'soon'"),
+            "{e}"
+        );
+        assert!(parse("[guard]\nstages = [\"a/b\"]\n").is_err());
+        assert!(
+            parse("[guard]\nstage = []\n").is_err(),
+            "unknown keys are errors"
+        );
+        assert!(parse("[projects.a]\nstages = { x = \"y\" }\nprotected = [\"..\"]\n").is_err());
     }
 
     #[test]

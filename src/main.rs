@@ -7,7 +7,7 @@ use clap::Parser;
 use credport::cli::args::{Cli, Command, LogFormat};
 use credport::cli::{
     completions, doctor, env, exec, init, login, man, project, relay, resolve, serve, service,
-    status, token, trust,
+    status, token, trust, unlock,
 };
 use credport::paths::Paths;
 use tracing_subscriber::EnvFilter;
@@ -239,6 +239,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Deny(args) => trust::deny(&paths, &args, &mut std::io::stdout().lock()),
         Command::Login(args) => {
             runtime()?.block_on(login::run(&paths, &args, &mut std::io::stdin().lock()))
+        }
+        Command::Unlock(args) => {
+            runtime()?.block_on(unlock::unlock(&paths, &args, &mut std::io::stdout().lock()))
+        }
+        Command::Lock(args) => {
+            runtime()?.block_on(unlock::lock(&paths, &args, &mut std::io::stdout().lock()))
         }
     }
 }

@@ -64,7 +64,7 @@ fn setup() -> Setup {
         session_profile("devAccount", "DEV1"),
         session_profile("prodAccount", "PROD1")
     ));
-    home.write_config(CONFIG);
+    home.write_config(&format!("{GUARD_OFF}{CONFIG}"));
     let dev = home.token("P", "dev");
     let prod = home.token("P", "prod");
     let d = home.serve();
@@ -899,7 +899,7 @@ fn broken_files_keep_the_last_good_snapshot() {
         session_profile("prodAccount", "PROD1")
     );
     home.write_credentials(&good);
-    home.write_config(CONFIG);
+    home.write_config(&format!("{GUARD_OFF}{CONFIG}"));
     let dev = home.token("P", "dev");
     let root = unsafe { libc::geteuid() } == 0;
     let d = if root {

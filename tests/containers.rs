@@ -92,7 +92,7 @@ fn container_namespace_gets_exactly_its_scope() {
         "[base]\naws_access_key_id = AKIABASE00000001\naws_secret_access_key = SECRETBASEKEY\n",
     );
     h.write_aws_config("[profile devAccount]\nrole_arn = arn:aws:iam::111111111111:role/Dev\nsource_profile = base\n[profile prodAccount]\nrole_arn = arn:aws:iam::222222222222:role/Prod\nsource_profile = base\n");
-    h.write_config("[projects.orders]\ndefault_stage = \"dev\"\nstages = { dev = \"devAccount\", prod = \"prodAccount\" }\n");
+    h.write_config(&format!("{GUARD_OFF}[projects.orders]\ndefault_stage = \"dev\"\nstages = {{ dev = \"devAccount\", prod = \"prodAccount\" }}\n"));
     h.extra_env
         .insert("AWS_ENDPOINT_URL_STS".into(), moto.url());
     h.extra_env.insert("AWS_REGION".into(), "us-east-1".into());

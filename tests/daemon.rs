@@ -19,7 +19,7 @@ fn home_with_profiles() -> TestHome {
         session_profile("prodAccount", "PROD1"),
         session_profile("billingDev", "BILL1"),
     ));
-    h.write_config(CONFIG);
+    h.write_config(&format!("{GUARD_OFF}{CONFIG}"));
     h
 }
 
@@ -299,7 +299,7 @@ fn removed_profile_stops_being_served() {
 #[test]
 fn starts_without_aws_dir_and_picks_files_up() {
     let h = TestHome::bare();
-    h.write_config(CONFIG);
+    h.write_config(&format!("{GUARD_OFF}{CONFIG}"));
     let d = h.serve();
     assert!(
         d.wait_output("not found yet", Duration::from_secs(5)),
@@ -349,7 +349,10 @@ fn config_edits_and_symlinked_credentials() {
         ),
     )
     .unwrap();
-    h.write_config(&CONFIG.replace("dev = \"devAccount\"", "dev = \"otherAccount\""));
+    h.write_config(&format!(
+        "{GUARD_OFF}{}",
+        CONFIG.replace("dev = \"devAccount\"", "dev = \"otherAccount\"")
+    ));
     d.wait_until(Duration::from_secs(1), &path, &tok, |r| {
         r.json()["AccessKeyId"] == "ASIAOTHER"
     });

@@ -33,8 +33,8 @@ fn home() -> TestHome {
         session_profile("devAccount", "DEV1"),
         session_profile("prodAccount", "PROD1")
     ));
-    // Not a test of project-file trust (see TRUST_ALL).
-    h.write_config(&format!("{TRUST_ALL}{CONFIG}"));
+    // Not a test of project-file trust or the guard (see TRUST_ALL, GUARD_OFF).
+    h.write_config(&format!("{TRUST_ALL}{GUARD_OFF}{CONFIG}"));
     h
 }
 

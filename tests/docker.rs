@@ -75,7 +75,7 @@ impl World {
             "[base]\naws_access_key_id = AKIABASE00000001\naws_secret_access_key = SECRETBASEKEY\n",
         );
         home.write_aws_config("[profile devAccount]\nrole_arn = arn:aws:iam::111111111111:role/Dev\nsource_profile = base\n[profile prodAccount]\nrole_arn = arn:aws:iam::222222222222:role/Prod\nsource_profile = base\n[profile billingDev]\nrole_arn = arn:aws:iam::333333333333:role/Dev\nsource_profile = base\n");
-        home.write_config("[projects.orders]\ndefault_stage = \"dev\"\nstages = { dev = \"devAccount\", prod = \"prodAccount\" }\nregion = \"us-east-1\"\n[projects.billing]\ndefault_stage = \"dev\"\nstages = { dev = \"billingDev\" }\nregion = \"us-east-1\"");
+        home.write_config(&format!("{GUARD_OFF}[projects.orders]\ndefault_stage = \"dev\"\nstages = {{ dev = \"devAccount\", prod = \"prodAccount\" }}\nregion = \"us-east-1\"\n[projects.billing]\ndefault_stage = \"dev\"\nstages = {{ dev = \"billingDev\" }}\nregion = \"us-east-1\""));
         home.extra_env
             .insert("AWS_ENDPOINT_URL_STS".into(), moto.url());
         home.extra_env

@@ -181,6 +181,8 @@ fn editor_env_files_parse_and_handlers_get_the_stage_account() {
     let project = h.path().join("orders");
     std::fs::create_dir_all(&project).unwrap();
     std::fs::write(project.join("serverless.yml"), SEED).unwrap();
+    // Editor run configurations are checked here, not the guard: serve prod without an unlock.
+    h.write_config(GUARD_OFF);
     let daemon = h.serve();
 
     let out = h

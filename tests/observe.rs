@@ -18,7 +18,7 @@ fn home() -> TestHome {
         session_profile("prodAccount", "PROD1")
     ));
     std::fs::set_permissions(h.credentials(), std::fs::Permissions::from_mode(0o600)).unwrap();
-    h.write_config(CONFIG);
+    h.write_config(&format!("{GUARD_OFF}{CONFIG}"));
     h
 }
 

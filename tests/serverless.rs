@@ -16,8 +16,8 @@ mod support;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
-use support::TRUST_ALL;
 use support::sls::{World, assert_account, last_json};
+use support::{GUARD_OFF, TRUST_ALL};
 
 /// Whether the case runs with `credport serve` or with exec's embedded server.
 #[derive(Clone, Copy, Debug)]
@@ -52,7 +52,7 @@ fn setup(w: &World, s: Setup) {
         Setup::None => {}
         Setup::ConfigRemap => {
             w.home.write_config(&format!(
-                "{TRUST_ALL}[projects.orders]\nstages = {{ prod = \"prodOther\" }}\n"
+                "{TRUST_ALL}{GUARD_OFF}[projects.orders]\nstages = {{ prod = \"prodOther\" }}\n"
             ));
         }
         Setup::CredportTomlRemap => std::fs::write(

@@ -19,7 +19,7 @@ fn home(sts_url: &str, aws_config: &str, config: &str) -> TestHome {
     let mut h = TestHome::new();
     h.write_credentials(BASE);
     h.write_aws_config(aws_config);
-    h.write_config(config);
+    h.write_config(&format!("{GUARD_OFF}{config}"));
     h.extra_env
         .insert("AWS_ENDPOINT_URL_STS".into(), sts_url.into());
     h.extra_env.insert("AWS_REGION".into(), "us-east-1".into());

@@ -80,6 +80,7 @@ fn world() -> &'static World {
             instance: "fuzz".into(),
             on_reload: Default::default(),
             env: credport::env::Snapshot::default(),
+            guard: Default::default(),
         });
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -61,6 +61,18 @@ pub enum Command {
     /// expires (12 hours).
     #[command(after_help = "Examples:\n  credport login prod\n  credport login prod --code 123456")]
     Login(LoginArgs),
+    /// Open a protected stage (prod, production) in the running daemon for a while.
+    ///
+    /// Until then its requests answer 403 Locked. The window lasts 15 minutes unless --for
+    /// says otherwise (at most `[guard] max_unlock`, 1h unless set); `credport lock` ends
+    /// it early. Sessions already handed out are not revoked.
+    #[command(
+        after_help = "Examples:\n  credport unlock orders-api prod\n  credport unlock orders-api prod --for 45m"
+    )]
+    Unlock(UnlockArgs),
+    /// Close a protected stage's unlock window now (or every window with --all).
+    #[command(after_help = "Examples:\n  credport lock orders-api prod\n  credport lock --all")]
+    Lock(LockArgs),
     /// Run credport at login: install, remove or inspect the systemd user units (Linux) or
     /// the launchd agent (macOS).
     ///
@@ -390,6 +402,35 @@ pub struct LoginArgs {
     /// The one-time code (asked on the terminal when omitted).
     #[arg(long)]
     pub code: Option<String>,
+}
+
+/// `credport unlock`.
+#[derive(Debug, clap::Args)]
+pub struct UnlockArgs {
+    /// The project.
+    pub project: String,
+    /// The protected stage.
+    pub stage: String,
+    /// How long: 15m, 1h, 90s, ... (default 15m, at most `[guard] max_unlock`).
+    #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
+    pub length: Option<std::time::Duration>,
+}
+
+/// `credport lock`.
+#[derive(Debug, clap::Args)]
+pub struct LockArgs {
+    /// The project.
+    #[arg(requires = "stage", required_unless_present = "all")]
+    pub project: Option<String>,
+    /// The stage.
+    pub stage: Option<String>,
+    /// Close every open window.
+    #[arg(long, conflicts_with = "project")]
+    pub all: bool,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    crate::duration::parse(s).map_err(|e| e.to_string())
 }
 
 /// `credport serve`.

@@ -91,12 +91,19 @@ pub async fn run(paths: &Paths, args: &ExecArgs, env: &dyn crate::env::Env) -> R
                     Ok((e.stage.clone(), e.profile.clone(), policy))
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let e = client::embedded(paths, &scope, &other).await?;
+            let protected = super::unlock::protected_stages(&config, &registered, &scope);
+            let e = client::embedded(paths, &scope, &other, protected).await?;
             let url = e.url.clone();
             _embedded = Some(e);
             url
         }
     };
+
+    let server = match &_embedded {
+        Some(e) => super::unlock::Server::Embedded(e.guard()),
+        None => super::unlock::Server::Daemon(paths),
+    };
+    super::unlock::gate(server, &config, &registered, &scope).await?;
 
     // Per-run files: token, isolated shared files with serverless's stand-in profiles.
     fsutil::ensure_private_dir(&paths.runtime_dir)?;

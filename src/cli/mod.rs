@@ -17,6 +17,7 @@ pub mod service;
 pub mod status;
 pub mod token;
 pub mod trust;
+pub mod unlock;
 
 use anyhow::Result;
 

@@ -128,6 +128,7 @@ pub async fn run(
             "token key: rotated; tokens of the previous key keep working until {until}"
         )?;
     }
+    super::unlock::print_unlocks(&status.unlocks, out)?;
     if status.scopes.is_empty() {
         writeln!(
             out,
@@ -175,6 +176,8 @@ pub async fn run(
         };
         let state = if let Some(e) = &sc.error {
             format!("ERROR: {e}")
+        } else if sc.guard.as_deref() == Some("locked") {
+            format!("locked (`credport unlock {} {stage}`)", sc.project)
         } else if let Some(e) = &sc.last_error {
             format!("last refresh failed: {e}")
         } else {

@@ -96,14 +96,21 @@ pub async fn fetch_standins(
     let mut out = Vec::new();
     for e in entries {
         let token = key.token(project, &e.stage);
-        let c = fetch_credentials(base, project, &e.stage, token.expose())
-            .await
-            .map_err(|err| {
-                ClientError::Daemon(format!(
-                    "{project}/{} (serverless's profile '{}'): {err}",
-                    e.stage, e.name
-                ))
-            })?;
+        let fetched = fetch_credentials(base, project, &e.stage, token.expose()).await;
+        // A locked protected stage is left out (serverless aborts if it runs that stage;
+        // the warning says how to unlock it), rather than failing the whole command.
+        if let Err(ClientError::Daemon(m)) = &fetched
+            && m.starts_with("Locked:")
+        {
+            tracing::warn!("serverless's profile '{}' left out: {m}", e.name);
+            continue;
+        }
+        let c = fetched.map_err(|err| {
+            ClientError::Daemon(format!(
+                "{project}/{} (serverless's profile '{}'): {err}",
+                e.stage, e.name
+            ))
+        })?;
         out.push((e.clone(), c));
     }
     Ok(out)

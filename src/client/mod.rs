@@ -212,13 +212,21 @@ impl Drop for Embedded {
     }
 }
 
+impl Embedded {
+    /// The embedded server's unlock windows (`exec` opens its scope's for the run).
+    pub fn guard(&self) -> &std::sync::Arc<crate::guard::Guard> {
+        &self._daemon.state.guard
+    }
+}
+
 /// Starts an embedded server on `127.0.0.1:0` that serves exactly `scope`, plus the
 /// `other` stages of its project (stage, profile, session policy) that serverless's
-/// stand-in profiles need.
+/// stand-in profiles need; `protected` are the project's protected stages (see `guard`).
 pub async fn embedded(
     paths: &Paths,
     scope: &Scope,
     other: &[(String, String, Option<Arc<SessionPolicy>>)],
+    protected: Vec<String>,
 ) -> Result<Embedded, ClientError> {
     let mut config = Config::default();
     let mut stages = std::collections::BTreeMap::new();
@@ -243,6 +251,7 @@ pub async fn embedded(
             region: scope.region.clone(),
             path: None,
             policies,
+            protected: Some(protected),
             ..ProjectConfig::default()
         },
     );

@@ -9,7 +9,10 @@
 //!   needs (the daemon calls STS itself; only the one-time code crosses the socket);
 //! - `{"op":"status"}` answers the daemon's status (see `cli::status`);
 //! - `{"op":"reload"}` re-reads every file;
-//! - `{"op":"standin"}` writes `credport env`'s serverless stand-in files now.
+//! - `{"op":"standin"}` writes `credport env`'s serverless stand-in files now;
+//! - `{"op":"unlock","project":"p","stage":"prod","seconds":900}` and
+//!   `{"op":"lock","project":"p","stage":"prod"}` (no scope: every window) open and close
+//!   protected stages' windows (see `guard`), answering the line to show in `note`.
 //!
 //! Answers are one typed [`Answer`]: `{"ok":true,...}` with what was asked for, or
 //! `{"ok":false,"error":"..."}`.
@@ -45,6 +48,25 @@ pub enum Command {
     /// Write the kept serverless stand-in files now (`credport env`); answers the
     /// problems met, if any, in `problems`.
     Standin,
+    /// Open a protected stage's window (`seconds`: its length; default 15 minutes).
+    Unlock {
+        /// The project.
+        project: String,
+        /// The stage.
+        stage: String,
+        /// The window's length.
+        #[serde(default)]
+        seconds: Option<u64>,
+    },
+    /// Close one window, or every window when no scope is given.
+    Lock {
+        /// The project.
+        #[serde(default)]
+        project: Option<String>,
+        /// The stage.
+        #[serde(default)]
+        stage: Option<String>,
+    },
 }
 
 /// Errors talking to the daemon.
@@ -85,6 +107,9 @@ pub struct Answer {
     /// `standin`: the problems met writing the files (empty when none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problems: Option<String>,
+    /// `unlock`, `lock`: what happened, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     /// `status`: the daemon's report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Box<crate::daemon::StatusReport>>,
@@ -250,6 +275,31 @@ async fn handle(
                 }
             }
             None => Answer::error("this server keeps no stand-in files"),
+        },
+        Command::Unlock {
+            project,
+            stage,
+            seconds,
+        } => match state.guard.request_unlock(
+            &state.config.get(),
+            &state.registered.get(),
+            &project,
+            &stage,
+            seconds.map(Duration::from_secs),
+        ) {
+            Ok(note) => Answer {
+                note: Some(note),
+                ..Answer::ok()
+            },
+            Err(e) => Answer::error(e.to_string()),
+        },
+        Command::Lock { project, stage } => Answer {
+            note: Some(
+                state
+                    .guard
+                    .request_lock(project.as_deref().zip(stage.as_deref())),
+            ),
+            ..Answer::ok()
         },
     }
 }

@@ -101,7 +101,10 @@ async fn refresh_all(
         let Some(project) = d.file_name().to_str().map(str::to_string) else {
             continue;
         };
-        match refresh_one(state, runtime_dir, &project, hashes).await {
+        let mut locked = Vec::new();
+        let result = refresh_one(state, runtime_dir, &project, hashes, &mut locked).await;
+        problems.extend(locked.into_iter().map(|l| format!("{project}: {l}")));
+        match result {
             Ok(Some(exp)) => earliest = Some(earliest.map_or(exp, |e: OffsetDateTime| e.min(exp))),
             Ok(None) => {}
             Err(e) => {
@@ -118,12 +121,14 @@ async fn refresh_all(
     (next, problems.join("; "))
 }
 
-/// Rewrites one project's file; returns the earliest expiry in it.
+/// Rewrites one project's file; returns the earliest expiry in it. Protected stages that are
+/// locked are left out and named in `locked` (not a failure: the rest is kept fresh).
 async fn refresh_one(
     state: &AppState,
     runtime_dir: &Path,
     project: &str,
     hashes: &mut HashMap<String, u64>,
+    locked: &mut Vec<String>,
 ) -> Result<Option<OffsetDateTime>, String> {
     let file = env_file(runtime_dir, project);
     let config = state.config.get();
@@ -164,6 +169,15 @@ async fn refresh_one(
     let mut earliest: Option<OffsetDateTime> = None;
     let mut failed = Vec::new();
     for e in list {
+        // A protected stage's session is written only while it is unlocked (the guard
+        // pokes the keeper when a window opens or closes).
+        if let Err(refused) = state
+            .guard
+            .admit_scope(&config, &registered, project, &e.stage)
+        {
+            locked.push(refused.to_string());
+            continue;
+        }
         let policy =
             match policy_for_stage(&dir, project, &e.stage, &sel, &config, &registered, &env) {
                 Ok(p) => p,

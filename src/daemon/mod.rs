@@ -269,6 +269,14 @@ impl Daemon {
             on_reload: Default::default(),
             instance: crate::daemon::instance::new_instance_id(),
             env: env.clone(),
+            guard: Default::default(),
+        });
+        // A window that opens or closes changes what `env`'s stand-in files may hold.
+        let weak = Arc::downgrade(&state);
+        state.guard.on_change(move || {
+            if let Some(s) = weak.upgrade() {
+                s.reloaded();
+            }
         });
 
         let p = profiles.clone();
@@ -413,6 +421,9 @@ pub fn status_report(state: &AppState, addrs: &[SocketAddr]) -> StatusReport {
             expires: None,
             last_error: None,
             error: None,
+            guard: state
+                .guard
+                .describe(&config, &registered, &sc.project, &sc.stage),
             last_issued: issued
                 .get(&(sc.project.clone(), sc.stage.clone()))
                 .map(|i| IssuedReport {
@@ -489,5 +500,6 @@ pub fn status_report(state: &AppState, addrs: &[SocketAddr]) -> StatusReport {
         },
         fetches: stats.fetches.load(Ordering::Relaxed),
         fetch_errors: stats.fetch_errors.load(Ordering::Relaxed),
+        unlocks: state.guard.unlocks(),
     }
 }

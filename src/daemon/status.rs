@@ -33,6 +33,9 @@ pub struct StatusReport {
     pub fetches: u64,
     /// Of those, the failed ones.
     pub fetch_errors: u64,
+    /// Protected stages' open unlock windows, soonest to close first.
+    #[serde(default)]
+    pub unlocks: Vec<crate::guard::UnlockReport>,
 }
 
 /// One watched file.
@@ -82,6 +85,9 @@ pub struct ScopeReport {
     /// The error a request for this scope would get now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// For a protected stage: `locked`, or `unlocked until T` (see `guard`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<String>,
     /// The last issuance since the daemon started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_issued: Option<IssuedReport>,

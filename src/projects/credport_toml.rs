@@ -7,6 +7,7 @@
 //! region = "eu-west-1"     # optional
 //! policy = "policies/dev.json"   # optional session policy for every stage (file or inline JSON)
 //! policy_arns = []               # optional managed policy ARNs for every stage
+//! protected = ["live"]     # optional; stages that need `credport unlock` besides prod
 //! [stages]
 //! dev = "devAccount"
 //! prod = "prodAccount"
@@ -55,6 +56,10 @@ pub struct CredportToml {
     /// `[policies.STAGE]`: one stage's session policy, replacing the two above.
     #[serde(default)]
     pub policies: BTreeMap<String, PolicySpec>,
+    /// Stages this project protects besides `[guard] stages` (see `guard`; a project file
+    /// can add protection, never remove it).
+    #[serde(default)]
+    pub protected: Vec<String>,
 }
 
 /// Parses `.credport.toml` text; `file` is only used in error messages.

@@ -66,6 +66,8 @@ pub struct AppState {
     /// Called after every reload of a file the daemon serves from (set by `serve`, to keep
     /// `env`'s stand-in files fresh; unset in an embedded server).
     pub on_reload: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
+    /// Protected stages' unlock windows (see `guard`).
+    pub guard: Arc<crate::guard::Guard>,
 }
 
 impl AppState {

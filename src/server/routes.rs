@@ -295,13 +295,18 @@ async fn issue<'a>(
     let entry = super::scopes::Scopes::lookup(state, scope_key, project, stage).await;
     let hot = entry.outcome.as_ref().map_err(Clone::clone)?;
     let binding = &hot.binding;
+    // A protected stage is served only while it is unlocked (a check in memory).
+    let admission = state
+        .guard
+        .admit(&hot.protection, &binding.project, &binding.stage)
+        .map_err(|e| ApiError::new(StatusCode::FORBIDDEN, "Locked", e.to_string()))?;
     let creds = state
         .resolver
         .fetch(&hot.plan, &binding.profile, state.refresh_margin())
         .await
         .map_err(|e| source_error(&binding.project, &binding.stage, e))?;
     let now = OffsetDateTime::now_utc();
-    let served = state.served_expiration(creds.expiration, now);
+    let served = admission.cap(state.served_expiration(creds.expiration, now));
     let answer = hot.render(&creds, served)?;
     let agent = headers
         .get(header::USER_AGENT)

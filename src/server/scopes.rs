@@ -65,6 +65,8 @@ pub struct Hot {
     pub binding: Binding,
     /// How that profile becomes credentials.
     pub plan: Plan,
+    /// Whether the stage needs an unlock, and which setting says so.
+    pub protection: crate::guard::Protection,
     /// Request counters and the last issuance of this scope.
     pub stats: Arc<crate::metrics::ScopeStats>,
     body: Mutex<Option<Rendered>>,
@@ -197,8 +199,12 @@ fn build(state: &AppState, project: &str, stage: &str) -> Entry {
     loop {
         let snap = state.profiles.snapshot();
         let mut stamp = Stamp::now(state, &snap);
-        let (bound, consulted) = crate::projects::files::consulted(|| {
-            registry::bind(&stamp.config, &stamp.registered, project, Some(stage), &env)
+        let ((bound, protection), consulted) = crate::projects::files::consulted(|| {
+            (
+                registry::bind(&stamp.config, &stamp.registered, project, Some(stage), &env),
+                crate::guard::Policy::for_project(&stamp.config, &stamp.registered, project, None)
+                    .protection(stage),
+            )
         });
         if consulted.is_empty() {
             stamp.files = None;
@@ -247,6 +253,7 @@ fn build(state: &AppState, project: &str, stage: &str) -> Entry {
             )
             .map_err(|e| super::routes::source_error(&binding.project, &binding.stage, e))
             .map(|plan| Hot {
+                protection,
                 stats: state.metrics.scope(&binding.project, &binding.stage),
                 binding,
                 plan,

@@ -22,6 +22,11 @@ use std::time::{Duration, Instant};
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_credport");
 
+/// A config.toml head that turns the guard off, for suites that serve prod but are not
+/// about protected stages (tests/guard.rs is): without it every prod fetch would need a
+/// `credport unlock` first. Prepend it to the suite's config.
+pub const GUARD_OFF: &str = "# Not a guard test (tests/guard.rs is): serve prod without `credport unlock`.\n[guard]\nstages = []\n\n";
+
 /// A temporary HOME with credport's directories, and the environment to run commands in.
 pub struct TestHome {
     pub dir: tempfile::TempDir,

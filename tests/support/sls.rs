@@ -83,8 +83,9 @@ impl World {
         let mut home = TestHome::new();
         home.write_credentials(CREDENTIALS);
         home.write_aws_config(ROLES);
-        // These suites are about serverless, not trust (see TRUST_ALL).
-        home.write_config(super::TRUST_ALL);
+        // These suites are about serverless, not trust or the guard (tests/trust.rs and
+        // tests/guard.rs write their own config).
+        home.write_config(&format!("{}{}", super::TRUST_ALL, super::GUARD_OFF));
         home.extra_env
             .insert("AWS_ENDPOINT_URL_STS".into(), moto.url());
         home.extra_env
