@@ -213,7 +213,8 @@ fn guard_settings_change_the_list() {
     let get = |s: &str| d.get(&format!("/v1/credentials/orders/{s}"), Some(&token(s)));
     // Waits until the daemon has the config: a fetch of `probe` answers `status`.
     let set = |config: &str, probe: &str, status: u16| {
-        w.home.write_config(config);
+        // The guard, not trust, is under test here (see TRUST_ALL).
+        w.home.write_config(&format!("{TRUST_ALL}{config}"));
         d.wait_until(
             Duration::from_secs(10),
             &format!("/v1/credentials/orders/{probe}"),
@@ -356,7 +357,8 @@ fn wait_file(path: &std::path::Path, what: &str, cond: impl Fn(&str) -> bool) {
 fn env_standin_file_holds_prod_only_while_unlocked() {
     let w = World::new();
     // The guard's defaults (World turns it off for the other suites).
-    w.home.write_config("");
+    // The guard, not trust, is under test here (see TRUST_ALL).
+    w.home.write_config(TRUST_ALL);
     let d = w.home.serve();
     let out = w.credport(&["env", "--stage", "dev"]);
     ok(&out, "env");
