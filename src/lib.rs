@@ -16,6 +16,7 @@ pub mod env;
 pub mod environment;
 pub mod fsutil;
 pub mod inventory;
+pub mod journal;
 pub mod metrics;
 pub mod paths;
 pub mod peer;

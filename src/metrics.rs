@@ -35,14 +35,9 @@ pub struct Issued {
     pub user_agent: String,
     /// How many times this scope was issued since the daemon started.
     pub count: u64,
-    /// The local process that asked last, when it could be found (`pid N (name)`).
-    pub process: Option<String>,
-    /// When the process was last looked up (lookups are throttled per scope).
-    looked_up: Option<std::time::Instant>,
+    /// Who asked last, once its connection's lookup is done (see [`crate::peer`]).
+    pub client: Option<crate::peer::Client>,
 }
-
-/// How often a scope's client process is looked up at most.
-const PROCESS_LOOKUP_EVERY: Duration = Duration::from_secs(10);
 
 impl Metrics {
     /// Records that `project`/`stage` was issued to a client with `user_agent` at `at`.
@@ -54,35 +49,28 @@ impl Metrics {
                 at,
                 user_agent: String::new(),
                 count: 0,
-                process: None,
-                looked_up: None,
+                client: None,
             });
         e.at = at;
         e.user_agent = user_agent.to_string();
+        e.client = None;
         e.count += 1;
     }
 
-    /// Whether the client process of `project`/`stage` should be looked up now (at most
-    /// every 10 s per scope); marks the lookup as started.
-    pub fn wants_process(&self, project: &str, stage: &str) -> bool {
+    /// Records who asked for the issuance of `project`/`stage` at `at` (known after the
+    /// issuance; ignored when a later issuance was recorded since).
+    pub fn set_client(
+        &self,
+        project: &str,
+        stage: &str,
+        at: time::OffsetDateTime,
+        client: crate::peer::Client,
+    ) {
         let mut map = self.issued.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(e) = map.get_mut(&(project.to_string(), stage.to_string())) else {
-            return false;
-        };
-        if e.looked_up
-            .is_some_and(|t| t.elapsed() < PROCESS_LOOKUP_EVERY)
+        if let Some(e) = map.get_mut(&(project.to_string(), stage.to_string()))
+            && e.at == at
         {
-            return false;
-        }
-        e.looked_up = Some(std::time::Instant::now());
-        true
-    }
-
-    /// Records the client process of the last issuance of `project`/`stage`.
-    pub fn set_process(&self, project: &str, stage: &str, process: String) {
-        let mut map = self.issued.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(e) = map.get_mut(&(project.to_string(), stage.to_string())) {
-            e.process = Some(process);
+            e.client = Some(client);
         }
     }
 

@@ -9,7 +9,10 @@
 //!   needs (the daemon calls STS itself; only the one-time code crosses the socket);
 //! - `{"op":"status"}` answers the daemon's status (see `cli::status`);
 //! - `{"op":"reload"}` re-reads every file;
-//! - `{"op":"standin"}` writes `credport env`'s serverless stand-in files now.
+//! - `{"op":"standin"}` writes `credport env`'s serverless stand-in files now;
+//! - `{"op":"log","project":"orders","stage":"prod","limit":20,"follow":true}` answers the
+//!   audit journal's recent events (`credport log`); with `follow`, one more answer line
+//!   per later event until the client hangs up (see [`super::follow`]).
 //!
 //! Answers are one typed [`Answer`]: `{"ok":true,...}` with what was asked for, or
 //! `{"ok":false,"error":"..."}`.
@@ -45,6 +48,8 @@ pub enum Command {
     /// Write the kept serverless stand-in files now (`credport env`); answers the
     /// problems met, if any, in `problems`.
     Standin,
+    /// The audit journal's recent events, in `events` (and, with `follow`, later ones).
+    Log(crate::journal::Query),
 }
 
 /// Errors talking to the daemon.
@@ -88,6 +93,9 @@ pub struct Answer {
     /// `status`: the daemon's report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Box<crate::daemon::StatusReport>>,
+    /// `log`: events of the audit journal, oldest first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<crate::journal::Event>>,
 }
 
 impl Answer {
@@ -189,6 +197,9 @@ pub async fn serve(
                 tokio::time::timeout(Duration::from_secs(10), reader.read_line(&mut line)).await;
             let answer = match read {
                 Ok(Ok(_)) => match serde_json::from_str::<Command>(&line) {
+                    Ok(Command::Log(q)) if q.follow => {
+                        return super::follow::stream(&state.journal, &q, reader, w).await;
+                    }
                     Ok(req) => handle(&state, &status, standins.as_deref(), req).await,
                     Err(e) => Answer::error(format!("bad request: {e}")),
                 },
@@ -250,6 +261,10 @@ async fn handle(
                 }
             }
             None => Answer::error("this server keeps no stand-in files"),
+        },
+        Command::Log(q) => Answer {
+            events: Some(state.journal.recent(&q.filter, q.limit)),
+            ..Answer::ok()
         },
     }
 }

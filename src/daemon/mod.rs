@@ -7,6 +7,7 @@
 
 pub mod activation;
 pub mod control;
+pub mod follow;
 pub mod instance;
 pub mod keeper;
 pub mod readiness;
@@ -260,6 +261,7 @@ impl Daemon {
             registered: registered.clone(),
             tokens: ArcSwapOption::from_pointee(key),
             metrics: Default::default(),
+            journal: Default::default(),
             on_reload: Default::default(),
             instance: crate::daemon::instance::new_instance_id(),
             env: env.clone(),
@@ -402,7 +404,8 @@ pub fn status_report(state: &AppState, addrs: &[SocketAddr]) -> StatusReport {
                 .map(|i| IssuedReport {
                     at: crate::credentials::format_expiration(i.at),
                     user_agent: i.user_agent.clone(),
-                    process: i.process.clone(),
+                    process: i.client.as_ref().map(crate::peer::Client::summary),
+                    client: i.client.clone(),
                     count: i.count,
                 }),
         };

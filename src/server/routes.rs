@@ -212,28 +212,25 @@ fn presented_token(headers: &HeaderMap) -> Result<&str, ApiError> {
 
 async fn credentials(
     State(state): State<Arc<AppState>>,
-    ends: Option<axum::Extension<crate::peer::Conn>>,
+    peer: Option<axum::Extension<Arc<crate::peer::Peer>>>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
     let started = std::time::Instant::now();
+    let peer = peer.map(|axum::Extension(p)| p);
+    super::audit::begin(peer.as_ref());
     let mut authenticated = None;
-    let result = issue(&state, uri.path(), &headers, &mut authenticated).await;
-    // Which process asked: looked up at most every 10 s per scope, while the client still
-    // holds its connection (it waits for this answer, which waits up to 100 ms for the
-    // lookup; a slower lookup finishes in the background).
-    if let (Ok(_), Some((project, stage)), Some(axum::Extension(ends))) =
-        (&result, &authenticated, ends)
-        && state.metrics.wants_process(project, stage)
-    {
-        let (state, project, stage) = (state.clone(), project.clone(), stage.clone());
-        let lookup = tokio::task::spawn_blocking(move || {
-            if let Some(p) = crate::peer::process_of(ends) {
-                state.metrics.set_process(&project, &stage, p);
-            }
-        });
-        let _ = tokio::time::timeout(std::time::Duration::from_millis(100), lookup).await;
-    }
+    let mut result = issue(&state, uri.path(), &headers, &mut authenticated).await;
+    // Who asked and what they got: the log line, `credport log`, `status`.
+    super::audit::record(
+        &state,
+        peer,
+        &headers,
+        uri.path(),
+        authenticated.as_ref(),
+        &mut result,
+    )
+    .await;
     let scope = authenticated
         .as_ref()
         .map(|(p, s): &(String, String)| (p.as_str(), s.as_str()));
@@ -244,16 +241,7 @@ async fn credentials(
     state.metrics.record(scope, outcome, started.elapsed());
     match result {
         Ok(r) => r,
-        Err(e) => {
-            let path = untrusted(uri.path());
-            tracing::info!(
-                status = e.status.as_u16(),
-                code = e.code,
-                path = path.as_str(),
-                "credentials refused"
-            );
-            e.into_response()
-        }
+        Err(e) => e.into_response(),
     }
 }
 
@@ -327,42 +315,17 @@ async fn issue(
             format!("profile '{}' yielded no session token", binding.profile),
         )
     })?;
-    let agent = headers
-        .get(header::USER_AGENT)
-        .map(|v| untrusted(&String::from_utf8_lossy(v.as_bytes())))
-        .unwrap_or_default();
-    state
-        .metrics
-        .issued(&binding.project, &binding.stage, &agent, now);
-    // `&str` values: quoted and escaped by the text format, JSON strings in JSON logs.
-    tracing::info!(
-        project = %binding.project,
-        stage = %binding.stage,
-        profile = %binding.profile,
-        key = %creds.key_hint(),
-        expires = %crate::credentials::format_expiration(served),
-        user_agent = agent.as_str(),
-        "credentials issued"
-    );
-    Ok(json_response(StatusCode::OK, body))
-}
-
-/// Request-supplied text for a log field: control characters escaped, at most 200
-/// characters. Logged as a `&str` field, so the formatter quotes it.
-fn untrusted(text: &str) -> String {
-    let mut out = String::new();
-    for (i, c) in text.chars().enumerate() {
-        if i == 200 {
-            out.push('…');
-            break;
-        }
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    let mut resp = json_response(StatusCode::OK, body);
+    // The audit (log line, journal, status) is written by the caller, with the process.
+    resp.extensions_mut().insert(super::audit::Issuance {
+        project: binding.project,
+        stage: binding.stage,
+        profile: binding.profile,
+        key_hint: creds.key_hint(),
+        expires: served,
+        at: now,
+    });
+    Ok(resp)
 }
 
 fn source_error(project: &str, stage: &str, e: SourceError) -> ApiError {
