@@ -194,11 +194,19 @@ impl Peer {
             let identity = match LOOKUPS.acquire().await {
                 Ok(_permit) => {
                     let conn = me.conn;
+                    let started = std::time::Instant::now();
                     let lookup = tokio::task::spawn_blocking(move || identify(conn));
-                    match tokio::time::timeout(LOOKUP_DEADLINE, lookup).await {
+                    let found = match tokio::time::timeout(LOOKUP_DEADLINE, lookup).await {
                         Ok(Ok(found)) => found,
                         _ => Identity::Unknown(unknown::TIMED_OUT),
-                    }
+                    };
+                    tracing::debug!(
+                        peer = %conn.peer,
+                        took_us = started.elapsed().as_micros() as u64,
+                        found = matches!(found, Identity::Process(_)),
+                        "client process lookup"
+                    );
+                    found
                 }
                 Err(_) => Identity::Unknown(unknown::TIMED_OUT),
             };
@@ -265,8 +273,9 @@ fn names_a_secret(name: &str) -> bool {
 
 /// A command line for the audit: arguments (raw `argv` bytes, lossily decoded) joined by
 /// spaces, each quoted when it holds whitespace or quotes or is empty; the value of a
-/// flag or `NAME=VALUE` whose name contains password, secret, token or api-key, and the
-/// password of a URL, masked as `***`; control characters escaped; cut at `max`
+/// flag or `NAME=VALUE` whose name contains password, secret, token or api-key, the
+/// password of a URL, `Authorization:`/`Cookie:` header values and credport tokens masked
+/// as `***`; control characters escaped; cut at `max`
 /// characters with `…`. Argument values come from the process and are untrusted.
 pub fn shorten_cmd<'a>(argv: impl IntoIterator<Item = &'a [u8]>, max: usize) -> String {
     let mut words = Vec::new();
@@ -287,7 +296,7 @@ pub fn shorten_cmd<'a>(argv: impl IntoIterator<Item = &'a [u8]>, max: usize) -> 
             mask_next = true;
             arg.into_owned()
         } else {
-            mask_url_password(&arg)
+            mask_inline(&mask_url_password(&arg))
         };
         let needs_quotes = arg.is_empty()
             || arg
@@ -300,6 +309,30 @@ pub fn shorten_cmd<'a>(argv: impl IntoIterator<Item = &'a [u8]>, max: usize) -> 
         });
     }
     escape_cut(&words.join(" "), max)
+}
+
+/// Header values that are credentials (`Authorization: ...`, `Cookie: ...`, as in
+/// `curl -H`) and credport tokens (`cpt1.…`) anywhere in an argument, masked.
+fn mask_inline(arg: &str) -> String {
+    let lower = arg.to_ascii_lowercase();
+    for header in ["authorization:", "cookie:"] {
+        if let Some(i) = lower.find(header) {
+            return format!("{} ***", &arg[..i + header.len()]);
+        }
+    }
+    let mut out = String::new();
+    let mut rest = arg;
+    while let Some(i) = rest.find("cpt1.") {
+        out.push_str(&rest[..i]);
+        out.push_str("cpt1.***");
+        let tail = &rest[i + 5..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || "-_.=".contains(c)))
+            .unwrap_or(tail.len());
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// `scheme://user:PASSWORD@host...` with the password masked.
@@ -373,32 +406,27 @@ mod linux {
         }
     }
 
-    /// The process (other than this one) that has socket `inode` open.
+    /// The process (other than this one) that has socket `inode` open. Newest processes
+    /// first (highest pids, until the pids wrap): a client is usually a process started
+    /// moments ago, so the scan rarely reads more than a few `fd` directories.
     fn holder(inode: u64) -> Option<u32> {
         let wanted = format!("socket:[{inode}]");
         let me = std::process::id();
-        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<u32>().ok())
-            else {
-                continue;
+        let mut pids: Vec<u32> = std::fs::read_dir("/proc")
+            .ok()?
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+            .filter(|pid| *pid != me)
+            .collect();
+        pids.sort_unstable_by(|a, b| b.cmp(a));
+        pids.into_iter().find(|pid| {
+            let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+                return false;
             };
-            if pid == me {
-                continue;
-            }
-            let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
-                continue;
-            };
-            let found = fds.flatten().any(|fd| {
+            fds.flatten().any(|fd| {
                 std::fs::read_link(fd.path()).is_ok_and(|t| t.as_os_str() == wanted.as_str())
-            });
-            if found {
-                return Some(pid);
-            }
-        }
-        None
+            })
+        })
     }
 
     /// Name, executable and command line of process `pid` (its `/proc` directory `dir`).
@@ -446,6 +474,20 @@ mod tests {
         assert_eq!(
             shorten_cmd(argv, 500),
             r#"python3 -c 'print('\''hi there'\'')' --password *** --api-key=*** DB_TOKEN=*** https://me:***@example.com/x '' bell\u{7}"#
+        );
+        // curl's header and a credport token anywhere.
+        assert_eq!(
+            shorten_cmd(
+                [
+                    &b"curl"[..],
+                    b"-H",
+                    b"Authorization: cpt1.b3Jk.ZGV2.abc",
+                    b"--header=authorization:x",
+                    b"http://h/?t=cpt1.b3Jk.ZGV2.mac_-x&y=1",
+                ],
+                500
+            ),
+            "curl -H 'Authorization: ***' '--header=authorization: ***' http://h/?t=cpt1.***&y=1"
         );
         // A flag after a secret flag is not its value.
         assert_eq!(
