@@ -351,7 +351,9 @@ fn mask_url_password(arg: &str) -> String {
 
 #[cfg(target_os = "linux")]
 mod linux {
+    use std::collections::VecDeque;
     use std::io::Read;
+    use std::sync::Mutex;
     use std::net::SocketAddr;
     use std::path::Path;
 
@@ -387,14 +389,33 @@ mod linux {
     }
 
     pub(super) fn identify(conn: Conn) -> Identity {
-        let table = match conn.peer {
-            SocketAddr::V4(_) => "/proc/net/tcp",
-            SocketAddr::V6(_) => "/proc/net/tcp6",
+        // A v4 client of a dual-stack listener is an IPv4 socket on its side.
+        let canonical = |a: SocketAddr| match a {
+            SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+                Some(v4) => SocketAddr::new(v4.into(), v6.port()),
+                None => a,
+            },
+            v4 => v4,
         };
-        let Ok(table) = std::fs::read_to_string(table) else {
-            return Identity::Unknown(unknown::UNSUPPORTED);
+        let conn = Conn {
+            peer: canonical(conn.peer),
+            local: canonical(conn.local),
         };
-        match socket_inode(&table, conn) {
+        let inode = match diag_inode(conn) {
+            Ok(found) => found,
+            // No sock_diag (a kernel without inet_diag): the text table, slower.
+            Err(_) => {
+                let table = match conn.peer {
+                    SocketAddr::V4(_) => "/proc/net/tcp",
+                    SocketAddr::V6(_) => "/proc/net/tcp6",
+                };
+                let Ok(table) = std::fs::read_to_string(table) else {
+                    return Identity::Unknown(unknown::UNSUPPORTED);
+                };
+                socket_inode(&table, conn)
+            }
+        };
+        match inode {
             None => Identity::Unknown(unknown::ELSEWHERE),
             Some(0) => Identity::Unknown(unknown::NOT_FOUND),
             Some(inode) => match holder(inode) {
@@ -406,27 +427,177 @@ mod linux {
         }
     }
 
-    /// The process (other than this one) that has socket `inode` open. Newest processes
-    /// first (highest pids, until the pids wrap): a client is usually a process started
-    /// moments ago, so the scan rarely reads more than a few `fd` directories.
+    /// `SOCK_DIAG_BY_FAMILY`, `NLM_F_REQUEST`, `NLMSG_ERROR`, `NETLINK_SOCK_DIAG` (the
+    /// kernel's ABI, linux/sock_diag.h and linux/netlink.h).
+    const SOCK_DIAG_BY_FAMILY: u16 = 20;
+    const NLM_F_REQUEST: u16 = 1;
+    const NLMSG_ERROR: u16 = 2;
+    const NETLINK_SOCK_DIAG: libc::c_int = 4;
+
+    /// The inode of the client's socket of `conn`, asked of the kernel by its exact address
+    /// pair (sock_diag netlink, as `ss` does; one socket, not a walk of every socket as
+    /// reading `/proc/net/tcp` is): `Ok(None)` when this network namespace has no such
+    /// socket, `Ok(Some(0))` for one without an owner, an error when sock_diag is not
+    /// available.
+    pub(super) fn diag_inode(conn: Conn) -> std::io::Result<Option<u64>> {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        let (family, src, dst) = match (conn.peer, conn.local) {
+            (SocketAddr::V4(p), SocketAddr::V4(l)) => {
+                let pad = |o: [u8; 4]| {
+                    let mut a = [0u8; 16];
+                    a[..4].copy_from_slice(&o);
+                    a
+                };
+                (libc::AF_INET, pad(p.ip().octets()), pad(l.ip().octets()))
+            }
+            (SocketAddr::V6(p), SocketAddr::V6(l)) => {
+                (libc::AF_INET6, p.ip().octets(), l.ip().octets())
+            }
+            _ => return Err(std::io::Error::other("mixed address families")),
+        };
+        // nlmsghdr (16 bytes) + inet_diag_req_v2 (56 bytes).
+        let mut req = Vec::with_capacity(72);
+        req.extend_from_slice(&72u32.to_ne_bytes());
+        req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+        req.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+        req.extend_from_slice(&1u32.to_ne_bytes()); // sequence
+        req.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it
+        req.extend_from_slice(&[family as u8, libc::IPPROTO_TCP as u8, 0, 0]);
+        req.extend_from_slice(&u32::MAX.to_ne_bytes()); // every TCP state
+        req.extend_from_slice(&conn.peer.port().to_be_bytes());
+        req.extend_from_slice(&conn.local.port().to_be_bytes());
+        req.extend_from_slice(&src);
+        req.extend_from_slice(&dst);
+        req.extend_from_slice(&0u32.to_ne_bytes()); // any interface
+        req.extend_from_slice(&u32::MAX.to_ne_bytes()); // INET_DIAG_NOCOOKIE
+        req.extend_from_slice(&u32::MAX.to_ne_bytes());
+        debug_assert_eq!(req.len(), 72);
+
+        // SAFETY: plain syscalls on a socket this function owns; every buffer passed is
+        // valid for the length given.
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+                NETLINK_SOCK_DIAG,
+            )
+        };
+        if raw < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a new descriptor nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let timeout = libc::timeval {
+            tv_sec: 1,
+            tv_usec: 0,
+        };
+        // SAFETY: as above.
+        unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&timeout as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            );
+        }
+        // SAFETY: an all-zero sockaddr_nl is valid (the kernel's address).
+        let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        // SAFETY: as above.
+        let sent = unsafe {
+            libc::sendto(
+                fd.as_raw_fd(),
+                req.as_ptr().cast(),
+                req.len(),
+                0,
+                (&kernel as *const libc::sockaddr_nl).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        };
+        if sent < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut buf = [0u8; 8192];
+        // SAFETY: as above.
+        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        parse_diag_answer(&buf[..n as usize])
+    }
+
+    /// The inode in a sock_diag answer: an `inet_diag_msg` (inode at byte 68 of it), or
+    /// an error message (`ENOENT`: no such socket).
+    pub(super) fn parse_diag_answer(msg: &[u8]) -> std::io::Result<Option<u64>> {
+        let u32_at = |i: usize| {
+            msg.get(i..i + 4)
+                .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+        };
+        let short = || std::io::Error::other("short sock_diag answer");
+        let kind = msg
+            .get(4..6)
+            .map(|b| u16::from_ne_bytes([b[0], b[1]]))
+            .ok_or_else(short)?;
+        match kind {
+            SOCK_DIAG_BY_FAMILY => Ok(Some(u64::from(u32_at(16 + 68).ok_or_else(short)?))),
+            NLMSG_ERROR => {
+                let errno = -(u32_at(16).ok_or_else(short)? as i32);
+                if errno == libc::ENOENT {
+                    Ok(None)
+                } else {
+                    Err(std::io::Error::from_raw_os_error(errno))
+                }
+            }
+            other => Err(std::io::Error::other(format!(
+                "unexpected sock_diag answer type {other}"
+            ))),
+        }
+    }
+
+    /// Processes that held a client socket lately, most recent first: a client that
+    /// connects again (a polling tool, an SDK opening a new connection) is found by
+    /// reading one `fd` directory instead of all of them.
+    static RECENT: Mutex<VecDeque<u32>> = Mutex::new(VecDeque::new());
+
+    /// How many recent client processes are checked first.
+    const RECENT_KEPT: usize = 8;
+
+    /// The process (other than this one) that has socket `inode` open: recent clients
+    /// first, then the newest processes first (highest pids, until the pids wrap), since
+    /// a client is usually a process started moments ago.
     fn holder(inode: u64) -> Option<u32> {
         let wanted = format!("socket:[{inode}]");
-        let me = std::process::id();
-        let mut pids: Vec<u32> = std::fs::read_dir("/proc")
-            .ok()?
-            .flatten()
-            .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
-            .filter(|pid| *pid != me)
-            .collect();
-        pids.sort_unstable_by(|a, b| b.cmp(a));
-        pids.into_iter().find(|pid| {
+        let holds = |pid: u32| {
             let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
                 return false;
             };
             fds.flatten().any(|fd| {
                 std::fs::read_link(fd.path()).is_ok_and(|t| t.as_os_str() == wanted.as_str())
             })
-        })
+        };
+        let recent: Vec<u32> = RECENT
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .copied()
+            .collect();
+        let found = recent.iter().copied().find(|pid| holds(*pid)).or_else(|| {
+            let me = std::process::id();
+            let mut pids: Vec<u32> = std::fs::read_dir("/proc")
+                .ok()?
+                .flatten()
+                .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+                .filter(|pid| *pid != me && !recent.contains(pid))
+                .collect();
+            pids.sort_unstable_by(|a, b| b.cmp(a));
+            pids.into_iter().find(|pid| holds(*pid))
+        })?;
+        let mut recent = RECENT.lock().unwrap_or_else(|e| e.into_inner());
+        recent.retain(|p| *p != found);
+        recent.push_front(found);
+        recent.truncate(RECENT_KEPT);
+        Some(found)
     }
 
     /// Name, executable and command line of process `pid` (its `/proc` directory `dir`).
@@ -526,6 +697,22 @@ mod tests {
         assert_eq!(json["pid"], 42);
         assert_eq!(json["exe"], "/usr/bin/python3.11");
         assert!(json.get("unknown").is_none());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn diag_answers_parse_without_panics() {
+        let mut ok = vec![0u8; 16 + 72];
+        ok[4..6].copy_from_slice(&20u16.to_ne_bytes());
+        ok[84..88].copy_from_slice(&4242u32.to_ne_bytes());
+        assert_eq!(linux::parse_diag_answer(&ok).unwrap(), Some(4242));
+        let mut missing = vec![0u8; 36];
+        missing[4..6].copy_from_slice(&2u16.to_ne_bytes());
+        missing[16..20].copy_from_slice(&(-libc::ENOENT).to_ne_bytes());
+        assert_eq!(linux::parse_diag_answer(&missing).unwrap(), None);
+        for bad in [&[][..], &ok[..20], &[0u8; 6][..]] {
+            assert!(linux::parse_diag_answer(bad).is_err());
+        }
     }
 
     #[cfg(target_os = "linux")]
