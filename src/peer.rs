@@ -353,9 +353,9 @@ fn mask_url_password(arg: &str) -> String {
 mod linux {
     use std::collections::VecDeque;
     use std::io::Read;
-    use std::sync::Mutex;
     use std::net::SocketAddr;
     use std::path::Path;
+    use std::sync::Mutex;
 
     use super::{CMD_MAX, Conn, Identity, Process, escape_cut, shorten_cmd, unknown};
 
