@@ -89,6 +89,8 @@ fn sdk_client(program: &str, args: &[&str], url: &str, token: &str) -> (u32, Val
         .env("AWS_REGION", "us-east-1")
         .env("AWS_CONFIG_FILE", "/nonexistent")
         .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        // The environment is never read: this must not reach the journal.
+        .env("AUDIT_ENV_MARKER", "ENVMARKER42")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let shown = format!("{cmd:?}");
@@ -484,4 +486,49 @@ fn a_keep_alive_connection_is_looked_up_once() {
         .filter(|l| l.contains("client process lookup") && l.contains(&format!("peer={me}")))
         .count();
     assert_eq!(lookups, 1, "daemon output:\n{}", d.output());
+}
+
+#[test]
+fn secrets_on_a_command_line_are_masked() {
+    let h = home();
+    let d = h.serve();
+    let tok = h.token("orders", "dev");
+    // A client whose argv holds its token and a password (its own business, but the
+    // journal must not repeat them).
+    std::fs::write(
+        h.path().join("c.py"),
+        "import sys, urllib.request\n\
+         r = urllib.request.Request(sys.argv[-1], headers={'Authorization': sys.argv[-2]})\n\
+         print(urllib.request.urlopen(r).status)\n",
+    )
+    .unwrap();
+    let url = format!("{}/v1/credentials/orders/dev", d.url());
+    let out = Command::new(venv_python())
+        .current_dir(h.path())
+        .args([
+            "c.py",
+            "--password",
+            "hunter2",
+            "--api-key=abc123",
+            &tok,
+            &url,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "200",
+        "{}",
+        explain("python client", &out)
+    );
+    let e = wait_event(&h, &[], |e| e["event"] == "issued");
+    let cmd = e["client"]["cmd"].as_str().unwrap();
+    assert!(cmd.contains("cpt1.***"), "{e}");
+    assert!(cmd.contains("--password ***"), "{e}");
+    assert!(cmd.contains("--api-key=***"), "{e}");
+    assert!(cmd.chars().count() <= 121, "{e}");
+    let all = String::from_utf8_lossy(&h.run(&["log", "--json"]).stdout).into_owned();
+    for secret in [tok.as_str(), "hunter2", "abc123"] {
+        assert!(!all.contains(secret), "{secret} in the journal: {all}");
+    }
+    assert!(!d.output().contains("hunter2"), "{}", d.output());
 }
