@@ -3,14 +3,15 @@
 //! what the audit of every issuance and refusal names (`credport log`, `credport status`,
 //! the daemon's `credentials issued` line).
 //!
-//! Linux: the client's socket is found in `/proc/net/tcp` (or `tcp6`) by its address pair,
-//! then its inode among the open files of the processes this user may inspect
-//! (`/proc/<pid>/fd`); the process's short name (`comm`), executable (`exe`) and command
-//! line (`cmdline`, joined, secret-looking values masked, cut at [`CMD_MAX`] characters) are
-//! read, never its environment. A peer whose socket is not in this host's table is in
-//! another network namespace (a container, or another host) and is named by its address. A
-//! client that closed before the scan, or another user's process, stays unknown. Every
-//! value read is treated as untrusted text: control characters are escaped.
+//! Linux: the kernel is asked for the client's socket by its exact address pair (sock_diag
+//! netlink, as `ss` does; `/proc/net/tcp*` when that is unavailable), then its inode is
+//! found among the open files of the processes this user may inspect (`/proc/<pid>/fd`,
+//! recent clients and the newest processes first); the process's short name (`comm`),
+//! executable (`exe`) and command line (`cmdline`, joined, secret-looking values masked,
+//! cut at [`CMD_MAX`] characters) are read, never its environment. A peer whose socket is
+//! not in this network namespace is a container (or another host) and is named by its
+//! address. A client that closed before the lookup, or another user's process, stays
+//! unknown. Every value read is treated as untrusted text: control characters are escaped.
 //!
 //! Other platforms (macOS: libproc's `proc_pidfdinfo`) are not implemented yet: the peer is
 //! named by its address and says so.
