@@ -231,9 +231,21 @@ struct Window {
 pub struct Guard {
     windows: Mutex<BTreeMap<(String, String), Window>>,
     on_change: OnceLock<Box<dyn Fn() + Send + Sync>>,
+    on_event: OnceLock<Box<dyn Fn(crate::journal::Event) + Send + Sync>>,
 }
 
 impl Guard {
+    /// Registers where unlocks and locks are recorded (the daemon's audit journal).
+    pub fn on_event(&self, f: impl Fn(crate::journal::Event) + Send + Sync + 'static) {
+        let _ = self.on_event.set(Box::new(f));
+    }
+
+    fn emit(&self, what: crate::journal::What, project: &str, stage: &str) {
+        if let Some(f) = self.on_event.get() {
+            f(crate::journal::Event::new(what).scope(project, stage));
+        }
+    }
+
     /// Registers what to call when a window opens or closes (the daemon rewrites `env`'s
     /// stand-in files, which hold a protected stage only while it is unlocked).
     pub fn on_change(&self, f: impl Fn() + Send + Sync + 'static) {
@@ -275,6 +287,13 @@ impl Guard {
             length = %crate::duration::format(length),
             "unlocked"
         );
+        self.emit(
+            crate::journal::What::Unlocked {
+                until: crate::credentials::format_expiration(end),
+            },
+            project,
+            stage,
+        );
         if tokio::runtime::Handle::try_current().is_ok() {
             let weak = std::sync::Arc::downgrade(self);
             let (project, stage) = (project.to_string(), stage.to_string());
@@ -297,6 +316,13 @@ impl Guard {
             t.remove(&key);
             drop(t);
             tracing::info!(project, stage, reason = "window ended", "locked");
+            self.emit(
+                crate::journal::What::Locked {
+                    reason: "window ended".into(),
+                },
+                project,
+                stage,
+            );
             self.changed();
         }
     }
@@ -310,6 +336,13 @@ impl Guard {
             .is_some();
         if open {
             tracing::info!(project, stage, reason = "credport lock", "locked");
+            self.emit(
+                crate::journal::What::Locked {
+                    reason: "credport lock".into(),
+                },
+                project,
+                stage,
+            );
         }
         if removed {
             self.changed();
@@ -327,6 +360,13 @@ impl Guard {
             .collect();
         for (project, stage) in &closed {
             tracing::info!(project, stage, reason = "credport lock --all", "locked");
+            self.emit(
+                crate::journal::What::Locked {
+                    reason: "credport lock --all".into(),
+                },
+                project,
+                stage,
+            );
         }
         self.changed();
         closed

@@ -18,6 +18,7 @@ pub mod environment;
 pub mod fsutil;
 pub mod guard;
 pub mod inventory;
+pub mod journal;
 pub mod metrics;
 pub mod paths;
 pub mod peer;

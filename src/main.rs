@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use credport::cli::args::{Cli, Command, LogFormat};
 use credport::cli::{
-    completions, doctor, env, exec, init, login, man, project, relay, resolve, serve, service,
+    completions, doctor, env, exec, init, log, login, man, project, relay, resolve, serve, service,
     status, token, trust, unlock,
 };
 use credport::paths::Paths;
@@ -234,6 +234,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Log(args) => runtime()?.block_on(log::run(&paths, &args, &mut std::io::stdout())),
         Command::Init(args) => init::run(&paths, &args, &getenv, &mut std::io::stdout().lock()),
         Command::Allow(args) => trust::allow(&paths, &args, &getenv, &mut std::io::stdout().lock()),
         Command::Deny(args) => trust::deny(&paths, &args, &mut std::io::stdout().lock()),

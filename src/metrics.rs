@@ -38,8 +38,8 @@ pub struct Issued {
     pub user_agent: String,
     /// How many times this scope was issued since the daemon started.
     pub count: u64,
-    /// The local process that asked last, when it could be found (`pid N (name)`).
-    pub process: Option<String>,
+    /// Who asked last, once its connection's lookup is done (see [`crate::peer`]).
+    pub client: Option<crate::peer::Client>,
 }
 
 /// One scope's issuances: a handle the server keeps with the scope.
@@ -55,12 +55,8 @@ struct Last {
     agent_raw: Vec<u8>,
     agent: Arc<str>,
     count: u64,
-    process: Option<String>,
-    looked_up: Option<std::time::Instant>,
+    client: Option<crate::peer::Client>,
 }
-
-/// How often a scope's client process is looked up at most.
-const PROCESS_LOOKUP_EVERY: Duration = Duration::from_secs(10);
 
 impl ScopeStats {
     /// Records an issuance at `at` to a client whose User-Agent header was `agent` (raw
@@ -70,6 +66,7 @@ impl ScopeStats {
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         last.at = Some(at);
         last.count += 1;
+        last.client = None;
         if last.count == 1 || last.agent_raw != agent {
             last.agent_raw = agent.to_vec();
             last.agent = escape(&String::from_utf8_lossy(agent)).into();
@@ -77,24 +74,13 @@ impl ScopeStats {
         last.agent.clone()
     }
 
-    /// Whether the client process should be looked up now (at most every 10 s per
-    /// scope); marks the lookup as started.
-    pub fn wants_process(&self) -> bool {
+    /// Records who asked for the issuance at `at` (known after the issuance; ignored
+    /// when a later issuance was recorded since).
+    pub fn set_client(&self, at: time::OffsetDateTime, client: crate::peer::Client) {
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        if last.count == 0
-            || last
-                .looked_up
-                .is_some_and(|t| t.elapsed() < PROCESS_LOOKUP_EVERY)
-        {
-            return false;
+        if last.at == Some(at) {
+            last.client = Some(client);
         }
-        last.looked_up = Some(std::time::Instant::now());
-        true
-    }
-
-    /// Records the client process of the last issuance.
-    pub fn set_process(&self, process: String) {
-        self.last.lock().unwrap_or_else(|e| e.into_inner()).process = Some(process);
     }
 
     fn snapshot(&self) -> Option<Issued> {
@@ -103,7 +89,7 @@ impl ScopeStats {
             at: last.at?,
             user_agent: last.agent.to_string(),
             count: last.count,
-            process: last.process.clone(),
+            client: last.client.clone(),
         })
     }
 }

@@ -12,7 +12,9 @@
 //! trust and guard stay in the daemon, which keeps the MFA sessions, the SSO cache and
 //! `credential_process` helpers that a container cannot have. It forwards only `GET`/`HEAD`
 //! of `/healthz` and `/v1/credentials/...`, only the `Authorization` header (with the
-//! upstream's `Host`), and only the status, `Content-Type` and a bounded body back. It
+//! upstream's `Host`) plus the client's address in `X-Credport-Relay-Client` (so the
+//! daemon's audit names the container, see [`crate::peer`]), and only the status,
+//! `Content-Type` and a bounded body back. It
 //! refuses browser headers and foreign `Host` values itself (as the daemon does), bounds
 //! connections, header size and header time, and never logs a token or a response body.
 
@@ -190,8 +192,14 @@ async fn serve_bounded(
             .header_read_timeout(HEADER_TIMEOUT)
             .max_buf_size(MAX_HEADER_BYTES)
             .keep_alive(true);
+        // The client's address, for the daemon's audit (`peer::RELAY_CLIENT_HEADER`).
+        let app = app.clone();
+        let service = tower::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(ClientAddr(peer));
+            tower::ServiceExt::oneshot(app.clone(), req)
+        });
         let conn =
-            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             let _permit = permit;
@@ -202,6 +210,10 @@ async fn serve_bounded(
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
 }
+
+/// The address of the client a request came from (set by the accept loop).
+#[derive(Debug, Clone, Copy)]
+struct ClientAddr(SocketAddr);
 
 /// Whether the relay forwards this path at all.
 fn forwarded_path(path: &str) -> bool {
@@ -223,6 +235,10 @@ async fn forward(State(relay): State<Arc<Relay>>, req: Request) -> Response {
         .header(header::HOST, relay.upstream.authority.as_str());
     if let Some(auth) = req.headers().get(header::AUTHORIZATION) {
         out = out.header(header::AUTHORIZATION, auth.clone());
+    }
+    // Who the daemon's audit should name: the container client, by its address.
+    if let Some(ClientAddr(client)) = req.extensions().get::<ClientAddr>() {
+        out = out.header(crate::peer::RELAY_CLIENT_HEADER, client.to_string());
     }
     let resp = match out.send().await {
         Ok(r) => r,
@@ -450,6 +466,11 @@ mod tests {
             "{upstream_saw}"
         );
         assert!(!upstream_saw.contains("x-other"), "{upstream_saw}");
+        // The relay names its client (this test's socket) for the daemon's audit.
+        assert!(
+            upstream_saw.contains("x-credport-relay-client: 127.0.0.1:"),
+            "{upstream_saw}"
+        );
 
         let r = get("/metrics", &[("Host", &host)]).await;
         assert!(r.starts_with("HTTP/1.1 404"), "{r}");

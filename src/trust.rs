@@ -341,6 +341,7 @@ pub fn check(config: &TrustConfig, records: &Records, mapping: &Mapping) -> Resu
 pub struct TrustStore {
     file: PathBuf,
     current: ArcSwap<Records>,
+    on_event: std::sync::OnceLock<Box<dyn Fn(crate::journal::Event) + Send + Sync>>,
 }
 
 impl TrustStore {
@@ -350,6 +351,7 @@ impl TrustStore {
         let store = TrustStore {
             file,
             current: ArcSwap::from_pointee(Records::default()),
+            on_event: Default::default(),
         };
         store.reload();
         store
@@ -360,6 +362,7 @@ impl TrustStore {
         TrustStore {
             file: PathBuf::new(),
             current: ArcSwap::from_pointee(Records::default()),
+            on_event: Default::default(),
         }
     }
 
@@ -377,13 +380,54 @@ impl TrustStore {
         match Records::load(&self.file) {
             Ok(r) if *self.current.load_full() != r => {
                 tracing::info!(file = %self.file.display(), records = r.records.len(), "trust records reloaded");
-                self.current.store(Arc::new(r));
+                let old = self.current.swap(Arc::new(r.clone()));
+                self.journal_changes(&old, &r);
                 true
             }
             Ok(_) => false,
             Err(e) => {
                 tracing::warn!(error = %e, "trust records reload failed; keeping the last good ones");
                 false
+            }
+        }
+    }
+
+    /// Registers where trust decisions are recorded (the daemon's audit journal): each
+    /// reload that adds or changes a record is an `allowed` event, each record gone a
+    /// `denied` one.
+    pub fn on_event(&self, f: impl Fn(crate::journal::Event) + Send + Sync + 'static) {
+        let _ = self.on_event.set(Box::new(f));
+    }
+
+    fn journal_changes(&self, old: &Records, new: &Records) {
+        use crate::journal::{Event, What};
+        let Some(emit) = self.on_event.get() else {
+            return;
+        };
+        let same = |a: &Record, b: &Record| a.dir == b.dir && a.stage == b.stage;
+        for r in &new.records {
+            if !old
+                .records
+                .iter()
+                .any(|o| same(o, r) && o.profile == r.profile)
+            {
+                emit(
+                    Event::new(What::Allowed {
+                        dir: r.dir.display().to_string(),
+                        profile: Some(r.profile.clone()),
+                    })
+                    .scope(&r.project, &r.stage),
+                );
+            }
+        }
+        for o in &old.records {
+            if !new.records.iter().any(|r| same(o, r)) {
+                emit(
+                    Event::new(What::Denied {
+                        dir: o.dir.display().to_string(),
+                    })
+                    .scope(&o.project, &o.stage),
+                );
             }
         }
     }

@@ -119,6 +119,17 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show the daemon's recent audit events: credentials issued and refused (each with
+    /// the process that asked: pid, executable, command line), unlocks, locks and trust
+    /// decisions.
+    ///
+    /// Events live in memory in the running daemon (the last 1000); a restart empties
+    /// them. A peer in a container is named by its address; a request through
+    /// `credport relay` names the container client the relay forwarded for.
+    #[command(
+        after_help = "Examples:\n  credport log\n  credport log --project orders --stage prod\n  credport log --follow\n  credport log --json | jq 'select(.event == \"refused\")'"
+    )]
+    Log(LogArgs),
     /// Find what would make a process use the wrong account or fail, each with its fix.
     #[command(after_help = "Examples:\n  credport doctor\n  credport doctor --json")]
     Doctor {
@@ -392,6 +403,26 @@ pub enum ProjectCommand {
         /// The project name.
         name: String,
     },
+}
+
+/// `credport log`.
+#[derive(Debug, clap::Args)]
+pub struct LogArgs {
+    /// Only this project's events.
+    #[arg(long, short = 'p', value_name = "PROJECT")]
+    pub project: Option<String>,
+    /// Only this stage's events.
+    #[arg(long, short = 's', value_name = "STAGE")]
+    pub stage: Option<String>,
+    /// Only the last N events.
+    #[arg(long, short = 'n', value_name = "N")]
+    pub lines: Option<usize>,
+    /// Keep running and show new events as they happen (Ctrl-C ends).
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// One JSON object per event and line (JSON Lines).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `credport login`.

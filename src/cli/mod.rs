@@ -6,6 +6,7 @@ pub mod doctor;
 pub mod env;
 pub mod exec;
 pub mod init;
+pub mod log;
 pub mod logfmt;
 pub mod login;
 pub mod man;

@@ -13,6 +13,9 @@
 //! - `{"op":"unlock","project":"p","stage":"prod","seconds":900}` and
 //!   `{"op":"lock","project":"p","stage":"prod"}` (no scope: every window) open and close
 //!   protected stages' windows (see `guard`), answering the line to show in `note`.
+//! - `{"op":"log","project":"orders","stage":"prod","limit":20,"follow":true}` answers the
+//!   audit journal's recent events (`credport log`); with `follow`, one more answer line
+//!   per later event until the client hangs up (see [`super::follow`]).
 //!
 //! Answers are one typed [`Answer`]: `{"ok":true,...}` with what was asked for, or
 //! `{"ok":false,"error":"..."}`.
@@ -67,6 +70,8 @@ pub enum Command {
         #[serde(default)]
         stage: Option<String>,
     },
+    /// The audit journal's recent events, in `events` (and, with `follow`, later ones).
+    Log(crate::journal::Query),
 }
 
 /// Errors talking to the daemon.
@@ -113,6 +118,9 @@ pub struct Answer {
     /// `status`: the daemon's report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Box<crate::daemon::StatusReport>>,
+    /// `log`: events of the audit journal, oldest first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<crate::journal::Event>>,
 }
 
 impl Answer {
@@ -214,6 +222,9 @@ pub async fn serve(
                 tokio::time::timeout(Duration::from_secs(10), reader.read_line(&mut line)).await;
             let answer = match read {
                 Ok(Ok(_)) => match serde_json::from_str::<Command>(&line) {
+                    Ok(Command::Log(q)) if q.follow => {
+                        return super::follow::stream(&state.journal, &q, reader, w).await;
+                    }
                     Ok(req) => handle(&state, &status, standins.as_deref(), req).await,
                     Err(e) => Answer::error(format!("bad request: {e}")),
                 },
@@ -299,6 +310,10 @@ async fn handle(
                     .guard
                     .request_lock(project.as_deref().zip(stage.as_deref())),
             ),
+            ..Answer::ok()
+        },
+        Command::Log(q) => Answer {
+            events: Some(state.journal.recent(&q.filter, q.limit)),
             ..Answer::ok()
         },
     }

@@ -7,6 +7,7 @@
 
 pub mod activation;
 pub mod control;
+pub mod follow;
 pub mod instance;
 pub mod keeper;
 pub mod readiness;
@@ -266,10 +267,24 @@ impl Daemon {
             tokens: ArcSwapOption::from_pointee(key),
             metrics: Default::default(),
             scopes: Default::default(),
+            journal: Default::default(),
             on_reload: Default::default(),
             instance: crate::daemon::instance::new_instance_id(),
             env: env.clone(),
             guard: Default::default(),
+        });
+        // Unlocks, locks and trust decisions go into the audit journal (`credport log`).
+        let weak = Arc::downgrade(&state);
+        state.guard.on_event(move |e| {
+            if let Some(s) = weak.upgrade() {
+                s.journal.record(e);
+            }
+        });
+        let weak = Arc::downgrade(&state);
+        state.trust.on_event(move |e| {
+            if let Some(s) = weak.upgrade() {
+                s.journal.record(e);
+            }
         });
         // A window that opens or closes changes what `env`'s stand-in files may hold.
         let weak = Arc::downgrade(&state);
@@ -429,7 +444,8 @@ pub fn status_report(state: &AppState, addrs: &[SocketAddr]) -> StatusReport {
                 .map(|i| IssuedReport {
                     at: crate::credentials::format_expiration(i.at),
                     user_agent: i.user_agent.clone(),
-                    process: i.process.clone(),
+                    process: i.client.as_ref().map(crate::peer::Client::summary),
+                    client: i.client.clone(),
                     count: i.count,
                 }),
         };

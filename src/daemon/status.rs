@@ -100,8 +100,12 @@ pub struct IssuedReport {
     pub at: String,
     /// The client's User-Agent (escaped).
     pub user_agent: String,
-    /// The local process that asked, when found (`pid N (name)`).
+    /// Who asked, in short (`pid N (name)`, or an address for a container), when known.
     pub process: Option<String>,
+    /// Who asked: address, pid, executable and shortened command line (see
+    /// `credport log`), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<crate::peer::Client>,
     /// Issuances of this scope since the daemon started.
     pub count: u64,
 }

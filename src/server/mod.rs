@@ -14,6 +14,7 @@
 //! rewritten credentials file without a restart, while no SDK re-fetches on every call.
 //! The true expiry is never exceeded.
 
+pub mod audit;
 pub mod error;
 pub mod routes;
 pub mod scopes;
@@ -54,6 +55,8 @@ pub struct AppState {
     pub allowed_hosts: HashSet<String>,
     /// Request metrics, and each scope's last issuance.
     pub metrics: crate::metrics::Metrics,
+    /// The audit journal `credport log` reads (issuances, refusals, unlocks, trust).
+    pub journal: crate::journal::Journal,
     /// This daemon's random instance id, echoed by `/healthz` and written to
     /// `daemon.json`, so clients can tell it from whatever else answers on the port.
     pub instance: String,
@@ -220,14 +223,18 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let ends = stream.local_addr().ok().map(|local| crate::peer::Conn { peer, local });
+                // Who is at the other end: looked up once per connection, when it first asks.
+                let ends = stream
+                    .local_addr()
+                    .ok()
+                    .map(|local| crate::peer::Peer::new(crate::peer::Conn { peer, local }));
                 let conn_state = Arc::new(ConnState::new(table.epoch));
                 let (r, cs) = (router.clone(), conn_state.clone());
                 let service = TowerToHyperService::new(tower::service_fn(
                     move |mut req: hyper::Request<hyper::body::Incoming>| {
                         let (r, cs) = (r.clone(), cs.clone());
-                        if let Some(ends) = ends {
-                            req.extensions_mut().insert(ends);
+                        if let Some(ends) = &ends {
+                            req.extensions_mut().insert(ends.clone());
                         }
                         async move {
                             cs.begin();

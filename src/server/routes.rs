@@ -216,41 +216,34 @@ fn presented_token(headers: &HeaderMap) -> Result<&str, ApiError> {
 
 async fn credentials(
     State(state): State<Arc<AppState>>,
-    ends: Option<axum::Extension<crate::peer::Conn>>,
+    peer: Option<axum::Extension<Arc<crate::peer::Peer>>>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
     let started = std::time::Instant::now();
+    let peer = peer.map(|axum::Extension(p)| p);
+    super::audit::begin(peer.as_ref());
     let mut authenticated = None;
-    match issue(&state, uri.path(), &headers, &mut authenticated).await {
-        Ok((resp, stats)) => {
+    let mut result = issue(&state, uri.path(), &headers, &mut authenticated).await;
+    // Who asked and what they got: the log line, `credport log`, `status`.
+    super::audit::record(
+        &state,
+        peer,
+        &headers,
+        uri.path(),
+        authenticated,
+        &mut result,
+    )
+    .await;
+    match result {
+        Ok(r) => {
             state.metrics.took(started.elapsed());
-            // Which process asked: looked up at most every 10 s per scope, while the client
-            // still holds its connection (it waits for this answer, which waits up to 100 ms
-            // for the lookup; a slower lookup finishes in the background).
-            if let Some(axum::Extension(ends)) = ends
-                && stats.wants_process()
-            {
-                let lookup = tokio::task::spawn_blocking(move || {
-                    if let Some(p) = crate::peer::process_of(ends) {
-                        stats.set_process(p);
-                    }
-                });
-                let _ = tokio::time::timeout(std::time::Duration::from_millis(100), lookup).await;
-            }
-            resp
+            r
         }
         Err(e) => {
             state
                 .metrics
                 .refused(authenticated, e.code, started.elapsed());
-            let path = crate::metrics::escape(uri.path());
-            tracing::info!(
-                status = e.status.as_u16(),
-                code = e.code,
-                path = path.as_str(),
-                "credentials refused"
-            );
             e.into_response()
         }
     }
@@ -263,7 +256,7 @@ async fn issue<'a>(
     path: &'a str,
     headers: &HeaderMap,
     authenticated: &mut Option<(&'a str, &'a str)>,
-) -> Result<(Response, Arc<crate::metrics::ScopeStats>), ApiError> {
+) -> Result<Response, ApiError> {
     let (project, stage) = parse_scope(path)?;
     let token = presented_token(headers)?;
     let Some(key) = state.tokens.load_full() else {
@@ -308,20 +301,6 @@ async fn issue<'a>(
     let now = OffsetDateTime::now_utc();
     let served = admission.cap(state.served_expiration(creds.expiration, now));
     let answer = hot.render(&creds, served)?;
-    let agent = headers
-        .get(header::USER_AGENT)
-        .map_or(&b""[..], HeaderValue::as_bytes);
-    let agent = hot.stats.issued(agent, now);
-    // `&str` values: quoted and escaped by the text format, JSON strings in JSON logs.
-    tracing::info!(
-        project = %binding.project,
-        stage = %binding.stage,
-        profile = %binding.profile,
-        key = %answer.key,
-        expires = %answer.expires,
-        user_agent = &*agent,
-        "credentials issued"
-    );
     let mut resp = Response::new(axum::body::Body::from(answer.body));
     let h = resp.headers_mut();
     h.insert(
@@ -329,7 +308,14 @@ async fn issue<'a>(
         HeaderValue::from_static("application/json"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok((resp, hot.stats.clone()))
+    // The audit (log line, journal, status) is written by the caller, with the process.
+    resp.extensions_mut().insert(super::audit::Issuance {
+        hot: hot.clone(),
+        key: answer.key,
+        expires: answer.expires,
+        at: now,
+    });
+    Ok(resp)
 }
 
 /// A project-file mapping the user has not trusted: 403 `Untrusted`, naming the fix.

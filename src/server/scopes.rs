@@ -53,7 +53,7 @@ pub struct Entry {
     stamp: Stamp,
     /// The binding and plan, or the error every request for the scope gets until a
     /// generation moves.
-    pub outcome: Result<Hot, ApiError>,
+    pub outcome: Result<Arc<Hot>, ApiError>,
     /// Worked out again on every request: a project unknown now may be registered a
     /// moment from now (by `credport exec`), which a reload of the table finds.
     volatile: bool,
@@ -252,12 +252,14 @@ fn build(state: &AppState, project: &str, stage: &str) -> Entry {
                 binding.policy.as_ref(),
             )
             .map_err(|e| super::routes::source_error(&binding.project, &binding.stage, e))
-            .map(|plan| Hot {
-                protection,
-                stats: state.metrics.scope(&binding.project, &binding.stage),
-                binding,
-                plan,
-                body: Mutex::new(None),
+            .map(|plan| {
+                Arc::new(Hot {
+                    protection,
+                    stats: state.metrics.scope(&binding.project, &binding.stage),
+                    binding,
+                    plan,
+                    body: Mutex::new(None),
+                })
             });
         return Entry {
             stamp,
