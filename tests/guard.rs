@@ -203,6 +203,29 @@ fn prod_is_locked_until_unlock_then_served_until_the_window_ends_or_lock() {
             "no 'locked' line for {reason}:\n{log}"
         );
     }
+    // And an event of the journal that `credport log` reads.
+    let journal = ok(
+        &w.credport(&["log", "--json", "--project", "orders", "--stage", "prod"]),
+        "credport log",
+    );
+    let events: Vec<serde_json::Value> = journal
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "unlocked" && e["until"].is_string()),
+        "no 'unlocked' event: {journal}"
+    );
+    for reason in ["window ended", "credport lock", "credport lock --all"] {
+        assert!(
+            events
+                .iter()
+                .any(|e| e["event"] == "locked" && e["reason"] == reason),
+            "no 'locked' event for {reason}: {journal}"
+        );
+    }
 }
 
 #[test]

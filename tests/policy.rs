@@ -266,7 +266,8 @@ fn a_changed_policy_is_a_different_session() {
         "[profile dev]\nrole_arn = arn:aws:iam::111111111111:role/Dev\nsource_profile = base\n",
         "",
     );
-    // A project file registered with the daemon: its policy file is read on every fetch.
+    // A project file registered with the daemon (and trusted, as a user would): its policy
+    // file is watched, so an edit counts on the next fetch after the daemon sees it.
     let project = h.path().join("orders");
     std::fs::create_dir_all(project.join("policies")).unwrap();
     std::fs::write(
@@ -276,12 +277,14 @@ fn a_changed_policy_is_a_different_session() {
     .unwrap();
     let policy_file = project.join("policies/dev.json");
     write_atomic(&policy_file, POLICY);
-    let out = h.run(&["project", "add", project.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "project add: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    for args in [&["project", "add"][..], &["allow", "--dir"][..]] {
+        let out = h.run(&[args, &[project.to_str().unwrap()]].concat());
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let d = h.serve();
 
     let first = ok(&fetch(&d, &h, "orders", "dev"), &proxy, "first");
@@ -335,6 +338,13 @@ fn broken_policies_are_refused_before_sts_naming_the_file() {
         std::fs::write(&toml, "project = \"api\"\n[stages]\ndev = \"dev\"\n").unwrap();
         h.run(&["project", "add", project.to_str().unwrap()])
     };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Trusted as a user would: the policy edits below keep the mapping.
+    let out = h.run(&["allow", "--dir", project.to_str().unwrap()]);
     assert!(
         out.status.success(),
         "{}",
@@ -481,8 +491,10 @@ fn standin_profiles_hold_scoped_sessions() {
     w.home
         .extra_env
         .insert("AWS_ENDPOINT_URL_STS".into(), proxy.url.clone());
+    // Stand-ins for prod are the point here, not the guard (see GUARD_OFF).
     w.home.write_config(&format!(
-        "[projects.orders]\nstages = {{ dev = \"devAccount\", prod = \"prodAccount\" }}\n[projects.orders.policies.dev]\npolicy_arns = [\"{READ_ONLY}\"]\n"
+        "{}[projects.orders]\nstages = {{ dev = \"devAccount\", prod = \"prodAccount\" }}\n[projects.orders.policies.dev]\npolicy_arns = [\"{READ_ONLY}\"]\n",
+        support::GUARD_OFF
     ));
     let by_role = |role: &str| -> Vec<support::recorder::StsCall> {
         proxy

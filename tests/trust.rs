@@ -295,6 +295,28 @@ fn the_daemon_answers_403_untrusted_for_a_registered_directory_until_allowed() {
     });
     assert_eq!(gone.json()["Code"], "Untrusted");
 
+    // The journal (`credport log`) has both decisions, once the daemon reloaded them.
+    let events = |name: &str| -> Vec<serde_json::Value> {
+        let out = r.run(&["log", "--json", "--project", "orders"]);
+        assert!(out.status.success(), "credport log: {}", stderr(&out));
+        stdout(&out)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["event"] == name)
+            .collect()
+    };
+    let allowed = events("allowed");
+    assert!(
+        allowed
+            .iter()
+            .any(|e| e["stage"] == "dev" && e["profile"] == "adminAccount"),
+        "no 'allowed' event for orders/dev: {allowed:?}"
+    );
+    assert!(
+        events("denied").iter().any(|e| e["stage"] == "dev"),
+        "no 'denied' event for orders/dev"
+    );
+
     // An edit that remaps the stage after an allow: refused, naming old -> new.
     assert!(r.run(&["allow", "--stage", "dev"]).status.success());
     d.wait_until(Duration::from_secs(5), path, &token, |resp| {
@@ -488,6 +510,8 @@ fn on_a_terminal_exec_asks_once_and_records_a_yes() {
 #[test]
 fn env_stand_ins_follow_the_trust_records() {
     let r = Repo::new();
+    // Both stages' stand-ins are checked: trust, not the guard, is under test (GUARD_OFF).
+    r.home.write_config(GUARD_OFF);
     let _d = r.home.serve();
     assert!(r.run(&["allow"]).status.success());
     let out = r.run(&["env", "--stage", "dev"]);
