@@ -27,9 +27,9 @@ Two kinds of peer:
   shell line (no shell runs it) and started in its own HOME (also its working directory)
   holding the same AWS files (profile devAccount, session keys). Placeholders in CMD, URL
   and TOKEN: {port} (a free port), {home}, {token} (a random token made for the run),
-  {profile}, {root} (the repository); {{ and }} are literal braces. URL or TOKEN `@FILE` is read from FILE
-  (relative to {home}) once the peer has written it. TOKEN defaults to {token}. The peer
-  is ready when URL answers 200. The hot measures (throughput, latency, server CPU per
+  {profile}, {root} (the repository); {{ and }} are literal braces. URL or TOKEN `@FILE`
+  is read from FILE (relative to {home}) once the peer has written it. TOKEN defaults to
+  {token}. The peer is ready when URL answers 200. The hot measures (throughput, latency, server CPU per
   request, RSS), idle wake-ups and start-up run for it; the rest needs credport's CLI and
   is shown as "—". Its server is the started process and every process it starts (also
   ones that detach: the driver is their subreaper).
@@ -1128,6 +1128,7 @@ def main():
     args = ap.parse_args()
     only = set(filter(None, args.only.split(",")))
     want = lambda p: not only or p in only
+    generic_peers = parse_peers(args)
 
     cpus = sorted(os.sched_getaffinity(0))
     if not args.no_pin and len(cpus) >= 2:
@@ -1143,7 +1144,7 @@ def main():
     for p in args.peer:
         targets.append({"name": os.path.basename(p) if os.path.basename(p) != "credport" else p,
                         "bin": os.path.abspath(p), "kind": "credport"})
-    targets += parse_peers(args)
+    targets += generic_peers
     cli = [t for t in targets if t["kind"] == "credport"]
     for t in cli:
         t["trust"] = knows_trust(t["bin"])
