@@ -1,18 +1,38 @@
 #!/usr/bin/env python3
 """credport's benchmark driver (run by scripts/bench; Python 3 standard library only).
 
-Measures, side by side in one run, credport (and any --peer binary speaking the same
-protocol) against bench/baseline, prints a markdown table of medians and writes it into
-docs/PERFORMANCE.md between the bench markers. Raw numbers go to .cache/bench/.
+Measures, side by side in one run, credport (and any peer) against bench/baseline, prints
+markdown tables of medians and writes them into docs/PERFORMANCE.md between the bench
+markers. Raw numbers go to .cache/bench/.
 
-The protocol a peer must speak (the one credport speaks):
+credport is measured on two scopes: a project declared in config.toml and a project
+registered by directory (`credport project add DIR`, a serverless.yml mapping the stage).
+
+Two kinds of peer:
+
+--peer BIN: a binary speaking credport's own protocol and CLI (an older credport, a fork):
   BIN serve --listen 127.0.0.1:0      prints `listening on http://ADDR` on stderr
   BIN token --project P --stage S     prints the scope's token on stdout
   BIN exec --project P --stage S -- true
+  BIN project add DIR                 registers a project directory (optional)
   files: $HOME/.aws/{credentials,config}, $XDG_CONFIG_HOME/credport/config.toml
          ([projects.P] default_stage/stages), state under $XDG_DATA_HOME,
          runtime under $CREDPORT_RUNTIME_DIR; STS at $AWS_ENDPOINT_URL_STS.
   GET /v1/credentials/P/S with `Authorization: <token>` answers the container JSON.
+  Every measurement runs for it.
+
+--peer-cmd NAME=CMD --peer-url NAME=URL [--peer-token NAME=TOKEN] [--peer-label NAME=TEXT]:
+  any server of the container-credentials protocol (GET URL with `Authorization: TOKEN`
+  answers {"AccessKeyId", "SecretAccessKey", "Token", "Expiration"}). CMD is split like a
+  shell line (no shell runs it) and started in its own HOME (also its working directory)
+  holding the same AWS files (profile devAccount, session keys). Placeholders in CMD, URL
+  and TOKEN: {port} (a free port), {home}, {token} (a random token made for the run),
+  {profile}, {root} (the repository); {{ and }} are literal braces. URL or TOKEN `@FILE`
+  is read from FILE (relative to {home}) once the peer has written it. TOKEN defaults to
+  {token}. The peer is ready when URL answers 200. The hot measures (throughput, latency, server CPU per
+  request, RSS), idle wake-ups and start-up run for it; the rest needs credport's CLI and
+  is shown as "—". Its server is the started process and every process it starts (also
+  ones that detach: the driver is their subreaper).
 """
 
 import argparse
@@ -23,6 +43,8 @@ import http.server
 import json
 import os
 import re
+import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -32,12 +54,19 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 MIB = 1024 * 1024
 PROJECT, STAGE, PROFILE = "bench", "dev", "devAccount"
+# The project registered by directory (a serverless.yml), served next to the declared one.
+REG_PROJECT = "benchreg"
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+CMP_BEGIN, CMP_END = "<!-- bench:compare:begin -->", "<!-- bench:compare:end -->"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+# CPUs for the load generator and for the servers (set in main; None: not pinned).
+PIN = {"load": None, "server": None}
 
 
 def log(msg):
@@ -114,8 +143,8 @@ class Home:
         write_file(path, text, mode)
 
     def token(self, project=PROJECT, stage=STAGE):
-        out = subprocess.run([self.bin, "token", "--project", project, "--stage", stage],
-                             env=self.env(), capture_output=True, text=True, timeout=30)
+        out = subprocess.run([self.bin, "token", "--project", project, "--stage", stage], env=self.env(),
+                             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
         if out.returncode != 0:
             raise RuntimeError(f"{self.bin} token failed: {out.stderr}")
         return out.stdout.strip()
@@ -133,25 +162,223 @@ def write_file(path, text, mode):
         os.replace(tmp, path)
 
 
-def small_config(home, project=PROJECT, profile=PROFILE):
-    home.write(".config/credport/config.toml",
-               f'[projects.{project}]\ndefault_stage = "dev"\nstages = {{ dev = "{profile}" }}\n')
+def small_config(home, project=PROJECT, profile=PROFILE, trust=False):
+    text = f'[projects.{project}]\ndefault_stage = "dev"\nstages = {{ dev = "{profile}" }}\n'
+    home.write(".config/credport/config.toml", trust_section(trust) + text)
+
+
+def trust_section(trust):
+    # credport may ask before it uses a project file's stage mapping (`credport allow`);
+    # "all" trusts every project file, which this HOME's registered project needs. Only
+    # written for binaries that know it (`BIN allow --help` exits 0): config.toml's
+    # unknown keys are errors.
+    return '[trust]\nproject_files = "all"\n\n' if trust else ""
+
+
+def knows_trust(bin_path):
+    r = subprocess.run([bin_path, "allow", "--help"], stdin=subprocess.DEVNULL, capture_output=True, timeout=30,
+                       env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+    return r.returncode == 0
+
+
+SERVERLESS_YML = """\
+service: {project}
+custom:
+  myStage: ${{opt:stage, self:provider.stage}}
+  myProfile:
+    dev: {profile}
+provider:
+  name: aws
+  stage: dev
+  profile: ${{self:custom.myProfile.${{self:custom.myStage}}}}
+"""
+
+
+def register_project(home, project=REG_PROJECT, profile=PROFILE):
+    """A project directory holding a serverless.yml (README's per-stage map, stage dev ->
+    `profile`), registered with `BIN project add DIR` as a user (or `exec`) would."""
+    d = os.path.join(home.dir, "src", project)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "serverless.yml"), "w") as f:
+        f.write(SERVERLESS_YML.format(project=project, profile=profile))
+    cmd = [home.bin, "project", "add", d]
+    r = subprocess.run(cmd, env=home.env(), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+    if r.returncode != 0:
+        raise RuntimeError(f"`{' '.join(cmd)}` failed ({r.returncode}): {r.stderr.strip()}")
+    return d
 
 
 # --------------------------------------------------------------------------------------
-# Processes
+# Processes: pinning, process trees, servers
 
 
-class Server:
-    """A running server: credport-like (`BIN serve`) or the baseline."""
+def pinned(cmd, which):
+    """`cmd` run on the CPUs chosen for `which` ("load" or "server"), through taskset
+    (which execs it: the pid stays the command's)."""
+    cpus = PIN[which]
+    if not cpus:
+        return cmd
+    return ["taskset", "-c", ",".join(str(c) for c in sorted(cpus)), *cmd]
 
-    def __init__(self, cmd, env, logdir, name):
+
+def become_subreaper():
+    """Makes the driver the reaper of its descendants' orphans (PR_SET_CHILD_SUBREAPER), so
+    a peer's detached helper (an agent it starts) stays findable as the driver's child."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(36, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def proc_stat(pid):
+    """(ppid, utime + stime in clock ticks) of a process, or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            s = f.read()
+    except OSError:
+        return None
+    rest = s[s.rindex(")") + 2:].split()
+    return int(rest[1]), int(rest[11]) + int(rest[12])
+
+
+def children_of():
+    kids = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            st = proc_stat(d)
+            if st:
+                kids.setdefault(st[0], []).append(int(d))
+    return kids
+
+
+def own_children():
+    return set(children_of().get(os.getpid(), []))
+
+
+def proc_tree(roots):
+    """The live processes among `roots` and all their descendants."""
+    kids = children_of()
+    out, stack, seen = [], list(roots), set()
+    while stack:
+        p = stack.pop()
+        if p in seen or proc_stat(p) is None:
+            continue
+        seen.add(p)
+        out.append(p)
+        stack.extend(kids.get(p, []))
+    return out
+
+
+def proc_status(pid, field):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class Proc:
+    """A started server process (in its own session) and the processes it starts."""
+
+    def _spawn(self, cmd, env, logdir, name, cwd=None, pin=True):
         self.name = name
         self.logpath = os.path.join(logdir, f"{name}-{time.monotonic_ns()}.log")
         self.log = open(self.logpath, "wb")
+        self.cmd = cmd
+        before = own_children()
         self.t0 = time.perf_counter()
-        self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=self.log)
+        self.proc = subprocess.Popen(pinned(cmd, "server") if pin else cmd, env=env, stdin=subprocess.DEVNULL,
+                                     stdout=self.log, stderr=self.log, start_new_session=True, cwd=cwd)
+        self.pid = self.proc.pid
+        self._before = before | {self.pid}
+        self.adopted = set()
+
+    def _adopt(self):
+        """Orphans re-parented to the driver since this server started are its helpers."""
+        self.adopted |= own_children() - self._before
+
+    def _log_tail(self):
+        try:
+            with open(self.logpath, "rb") as f:
+                return f.read().decode(errors="replace")[-2000:]
+        except OSError:
+            return ""
+
+    def pids(self):
+        return proc_tree([self.pid, *self.adopted])
+
+    def stop(self):
+        pids = [p for p in self.adopted if proc_stat(p)]
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.pid, signal.SIGKILL)
+                self.proc.wait()
+        for p in pids:
+            try:
+                os.kill(p, signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+        deadline = time.monotonic() + 5
+        for p in pids:
+            while True:
+                try:
+                    done, _ = os.waitpid(p, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if done:
+                    break
+                if time.monotonic() > deadline:
+                    os.kill(p, signal.SIGKILL)
+                    os.waitpid(p, 0)
+                    break
+                time.sleep(0.01)
+        self.log.close()
+
+    def rss(self):
+        return sum(proc_status(p, "VmRSS") for p in self.pids()) * 1024
+
+    def peak_rss(self):
+        """Sum of the processes' VmHWM (each one's peak resident set)."""
+        return sum(proc_status(p, "VmHWM") for p in self.pids()) * 1024
+
+    def cpu_ticks(self):
+        return sum((proc_stat(p) or (0, 0))[1] for p in self.pids())
+
+    def ctx_switches(self):
+        total = 0
+        for pid in self.pids():
+            try:
+                tids = os.listdir(f"/proc/{pid}/task")
+            except OSError:
+                continue
+            for tid in tids:
+                try:
+                    with open(f"/proc/{pid}/task/{tid}/status") as f:
+                        for line in f:
+                            if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                                total += int(line.split()[1])
+                except OSError:
+                    pass
+        return total
+
+
+class Server(Proc):
+    """A running server printing `listening on http://ADDR` on stderr: credport-like
+    (`BIN serve`) or the baseline."""
+
+    def __init__(self, cmd, env, logdir, name, pin=True):
+        self._spawn(cmd, env, logdir, name, pin=pin)
         self.addr = None
         self.stderr_token = None
         deadline = time.monotonic() + 30
@@ -175,43 +402,72 @@ class Server:
                 time.sleep(0.0002)
         self.host, self.port = self.addr.split(":")
         self.port = int(self.port)
-        self.pid = self.proc.pid
 
     def url(self, path):
         return f"http://{self.addr}{path}"
 
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+
+def expand(template, values, what):
+    try:
+        return template.format_map(values)
+    except (KeyError, IndexError, ValueError) as e:
+        raise SystemExit(f"bench: {what} {template!r}: unknown or malformed placeholder {e} "
+                         f"(known: {', '.join('{' + k + '}' for k in values)})")
+
+
+class PeerServer(Proc):
+    """A generic container-credentials server started from a --peer-cmd template. Ready
+    when its URL answers 200 with credentials; `ready_ms` is spawn to that first 200."""
+
+    def __init__(self, spec, home, logdir, timeout=60, pin=True):
+        port = free_port()
+        values = {"port": port, "home": home.dir, "token": spec["secret"], "profile": PROFILE, "root": ROOT}
+        cmd = [expand(a, values, f"--peer-cmd {spec['name']}") for a in shlex.split(spec["cmd"])]
+        self._spawn(cmd, home.env(), logdir, spec["name"], cwd=home.dir, pin=pin)
+        self.full_url = self.token = None
+        last = "no answer"
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"peer {spec['name']} exited ({self.proc.returncode}) before answering; "
+                                   f"command {cmd}; its output:\n{self._log_tail()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"peer {spec['name']} did not answer 200 within {timeout} s ({last}); "
+                                   f"command {cmd}; its output:\n{self._log_tail()}")
+            url = self._value(spec["url_template"], values, home, "--peer-url")
+            token = self._value(spec["token_template"], values, home, "--peer-token")
+            if url is None or token is None:
+                last = "waiting for its URL/token file"
+                time.sleep(0.01)
+                continue
             try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
+                status, body = get_url(url, token, timeout=5)
+            except OSError as e:
+                last = f"GET {url}: {e}"
+                time.sleep(0.0002)
+                continue
+            if status == 200 and b"AccessKeyId" in body:
+                self.ready_ms = (time.perf_counter() - self.t0) * 1e3
+                self.full_url, self.token, self.body_len = url, token, len(body)
+                break
+            last = f"GET {url}: HTTP {status}"
+            time.sleep(0.05)
+        time.sleep(0.2)
+        self._adopt()
 
-    def rss(self):
-        return proc_status(self.pid, "VmRSS") * 1024
-
-    def ctx_switches(self):
-        total = 0
-        for tid in os.listdir(f"/proc/{self.pid}/task"):
-            try:
-                with open(f"/proc/{self.pid}/task/{tid}/status") as f:
-                    for line in f:
-                        if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
-                            total += int(line.split()[1])
-            except FileNotFoundError:
-                pass
-        return total
-
-
-def proc_status(pid, field):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
+    @staticmethod
+    def _value(template, values, home, what):
+        v = expand(template, values, f"{what}")
+        if not v.startswith("@"):
+            return v
+        path = os.path.join(home.dir, v[1:])
+        try:
+            with open(path) as f:
+                text = f.read().strip()
+        except OSError:
+            return None
+        return text or None
 
 
 class Client:
@@ -244,6 +500,14 @@ def get_once(addr, token, path, timeout=10):
         c.close()
 
 
+def get_url(url, token, timeout=10):
+    u = urllib.parse.urlsplit(url)
+    path = u.path or "/"
+    if u.query:
+        path += "?" + u.query
+    return get_once(u.netloc, token, path, timeout)
+
+
 # --------------------------------------------------------------------------------------
 # Load (wrk)
 
@@ -254,11 +518,15 @@ def parse_wrk_time(s):
     return v * {"us": 1, "ms": 1e3, "s": 1e6, "m": 6e7}[u]
 
 
-def wrk(url, token, conns, duration, threads=None):
-    threads = threads or min(conns, 2)
+def wrk(url, token, conns, duration, threads=None, server=None):
+    """One wrk run (on the load CPU when pinned). With `server`, also the server's CPU time
+    over the run (utime + stime of its processes, /proc/PID/stat) per request, in µs."""
+    threads = threads or (1 if PIN["load"] and len(PIN["load"]) == 1 else min(conns, 2))
     cmd = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--latency",
            "-H", f"Authorization: {token}", url]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60).stdout
+    c0 = server.cpu_ticks() if server else None
+    out = subprocess.run(pinned(cmd, "load"), capture_output=True, text=True, timeout=duration + 60).stdout
+    c1 = server.cpu_ticks() if server else None
     res = {}
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)
     res["rps"] = float(m.group(1)) if m else None
@@ -271,6 +539,7 @@ def wrk(url, token, conns, duration, threads=None):
     res["non2xx"] = int(m.group(1)) if m else 0
     m = re.search(r"Socket errors: (.*)", out)
     res["socket_errors"] = m.group(1) if m else ""
+    res["cpu_us"] = ((c1 - c0) / CLK_TCK * 1e6 / res["requests"]) if server and res["requests"] else None
     if res["rps"] is None:
         log(f"wrk output not understood:\n{out}")
     return res
@@ -314,7 +583,8 @@ def reload_propagation(home, addr, token, mode, writes, base_profiles, profile=P
 def startup(cmd_fn, env, logdir, name, token_fn, path, reps):
     times = []
     for _ in range(reps):
-        s = Server(cmd_fn(), env, logdir, name)
+        # Not pinned: taskset's own exec would be counted in the start-up.
+        s = Server(cmd_fn(), env, logdir, name, pin=False)
         token = token_fn(s)
         deadline = time.monotonic() + 10
         ok = None
@@ -330,6 +600,17 @@ def startup(cmd_fn, env, logdir, name, token_fn, path, reps):
         s.stop()
         os.unlink(s.logpath)
     return {"median_ms": median(times), "min_ms": min(t for t in times if t), "n": reps}
+
+
+def startup_peer(spec, home, logdir, reps):
+    """Spawn to first 200 of a generic peer (its readiness check is that first 200)."""
+    times = []
+    for _ in range(reps):
+        s = PeerServer(spec, home, logdir, pin=False)
+        times.append(s.ready_ms)
+        s.stop()
+        os.unlink(s.logpath)
+    return {"median_ms": median(times), "min_ms": min(times), "n": reps}
 
 
 def hyperfine_exec(bin_path, env, runs, workdir):
@@ -487,7 +768,9 @@ def cold_path(bin_path, work, name, moto_port, delay, lifetime, refresh_wait, co
 # Scale
 
 
-def scale_home(work, name, bin_path, n_profiles, n_projects):
+def scale_home(work, name, bin_path, n_profiles, n_projects, trust=False, registered=True):
+    """5,000 profiles, 500 declared projects, plus the bench project declared and (with
+    `registered`) the benchreg project registered by directory, as in the small HOME."""
     home = Home(work, f"scale-{name}", bin_path)
     n_cred = n_profiles // 2
     creds = {f"acct{i:05d}": session_keys(f"s{i}") for i in range(n_cred)}
@@ -502,9 +785,11 @@ def scale_home(work, name, bin_path, n_profiles, n_projects):
         toml.append(f'[projects.p{j:04d}]\ndefault_stage = "dev"\n'
                     f'stages = {{ dev = "acct{(2 * j) % n_cred:05d}", prod = "role{j:05d}" }}\n')
     toml.append(f'[projects.{PROJECT}]\ndefault_stage = "dev"\nstages = {{ dev = "{PROFILE}" }}\n')
-    home.write(".config/credport/config.toml", "\n".join(toml))
+    home.write(".config/credport/config.toml", trust_section(trust) + "\n".join(toml))
     creds[PROFILE] = session_keys("scale0")
     home.write(".aws/credentials", credentials_text(creds))
+    if registered:
+        register_project(home)
     return home, creds
 
 
@@ -556,15 +841,20 @@ def machine_info():
 
 
 def render(R, args, command):
-    names = [t["name"] for t in R["targets"]]
+    targets = R["targets"]
+    names = [t["name"] for t in targets]
     peers = names[1:]
+    generic = {t["name"] for t in targets if t["kind"] == "generic"}
     cp = R["by"]["credport"]
     base = R["baseline"]
     lines = []
     mi = R["machine"]
+    pin = R.get("pin")
+    pin_text = (f"wrk pinned to CPU {','.join(map(str, pin['load']))}, every server to CPU "
+                f"{','.join(map(str, pin['server']))} (taskset)" if pin else "nothing pinned")
     lines.append(f"Run {mi['date']}, credport {args.label or 'at commit ' + mi['commit']}. Machine: {mi['nproc']} CPUs, {mi['cpu']}, "
                  f"{mi['kernel']}, {mi['rustc']}, {mi['wrk']}, {mi['hyperfine']}, load average at start "
-                 f"{mi['loadavg_at_start']}. **A shared, noisy machine**: other builds and tests ran at the "
+                 f"{mi['loadavg_at_start']}; {pin_text}. **A shared, noisy machine**: other builds and tests ran at the "
                  f"same time, so absolute numbers move between runs; medians of {args.reps} repetitions and "
                  f"the ratios to the baseline measured in the same run are what count.")
     lines.append("")
@@ -574,23 +864,45 @@ def render(R, args, command):
     lines.append(hdr)
     lines.append("|" + "---|" * (5 + len(peers)))
 
-    def row(measure, target, key, basev, ok, why="", f=fmt):
-        vals = [f(R["by"][n].get(key)) for n in peers]
+    def row(measure, target, key, basev, ok, why="", f=fmt, cli=True):
+        # cli: the measure needs credport's CLI (or its registered scope), so a generic
+        # peer has no value ("—"); the hot measures run for every peer.
+        vals = ["—" if cli and n in generic else f(R["by"][n].get(key)) for n in peers]
         lines.append(f"| {measure} | {target} | {f(cp.get(key))} | {f(basev) if basev is not None else '—'} | "
                      + " | ".join(vals) + (" | " if peers else "") + verdict(ok, why) + " |")
 
     def ratio(a, b):
         return a / b if (a is not None and b) else None
 
-    thr = ratio(cp.get("rps64"), base.get("rps64"))
-    row("hot fetch throughput, 64 conns (req/s)", "≥ 0.85 × baseline", "rps64", base.get("rps64"),
-        None if thr is None else thr >= 0.85, f"{thr:.2f} × baseline" if thr else "")
-    for c in ("1", "64"):
-        row(f"hot fetch p50, {c} conn (µs)", "(p99 is the target)", f"p50_{c}", base.get(f"p50_{c}"),
-            None, f"{ratio(cp.get(f'p50_{c}'), base.get(f'p50_{c}')) or 0:.2f} × baseline (informational)")
-        r = ratio(cp.get(f"p99_{c}"), base.get(f"p99_{c}"))
-        row(f"hot fetch p99, {c} conn (µs)", "≤ 1.2 × baseline", f"p99_{c}", base.get(f"p99_{c}"),
-            None if r is None else r <= 1.2, f"{r:.2f} × baseline" if r else "")
+    def at_least(key, basekey, limit, pre=""):
+        r = ratio(cp.get(pre + key), base.get(basekey))
+        return (None if r is None else r >= limit), (f"{r:.2f} × baseline" if r else "")
+
+    def at_most(key, basekey, limit, pre=""):
+        r = ratio(cp.get(pre + key), base.get(basekey))
+        return (None if r is None else r <= limit), (f"{r:.2f} × baseline" if r else "")
+
+    us = lambda v: fmt(v, "", 1) if isinstance(v, float) and v < 100 else fmt(v)
+    mib = lambda v: fmt(v / MIB, " MiB", 1) if v is not None else "n/a"
+    for pre, scope, cli in (("", "", False), ("reg_", ", registered directory", True)):
+        if pre and not any(R["by"][n].get("reg_rps64") for n in names):
+            continue
+        row(f"hot fetch throughput, 64 conns{scope} (req/s)", "≥ 0.85 × baseline", pre + "rps64", base.get("rps64"),
+            *at_least("rps64", "rps64", 0.85, pre), cli=cli)
+        row(f"single client throughput, 1 conn{scope} (req/s)", "≥ 0.95 × baseline", pre + "rps1", base.get("rps1"),
+            *at_least("rps1", "rps1", 0.95, pre), cli=cli)
+        for c in ("1", "64"):
+            if c == "1":
+                r = ratio(cp.get(f"{pre}p50_1"), base.get("p50_1"))
+                row(f"hot fetch p50, 1 conn{scope} (µs)", "(p99 is the target)", f"{pre}p50_1", base.get("p50_1"),
+                    None, f"{r:.2f} × baseline (informational)" if r else "informational", cli=cli)
+            else:
+                row(f"hot fetch p50, 64 conns{scope} (µs)", "≤ 1.2 × baseline", f"{pre}p50_64", base.get("p50_64"),
+                    *at_most("p50_64", "p50_64", 1.2, pre), cli=cli)
+            row(f"hot fetch p99, {c} conn{'s' if c != '1' else ''}{scope} (µs)", "≤ 1.2 × baseline", f"{pre}p99_{c}",
+                base.get(f"p99_{c}"), *at_most(f"p99_{c}", f"p99_{c}", 1.2, pre), cli=cli)
+        row(f"server CPU per request, 64 conns{scope} (µs)", "≤ 1.25 × baseline", pre + "cpu64", base.get("cpu64"),
+            *at_most("cpu64", "cpu64", 1.25, pre), f=us, cli=cli)
     for mode, label in (("inplace", "in place"), ("atomic", "atomic rename")):
         p50, p99 = cp.get(f"reload_{mode}_p50"), cp.get(f"reload_{mode}_p99")
         row(f"reload propagation, {label}, p50 (ms)", "≤ 30 ms", f"reload_{mode}_p50", None,
@@ -598,18 +910,22 @@ def render(R, args, command):
         row(f"reload propagation, {label}, p99 (ms)", "≤ 100 ms", f"reload_{mode}_p99", None,
             None if p99 is None else p99 <= 100,
             f"{cp.get(f'reload_{mode}_timeouts', 0)} of {args.writes} writes never seen" if cp.get(f"reload_{mode}_timeouts") else "")
-    mib = lambda v: fmt(v / MIB, " MiB", 1) if v is not None else "n/a"
     rs = cp.get("rss_start")
-    row("RSS after start", "≤ 12 MiB", "rss_start", base.get("rss_start"), None if rs is None else rs <= 12 * MIB, f=mib)
+    row("RSS after start", "≤ 12 MiB", "rss_start", base.get("rss_start"), None if rs is None else rs <= 12 * MIB,
+        f=mib, cli=False)
     r1 = cp.get("rss_1m")
-    row(f"RSS after ≥ 1M requests ({fmt(cp.get('requests_total'))} served)", "≤ 20 MiB", "rss_1m",
-        base.get("rss_1m"), None if r1 is None else r1 <= 20 * MIB, f=mib)
+    row(f"RSS after ≥ 1M requests ({fmt(cp.get('requests_total'))} served)", "≤ 12 MiB", "rss_1m",
+        base.get("rss_1m"), None if r1 is None else (r1 <= 12 * MIB and (cp.get("requests_total") or 0) >= args.requests),
+        "" if (cp.get("requests_total") or 0) >= args.requests else f"only {fmt(cp.get('requests_total'))} requests",
+        f=mib)
+    row("peak RSS (VmHWM) after the hot runs", "(informational)", "rss_peak", base.get("rss_peak"), None,
+        "informational", f=mib, cli=False)
     cs = cp.get("idle_cs")
     row(f"context switches while idle, {args.idle} s", "0 (no wake-ups of its own)", "idle_cs",
-        base.get("idle_cs"), None if cs is None else cs == 0)
+        base.get("idle_cs"), None if cs is None else cs == 0, cli=False)
     su = cp.get("startup")
     row(f"start to first 200, median of {args.startups} (ms)", "≤ 20 ms", "startup", base.get("startup"),
-        None if su is None else su <= 20)
+        None if su is None else su <= 20, cli=False)
     eo = cp.get("exec_overhead")
     row(f"`exec -- true` minus `true`, runtime dir on disk (ms; `true` {fmt(cp.get('true_ms'))} ms)", "≤ 15 ms",
         "exec_overhead", None, None if eo is None else eo <= 15)
@@ -619,14 +935,21 @@ def render(R, args, command):
     sr = cp.get("scale_reload_p50")
     row(f"scale ({args.profiles} profiles, {args.projects} projects): reload, p50 (ms)", "≤ 50 ms",
         "scale_reload_p50", None, None if sr is None else sr <= 50)
-    row("scale: reload, p99 (ms)", "(p50 is the target)", "scale_reload_p99", None, None, "informational")
+    s99 = cp.get("scale_reload_p99")
+    row("scale: reload, p99 (ms)", "≤ 100 ms", "scale_reload_p99", None, None if s99 is None else s99 <= 100)
     row("scale: time to listening (ms)", "(informational)", "scale_listen_ms", None, None, "informational")
     sm = cp.get("scale_rss")
     row("scale: RSS after reloads and load", "≤ 40 MiB", "scale_rss", None, None if sm is None else sm <= 40 * MIB, f=mib)
-    for c in ("1", "64"):
-        r = ratio(cp.get(f"scale_p99_{c}"), cp.get(f"p99_{c}"))
-        row(f"scale: hot p99, {c} conn (µs)", "unchanged (≤ 1.2 × small config)", f"scale_p99_{c}", None,
-            None if r is None else r <= 1.2, f"{r:.2f} × small config" if r else "")
+    for pre, scope in (("", ""), ("reg_", ", registered directory")):
+        if pre and cp.get("scale_reg_rps64") is None:
+            continue
+        r = ratio(cp.get(f"scale_{pre}rps64"), cp.get(f"{pre}rps64"))
+        row(f"scale: hot throughput, 64 conns{scope} (req/s)", "same cost (≥ 0.83 × small config)",
+            f"scale_{pre}rps64", None, None if r is None else r >= 0.83, f"{r:.2f} × small config" if r else "")
+        for c in ("1", "64"):
+            r = ratio(cp.get(f"scale_{pre}p99_{c}"), cp.get(f"{pre}p99_{c}"))
+            row(f"scale: hot p99, {c} conn{'s' if c != '1' else ''}{scope} (µs)", "unchanged (≤ 1.2 × small config)",
+                f"scale_{pre}p99_{c}", None, None if r is None else r <= 1.2, f"{r:.2f} × small config" if r else "")
     n1 = cp.get("cold_sts_first")
     row(f"cold: STS calls for {args.cold_conc} concurrent first requests", "exactly 1", "cold_sts_first", None,
         None if n1 is None else (n1 == 1 and cp.get("cold_first_ok") == args.cold_conc),
@@ -642,29 +965,149 @@ def render(R, args, command):
         "" if rm is None else f"{cp.get('cold_refresh_ok')}/{args.cold_conc} answered 200")
     row("refresh ahead: STS calls it caused", "exactly 1 (in the background)", "cold_sts_refresh", None,
         None if cp.get("cold_sts_refresh") is None else cp.get("cold_sts_refresh") == 1)
+    bad = [f"{n}: {R['by'][n].get('non2xx')} non-2xx answers" for n in names if R["by"][n].get("non2xx")]
+    if bad:
+        lines.append("")
+        lines.append("**Non-2xx answers under load** (their throughput is not comparable): " + "; ".join(bad) + ".")
     return "\n".join(lines)
 
 
-def write_doc(table):
+def render_compare(R, args, command):
+    """The hot measures, one row per server and scope, with ratios to the baseline: the
+    "how credport compares" table."""
+    base = R["baseline"]
+    mi = R["machine"]
+    pin = R.get("pin")
+    lines = [f"Run {mi['date']}, credport {args.label or 'at commit ' + mi['commit']}, {mi['nproc']} CPUs ({mi['cpu']}); "
+             + (f"wrk pinned to CPU {','.join(map(str, pin['load']))} and each server to CPU "
+                f"{','.join(map(str, pin['server']))}" if pin else "nothing pinned (fewer than 2 CPUs, or --no-pin)")
+             + f"; `wrk` {args.duration} s runs at 64 and 1 connections, medians of {args.reps} rounds, servers "
+             f"interleaved round by round; the same ~{fmt(R.get('body_len'))}-byte credentials body and a token "
+             f"check everywhere. Command: `{command}`.", "",
+             "| server | req/s @64 | p50 @64 | p99 @64 | req/s @1 | server CPU per request | peak RSS |",
+             "|---|---|---|---|---|---|---|"]
+
+    def with_ratio(v, b, f):
+        if v is None:
+            return "n/a"
+        return f(v) + (f" ({v / b:.2f}×)" if b else "")
+
+    def t_us(v):
+        if v is None:
+            return "n/a"
+        return f"{v / 1000:,.2f} ms" if v >= 1000 else f"{v:,.0f} µs"
+
+    def line(label, d, pre=""):
+        vals = [with_ratio(d.get(pre + "rps64"), base.get("rps64") if d is not base else None, fmt),
+                t_us(d.get(pre + "p50_64")), t_us(d.get(pre + "p99_64")),
+                with_ratio(d.get(pre + "rps1"), base.get("rps1") if d is not base else None, fmt),
+                with_ratio(d.get(pre + "cpu64"), base.get("cpu64") if d is not base else None,
+                           lambda v: f"{v:,.1f} µs"),
+                fmt(d["rss_peak"] / MIB, " MiB", 1) if d.get("rss_peak") else "n/a"]
+        n2 = d.get(pre + "non2xx")
+        if n2:
+            label += f" (**{n2:,} non-2xx answers**)"
+        lines.append(f"| {label} | " + " | ".join(vals) + " |")
+
+    line("axum baseline (token check + fixed body: the stack's limit)", base)
+    for t in R["targets"]:
+        d = R["by"][t["name"]]
+        if t["kind"] == "generic":
+            line(t.get("label") or t["name"], d)
+            continue
+        who = "credport" if t["name"] == "credport" else f"`{t['name']}`"
+        line(f"{who}, project declared in config.toml", d)
+        if d.get("reg_rps64") is not None:
+            line(f"{who}, project registered by directory (`project add`, serverless.yml)", d, "reg_")
+    return "\n".join(lines)
+
+
+def write_doc(table, begin=BEGIN, end=END):
     path = os.path.join(ROOT, "docs/PERFORMANCE.md")
-    text = open(path).read() if os.path.exists(path) else f"# Performance\n\n{BEGIN}\n{END}\n"
-    if BEGIN not in text or END not in text:
-        text += f"\n{BEGIN}\n{END}\n"
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
+    text = open(path).read() if os.path.exists(path) else f"# Performance\n\n{begin}\n{end}\n"
+    if begin not in text or end not in text:
+        text += f"\n{begin}\n{end}\n"
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
     with open(path + ".tmp", "w") as f:
-        f.write(f"{head}{BEGIN}\n{table}\n{END}{tail}")
+        f.write(f"{head}{begin}\n{table}\n{end}{tail}")
     os.replace(path + ".tmp", path)
 
 
 # --------------------------------------------------------------------------------------
 
 
+def parse_peers(args):
+    """The generic peers of --peer-cmd/--peer-url/--peer-token/--peer-label, by NAME."""
+    def pairs(values, flag):
+        out = {}
+        for v in values:
+            name, sep, rest = v.partition("=")
+            if not sep or not re.fullmatch(r"[A-Za-z0-9._-]+", name):
+                raise SystemExit(f"bench: {flag} {v!r}: expected NAME=VALUE (NAME of A-Z a-z 0-9 . _ -)")
+            if name in out:
+                raise SystemExit(f"bench: {flag} given twice for {name}")
+            out[name] = rest
+        return out
+
+    cmds = pairs(args.peer_cmd, "--peer-cmd")
+    urls = pairs(args.peer_url, "--peer-url")
+    tokens = pairs(args.peer_token, "--peer-token")
+    labels = pairs(args.peer_label, "--peer-label")
+    for flag, d in (("--peer-url", urls), ("--peer-token", tokens), ("--peer-label", labels)):
+        for name in d:
+            if name not in cmds:
+                raise SystemExit(f"bench: {flag} {name}=...: no --peer-cmd {name}=... was given")
+    peers = []
+    for name, cmd in cmds.items():
+        if name in ("credport", "baseline"):
+            raise SystemExit(f"bench: --peer-cmd {name}: the name is taken, choose another")
+        if name not in urls:
+            raise SystemExit(f"bench: --peer-cmd {name}: give its URL too (--peer-url {name}=http://127.0.0.1:{{port}}/...)")
+        if not shlex.split(cmd):
+            raise SystemExit(f"bench: --peer-cmd {name}: empty command")
+        peers.append({"name": name, "kind": "generic", "cmd": cmd, "url_template": urls[name],
+                      "token_template": tokens.get(name, "{token}"), "label": labels.get(name, name),
+                      "secret": secrets.token_urlsafe(24)})
+    return peers
+
+
+def peer_home(work, prefix, t):
+    """A HOME for one target with the bench's AWS files (and, for credport-like binaries,
+    the declared project and the registered project directory)."""
+    h = Home(work, f"{prefix}-{t['name'].replace('/', '_')}", t.get("bin"))
+    h.write(".aws/credentials", credentials_text({PROFILE: session_keys("start")}))
+    if t["kind"] == "generic":
+        h.write(".aws/config", f"[profile {PROFILE}]\nregion = us-east-1\n")
+        # Nothing of a peer may look for an instance role (link-local traffic, slow start).
+        h.extra["AWS_EC2_METADATA_DISABLED"] = "true"
+    else:
+        small_config(h, trust=t["trust"])
+    return h
+
+
+def start_target(t, h, work, prefix="main"):
+    if t["kind"] == "generic":
+        return PeerServer(t, h, work)
+    return Server([t["bin"], "serve", "--listen", "127.0.0.1:0"], h.env(), work, f"{prefix}-{t['name'].replace('/', '_')}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--credport", required=True)
     ap.add_argument("--baseline", required=True)
-    ap.add_argument("--peer", action="append", default=[], help="another binary speaking the protocol (repeatable)")
+    ap.add_argument("--peer", action="append", default=[], metavar="BIN",
+                    help="another binary speaking credport's protocol and CLI (repeatable)")
+    ap.add_argument("--peer-cmd", action="append", default=[], metavar="NAME=CMD",
+                    help="a generic container-credentials server: its start command (repeatable; see above)")
+    ap.add_argument("--peer-url", action="append", default=[], metavar="NAME=URL",
+                    help="the credentials URL of peer NAME (or @FILE)")
+    ap.add_argument("--peer-token", action="append", default=[], metavar="NAME=TOKEN",
+                    help="the Authorization value for peer NAME (or @FILE; default {token})")
+    ap.add_argument("--peer-label", action="append", default=[], metavar="NAME=TEXT",
+                    help="how the tables name peer NAME (default NAME)")
+    ap.add_argument("--no-pin", action="store_true",
+                    help="do not pin wrk and the servers to separate CPUs (default: pinned with 2+ CPUs)")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     ap.add_argument("--requests", type=int, default=1_000_000)
@@ -686,27 +1129,57 @@ def main():
     args = ap.parse_args()
     only = set(filter(None, args.only.split(",")))
     want = lambda p: not only or p in only
+    generic_peers = parse_peers(args)
+
+    cpus = sorted(os.sched_getaffinity(0))
+    if not args.no_pin and len(cpus) >= 2:
+        if shutil.which("taskset"):
+            PIN["load"], PIN["server"] = {cpus[0]}, {cpus[1]}
+        else:
+            log("taskset not found (util-linux): nothing pinned")
+    subreaper = become_subreaper()
 
     os.makedirs(os.path.join(ROOT, ".cache/bench"), exist_ok=True)
     work = tempfile.mkdtemp(prefix="credport-bench-")
-    targets = [{"name": "credport", "bin": os.path.abspath(args.credport)}]
+    targets = [{"name": "credport", "bin": os.path.abspath(args.credport), "kind": "credport"}]
     for p in args.peer:
-        targets.append({"name": os.path.basename(p) if os.path.basename(p) != "credport" else p, "bin": os.path.abspath(p)})
-    R = {"machine": machine_info(), "targets": targets, "by": {t["name"]: {} for t in targets}, "baseline": {}}
-    log(f"work dir {work}; machine {R['machine']}")
+        targets.append({"name": os.path.basename(p) if os.path.basename(p) != "credport" else p,
+                        "bin": os.path.abspath(p), "kind": "credport"})
+    targets += generic_peers
+    cli = [t for t in targets if t["kind"] == "credport"]
+    for t in cli:
+        t["trust"] = knows_trust(t["bin"])
+    R = {"machine": machine_info(), "targets": targets, "by": {t["name"]: {} for t in targets}, "baseline": {},
+         "pin": {k: sorted(v) for k, v in PIN.items()} if PIN["server"] else None}
+    log(f"work dir {work}; machine {R['machine']}; pinning {R['pin']}; subreaper {subreaper}")
     servers = {}
     moto = None
     try:
-        # ---- one long-running daemon per target, plus the baseline -----------------------
+        # ---- one long-running server per target, plus the baseline -----------------------
         homes = {}
-        for t in targets:
-            h = Home(work, f"main-{t['name'].replace('/', '_')}", t["bin"])
-            h.write(".aws/credentials", credentials_text({PROFILE: session_keys("start")}))
-            small_config(h)
-            t["token"] = h.token()
-            homes[t["name"]] = h
-            servers[t["name"]] = Server([t["bin"], "serve", "--listen", "127.0.0.1:0"], h.env(), work, t["name"])
         path = f"/v1/credentials/{PROJECT}/{STAGE}"
+        reg_path = f"/v1/credentials/{REG_PROJECT}/{STAGE}"
+        for t in targets:
+            h = peer_home(work, "main", t)
+            homes[t["name"]] = h
+            if t["kind"] == "credport":
+                t["token"] = h.token()
+                try:
+                    register_project(h)
+                    t["reg_token"] = h.token(REG_PROJECT, STAGE)
+                except RuntimeError as e:
+                    if t["name"] == "credport":
+                        raise
+                    log(f"{t['name']}: no registered-directory scope: {e}")
+                    t["reg_token"] = None
+            servers[t["name"]] = s = start_target(t, h, work)
+            if t["kind"] == "generic":
+                t["token"], t["url"] = s.token, s.full_url
+                log(f"peer {t['name']}: ready in {s.ready_ms:.0f} ms at {s.full_url}, {s.body_len} bytes, "
+                    f"processes {s.pids()}")
+            else:
+                t["url"] = s.url(path)
+                t["reg_url"] = s.url(reg_path) if t.get("reg_token") else None
         time.sleep(1.0)
         for t in targets:
             R["by"][t["name"]]["rss_start"] = servers[t["name"]].rss()
@@ -714,6 +1187,7 @@ def main():
         assert st == 200, (st, body)
         body_file = os.path.join(work, "body.json")
         open(body_file, "wb").write(body)
+        R["body_len"] = len(body)
         log(f"credport answers {len(body)} bytes")
         b = Server([args.baseline, "--body-file", body_file], os.environ.copy(), work, "baseline")
         servers["baseline"] = b
@@ -722,58 +1196,79 @@ def main():
         R["baseline"]["rss_start"] = b.rss()
         st, bbody = get_once(b.addr, base_token, path)
         assert st == 200 and len(bbody) == len(body), (st, len(bbody), len(body))
-        all_t = targets + [{"name": "baseline", "token": base_token}]
+        for t in cli:
+            for url, tok in ((t["url"], t["token"]), (t.get("reg_url"), t.get("reg_token"))):
+                if url:
+                    st, ans = get_url(url, tok)
+                    if st != 200:
+                        raise RuntimeError(f"{t['name']}: GET {url} answered {st}: {ans[:300]!r}")
+
+        # Every server under load: (result dict, key prefix, server, url, token).
+        base_entry = {"name": "baseline", "d": R["baseline"], "pre": "", "server": b,
+                      "url": b.url(path), "token": base_token}
+        entries = [base_entry]
         for t in targets:
-            st, _ = get_once(servers[t["name"]].addr, t["token"], path)
-            assert st == 200, (t["name"], st)
+            d = R["by"][t["name"]]
+            entries.append({"name": t["name"], "d": d, "pre": "", "server": servers[t["name"]],
+                            "url": t["url"], "token": t["token"]})
+            if t.get("reg_url"):
+                entries.append({"name": f"{t['name']} (registered)", "d": d, "pre": "reg_",
+                                "server": servers[t["name"]], "url": t["reg_url"], "token": t["reg_token"]})
+        all_servers = [("baseline", b, R["baseline"])] + [(t["name"], servers[t["name"]], R["by"][t["name"]])
+                                                          for t in targets]
 
         if want("idle"):
             log(f"idle: {args.idle} s, all servers at once")
             time.sleep(1.0)
-            c0 = {t["name"]: servers[t["name"]].ctx_switches() for t in all_t}
+            c0 = {n: s.ctx_switches() for n, s, _ in all_servers}
             time.sleep(args.idle)
-            for t in all_t:
-                d = servers[t["name"]].ctx_switches() - c0[t["name"]]
-                (R["baseline"] if t["name"] == "baseline" else R["by"][t["name"]])["idle_cs"] = d
-            log(f"idle context switches: { {t['name']: (R['baseline'] if t['name'] == 'baseline' else R['by'][t['name']])['idle_cs'] for t in all_t} }")
+            for n, s, d in all_servers:
+                d["idle_cs"] = s.ctx_switches() - c0[n]
+            log(f"idle context switches: { {n: d['idle_cs'] for n, _, d in all_servers} }")
 
         if want("hot"):
-            samples = {t["name"]: [] for t in all_t}
+            samples = {id(e): [] for e in entries}
             for rep in range(args.reps):
-                for t in all_t:
-                    url = servers[t["name"]].url(path)
-                    r64 = wrk(url, t["token"], 64, args.duration)
-                    r1 = wrk(url, t["token"], 1, args.duration)
-                    samples[t["name"]].append((r64, r1))
-                    log(f"hot rep {rep + 1}/{args.reps} {t['name']}: {r64['rps']:.0f} req/s @64, "
-                        f"p99 {r64['p99_us']:.0f} µs @64, p99 {r1['p99_us']:.0f} µs @1"
-                        + (f", non-2xx {r64['non2xx'] + r1['non2xx']}" if r64['non2xx'] + r1['non2xx'] else ""))
-            for t in all_t:
-                d = R["baseline"] if t["name"] == "baseline" else R["by"][t["name"]]
-                s = samples[t["name"]]
-                d["rps64"] = median([a["rps"] for a, _ in s])
-                d["rps1"] = median([b_["rps"] for _, b_ in s])
+                for e in entries:
+                    r64 = wrk(e["url"], e["token"], 64, args.duration, server=e["server"])
+                    r1 = wrk(e["url"], e["token"], 1, args.duration, server=e["server"])
+                    samples[id(e)].append((r64, r1))
+                    n2 = r64["non2xx"] + r1["non2xx"]
+                    log(f"hot rep {rep + 1}/{args.reps} {e['name']}: {fmt(r64['rps'])} req/s @64, "
+                        f"p99 {fmt(r64['p99_us'])} µs @64, {fmt(r1['rps'])} req/s @1, p99 {fmt(r1['p99_us'])} µs @1, "
+                        f"CPU {fmt(r64['cpu_us'])} µs/req @64" + (f", non-2xx {n2}" if n2 else "")
+                        + (f", socket errors {r64['socket_errors']}" if r64["socket_errors"] else ""))
+            for e in entries:
+                d, pre, s = e["d"], e["pre"], samples[id(e)]
+                d[pre + "rps64"] = median([a["rps"] for a, _ in s])
+                d[pre + "rps1"] = median([b_["rps"] for _, b_ in s])
                 for c, idx in (("64", 0), ("1", 1)):
-                    d[f"p50_{c}"] = median([x[idx]["p50_us"] for x in s])
-                    d[f"p99_{c}"] = median([x[idx]["p99_us"] for x in s])
-                d["requests_total"] = sum(a["requests"] + b_["requests"] for a, b_ in s)
-                d["non2xx"] = sum(a["non2xx"] + b_["non2xx"] for a, b_ in s)
-                d["raw_hot"] = s
-            # Top up to the request count (not the baseline's: it is there for comparison), then RSS.
-            for t in all_t:
-                d = R["baseline"] if t["name"] == "baseline" else R["by"][t["name"]]
-                while t["name"] != "baseline" and d["requests_total"] < args.requests:
-                    left = args.requests - d["requests_total"]
+                    d[f"{pre}p50_{c}"] = median([x[idx]["p50_us"] for x in s])
+                    d[f"{pre}p99_{c}"] = median([x[idx]["p99_us"] for x in s])
+                    d[f"{pre}cpu{c}"] = median([x[idx]["cpu_us"] for x in s])
+                d[pre + "requests_total"] = sum(a["requests"] + b_["requests"] for a, b_ in s)
+                d[pre + "non2xx"] = sum(a["non2xx"] + b_["non2xx"] for a, b_ in s)
+                d[pre + "raw_hot"] = s
+            # Top up credport-like servers to the request count on the declared scope (the
+            # baseline and generic peers are there for comparison), then RSS.
+            for n, srv, d in all_servers:
+                t = next((t for t in targets if t["name"] == n), None)
+                total = lambda: d.get("requests_total", 0) + d.get("reg_requests_total", 0)
+                while t and t["kind"] == "credport" and total() < args.requests:
+                    left = args.requests - total()
                     secs = max(2, min(60, int(left / max(d["rps64"] or 1000, 1000)) + 1))
-                    r = wrk(servers[t["name"]].url(path), t["token"], 64, secs)
+                    r = wrk(t["url"], t["token"], 64, secs)
                     d["requests_total"] += r["requests"]
                     d["non2xx"] += r["non2xx"]
+                d["requests_total"] = total()
                 time.sleep(1.0)
-                d["rss_1m"] = servers[t["name"]].rss()
-                log(f"{t['name']}: {d['requests_total']} requests, RSS {d['rss_1m'] / MIB:.1f} MiB")
+                d["rss_1m"] = srv.rss()
+                d["rss_peak"] = srv.peak_rss()
+                log(f"{n}: {d['requests_total']} requests, RSS {d['rss_1m'] / MIB:.1f} MiB, "
+                    f"peak {d['rss_peak'] / MIB:.1f} MiB")
 
         if want("reload"):
-            for t in targets:
+            for t in cli:
                 for mode in ("inplace", "atomic"):
                     r = reload_propagation(homes[t["name"]], servers[t["name"]].addr, t["token"], mode,
                                            args.writes, {})
@@ -787,7 +1282,7 @@ def main():
             # it is in production ($XDG_RUNTIME_DIR = /run/user/UID). exec writes its per-run
             # files there.
             shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
-            for t in targets:
+            for t in cli:
                 for variant, base_dir in (("disk", None), ("tmpfs", shm)):
                     if variant == "tmpfs" and not base_dir:
                         continue
@@ -796,7 +1291,7 @@ def main():
                         rd = tempfile.mkdtemp(prefix="credport-bench-run-", dir=base_dir)
                         h.extra["CREDPORT_RUNTIME_DIR"] = rd
                     h.write(".aws/credentials", credentials_text({PROFILE: session_keys("exec")}))
-                    small_config(h)
+                    small_config(h, trust=t["trust"])
                     h.token()
                     s = Server([t["bin"], "serve", "--listen", "127.0.0.1:0"], h.env(), work, f"exec-{t['name']}")
                     try:
@@ -816,12 +1311,13 @@ def main():
 
         if want("startup"):
             for t in targets:
-                h = Home(work, f"startup-{t['name'].replace('/', '_')}", t["bin"])
-                h.write(".aws/credentials", credentials_text({PROFILE: session_keys("start")}))
-                small_config(h)
-                tok = h.token()
-                r = startup(lambda: [t["bin"], "serve", "--listen", "127.0.0.1:0"], h.env(), work, t["name"],
-                            lambda s: tok, path, args.startups)
+                h = peer_home(work, "startup", t)
+                if t["kind"] == "generic":
+                    r = startup_peer(t, h, work, args.startups)
+                else:
+                    tok = h.token()
+                    r = startup(lambda: [t["bin"], "serve", "--listen", "127.0.0.1:0"], h.env(), work, t["name"],
+                                lambda s: tok, path, args.startups)
                 R["by"][t["name"]]["startup"] = r["median_ms"]
                 log(f"startup {t['name']}: {r}")
             r = startup(lambda: [args.baseline, "--body-file", body_file], os.environ.copy(), work, "baseline",
@@ -830,34 +1326,46 @@ def main():
             log(f"startup baseline: {r}")
 
         if want("scale"):
-            for t in targets:
-                h, creds = scale_home(work, t["name"].replace("/", "_"), t["bin"], args.profiles, args.projects)
+            for t in cli:
+                h, creds = scale_home(work, t["name"].replace("/", "_"), t["bin"], args.profiles, args.projects,
+                                      trust=t["trust"], registered=t.get("reg_token") is not None)
                 tok = h.token()
+                reg_tok = h.token(REG_PROJECT, STAGE) if t.get("reg_token") else None
                 s = Server([t["bin"], "serve", "--listen", "127.0.0.1:0"], h.env(), work, f"scale-{t['name']}")
                 servers["scale"] = s
                 d = R["by"][t["name"]]
                 d["scale_listen_ms"] = (time.perf_counter() - s.t0) * 1e3
                 st, _ = get_once(s.addr, tok, path)
                 assert st == 200, st
+                if reg_tok:
+                    st, ans = get_once(s.addr, reg_tok, reg_path)
+                    assert st == 200, (st, ans[:300])
                 base_profiles = {k: v for k, v in creds.items() if k != PROFILE}
                 r = reload_propagation(h, s.addr, tok, "atomic", args.scale_writes, base_profiles)
                 d["scale_reload_p50"], d["scale_reload_p99"] = r["p50_ms"], r["p99_ms"]
                 log(f"scale reload {t['name']}: {r}")
-                p1, p64 = [], []
+                scopes = [("", path, tok)] + ([("reg_", reg_path, reg_tok)] if reg_tok else [])
+                runs = {pre: ([], [], []) for pre, _, _ in scopes}
                 for _ in range(max(1, min(args.reps, 3))):
-                    a = wrk(s.url(path), tok, 64, args.duration)
-                    b_ = wrk(s.url(path), tok, 1, args.duration)
-                    p64.append(a["p99_us"])
-                    p1.append(b_["p99_us"])
-                d["scale_p99_64"], d["scale_p99_1"] = median(p64), median(p1)
+                    for pre, p, tk in scopes:
+                        a = wrk(s.url(p), tk, 64, args.duration, server=s)
+                        b_ = wrk(s.url(p), tk, 1, args.duration, server=s)
+                        runs[pre][0].append(a["p99_us"])
+                        runs[pre][1].append(b_["p99_us"])
+                        runs[pre][2].append(a["rps"])
+                for pre, (p64, p1, rps) in runs.items():
+                    d[f"scale_{pre}p99_64"], d[f"scale_{pre}p99_1"] = median(p64), median(p1)
+                    d[f"scale_{pre}rps64"] = median(rps)
                 time.sleep(1.0)
                 d["scale_rss"] = s.rss()
-                log(f"scale {t['name']}: p99 {d['scale_p99_1']} µs @1, {d['scale_p99_64']} µs @64, RSS {d['scale_rss'] / MIB:.1f} MiB")
+                log(f"scale {t['name']}: p99 {d['scale_p99_1']} µs @1, {d['scale_p99_64']} µs @64, "
+                    f"{fmt(d['scale_rps64'])} req/s @64, registered {fmt(d.get('scale_reg_rps64'))} req/s @64, "
+                    f"RSS {d['scale_rss'] / MIB:.1f} MiB")
                 servers.pop("scale").stop()
 
         if want("cold"):
             moto, moto_port = start_moto(work)
-            for t in targets:
+            for t in cli:
                 r = cold_path(t["bin"], work, t["name"].replace("/", "_"), moto_port, args.sts_delay,
                               args.sts_lifetime, args.refresh_wait, args.cold_conc)
                 d = R["by"][t["name"]]
@@ -883,9 +1391,16 @@ def main():
 
     table = render(R, args, args.command)
     print(table)
+    compare = render_compare(R, args, args.command) if want("hot") else None
+    if compare:
+        print()
+        print(compare)
     if not args.no_doc:
         write_doc(table)
-        log("docs/PERFORMANCE.md updated")
+        log("docs/PERFORMANCE.md updated (results table)")
+        if compare and len(targets) > 1:
+            write_doc(compare, CMP_BEGIN, CMP_END)
+            log("docs/PERFORMANCE.md updated (how credport compares)")
 
 
 if __name__ == "__main__":
