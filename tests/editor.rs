@@ -174,15 +174,14 @@ fn editor_env_files_parse_and_handlers_get_the_stage_account() {
     let mut h = TestHome::new();
     h.write_credentials(CREDENTIALS);
     h.write_aws_config(ROLES);
-    // Not a test of project-file trust (see TRUST_ALL).
-    h.write_config(TRUST_ALL);
     h.extra_env
         .insert("AWS_ENDPOINT_URL_STS".into(), moto.url());
     let project = h.path().join("orders");
     std::fs::create_dir_all(&project).unwrap();
     std::fs::write(project.join("serverless.yml"), SEED).unwrap();
-    // Editor run configurations are checked here, not the guard: serve prod without an unlock.
-    h.write_config(GUARD_OFF);
+    // Editor run configurations are checked here, not trust or the guard: use the project
+    // file's mappings and serve prod without an unlock (see TRUST_ALL, GUARD_OFF).
+    h.write_config(&format!("{TRUST_ALL}{GUARD_OFF}"));
     let daemon = h.serve();
 
     let out = h

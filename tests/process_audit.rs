@@ -24,7 +24,8 @@ fn home() -> TestHome {
         session_profile("prodAccount", "PROD1")
     ));
     std::fs::set_permissions(h.credentials(), std::fs::Permissions::from_mode(0o600)).unwrap();
-    h.write_config(CONFIG);
+    // The audit, not the guard, is under test: prod is served without an unlock.
+    h.write_config(&format!("{GUARD_OFF}{CONFIG}"));
     h
 }
 
