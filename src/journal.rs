@@ -44,7 +44,25 @@ pub struct Event {
     pub what: What,
     /// Who asked, for requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client: Option<Client>,
+    pub client: Option<std::sync::Arc<Client>>,
+}
+
+thread_local! {
+    /// The unix second last written on this thread, and its text.
+    static STAMP: std::cell::RefCell<(i64, String)> = const { std::cell::RefCell::new((i64::MIN, String::new())) };
+}
+
+/// `at` as RFC 3339 seconds, formatted once per second per thread (an issuance records one
+/// event, so the audit formats no date per request).
+fn stamp(at: OffsetDateTime) -> String {
+    let secs = at.unix_timestamp();
+    STAMP.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != secs {
+            *c = (secs, crate::credentials::format_expiration(at));
+        }
+        c.1.clone()
+    })
 }
 
 /// What happened.
@@ -122,7 +140,7 @@ impl Event {
     pub fn at(what: What, at: OffsetDateTime) -> Event {
         Event {
             seq: 0,
-            at: crate::credentials::format_expiration(at),
+            at: stamp(at),
             project: None,
             stage: None,
             what,
@@ -139,7 +157,7 @@ impl Event {
 
     /// The same event with who asked.
     pub fn client(mut self, client: Client) -> Event {
-        self.client = Some(client);
+        self.client = Some(std::sync::Arc::new(client));
         self
     }
 

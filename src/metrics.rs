@@ -39,7 +39,7 @@ pub struct Issued {
     /// How many times this scope was issued since the daemon started.
     pub count: u64,
     /// Who asked last, once its connection's lookup is done (see [`crate::peer`]).
-    pub client: Option<crate::peer::Client>,
+    pub client: Option<Arc<crate::peer::Client>>,
 }
 
 /// One scope's issuances: a handle the server keeps with the scope.
@@ -55,7 +55,7 @@ struct Last {
     agent_raw: Vec<u8>,
     agent: Arc<str>,
     count: u64,
-    client: Option<crate::peer::Client>,
+    client: Option<Arc<crate::peer::Client>>,
 }
 
 impl ScopeStats {
@@ -76,7 +76,7 @@ impl ScopeStats {
 
     /// Records who asked for the issuance at `at` (known after the issuance; ignored
     /// when a later issuance was recorded since).
-    pub fn set_client(&self, at: time::OffsetDateTime, client: crate::peer::Client) {
+    pub fn set_client(&self, at: time::OffsetDateTime, client: Arc<crate::peer::Client>) {
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         if last.at == Some(at) {
             last.client = Some(client);

@@ -165,6 +165,9 @@ pub struct Peer {
     conn: Conn,
     started: AtomicBool,
     found: tokio::sync::watch::Sender<Option<Identity>>,
+    /// The connection's [`Client`] once known (for requests not sent through a relay,
+    /// whose client is the same for every request of the connection).
+    client: std::sync::OnceLock<Arc<Client>>,
 }
 
 static LOOKUPS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_CONCURRENT_LOOKUPS);
@@ -176,6 +179,7 @@ impl Peer {
             conn,
             started: AtomicBool::new(false),
             found: tokio::sync::watch::Sender::new(None),
+            client: std::sync::OnceLock::new(),
         })
     }
 
@@ -225,6 +229,29 @@ impl Peer {
             .ok()?
             .ok()?;
         found.clone()
+    }
+}
+
+impl Peer {
+    /// Who asked, waiting for the lookup at most `within` (`None` if not known by then).
+    /// A request without `relay_for` gets the connection's one shared [`Client`], built
+    /// once: later requests of a keep-alive connection copy nothing.
+    pub async fn client(
+        self: &Arc<Self>,
+        within: Duration,
+        relay_for: Option<&str>,
+    ) -> Option<Arc<Client>> {
+        if relay_for.is_none()
+            && let Some(c) = self.client.get()
+        {
+            return Some(c.clone());
+        }
+        let id = self.identity(within).await?;
+        let c = Arc::new(Client::new(self.conn.peer, &id, relay_for));
+        if relay_for.is_none() {
+            let _ = self.client.set(c.clone());
+        }
+        Some(c)
     }
 }
 

@@ -124,6 +124,14 @@ impl<W: Write> Visit for Fields<'_, W> {
         self.result = self.key(field).and_then(|()| {
             if field.name() == "message" {
                 self.out.write_str(value)
+            } else if value
+                .bytes()
+                .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+            {
+                // What `{:?}` writes for printable ASCII without quote or backslash.
+                self.out.write_str("\"")?;
+                self.out.write_str(value)?;
+                self.out.write_str("\"")
             } else {
                 write!(self.out, "{value:?}")
             }

@@ -444,8 +444,8 @@ pub fn status_report(state: &AppState, addrs: &[SocketAddr]) -> StatusReport {
                 .map(|i| IssuedReport {
                     at: crate::credentials::format_expiration(i.at),
                     user_agent: i.user_agent.clone(),
-                    process: i.client.as_ref().map(crate::peer::Client::summary),
-                    client: i.client.clone(),
+                    process: i.client.as_deref().map(crate::peer::Client::summary),
+                    client: i.client.as_deref().cloned(),
                     count: i.count,
                 }),
         };

@@ -88,19 +88,23 @@ pub async fn record(
         },
     };
     let Some(peer) = peer else {
-        pending.finish(state, None, None);
+        pending.finish(state, None);
         return;
     };
-    match peer.identity(WAIT_IN_REQUEST).await {
-        Some(id) => pending.finish(state, Some((peer.conn(), id)), relay_for),
+    match peer.client(WAIT_IN_REQUEST, relay_for.as_deref()).await {
+        Some(client) => pending.finish(state, Some(client)),
         None => {
             let state = state.clone();
             tokio::spawn(async move {
-                let id = peer
-                    .identity(WAIT_AT_MOST)
-                    .await
-                    .unwrap_or(Identity::Unknown(crate::peer::unknown::TIMED_OUT));
-                pending.finish(&state, Some((peer.conn(), id)), relay_for);
+                let client = match peer.client(WAIT_AT_MOST, relay_for.as_deref()).await {
+                    Some(c) => c,
+                    None => Arc::new(Client::new(
+                        peer.conn().peer,
+                        &Identity::Unknown(crate::peer::unknown::TIMED_OUT),
+                        relay_for.as_deref(),
+                    )),
+                };
+                pending.finish(&state, Some(client));
             });
         }
     }
@@ -122,14 +126,9 @@ enum Pending {
 
 impl Pending {
     /// Writes the log line, the journal event and the scope's last client.
-    fn finish(
-        self,
-        state: &AppState,
-        who: Option<(crate::peer::Conn, Identity)>,
-        relay_for: Option<String>,
-    ) {
-        let client = who.map(|(conn, id)| Client::new(conn.peer, &id, relay_for.as_deref()));
-        let c = client.clone().unwrap_or_default();
+    fn finish(self, state: &AppState, client: Option<Arc<Client>>) {
+        let none = Client::default();
+        let c: &Client = client.as_deref().unwrap_or(&none);
         let peer = client.as_ref().map(|c| c.address.as_str());
         match self {
             Pending::Issued(i, user_agent) => {
