@@ -39,7 +39,10 @@ fn init_logging(
             // The worker writes every queued line, then flushes: a burst of issuances is
             // one write(2) per 64 KiB instead of one per line, and a lone line is still
             // written at once.
-            .finish(std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr()));
+            .finish(std::io::BufWriter::with_capacity(
+                64 * 1024,
+                std::io::stderr(),
+            ));
         (
             tracing_subscriber::fmt::writer::BoxMakeWriter::new(w),
             Some(g),
