@@ -81,6 +81,10 @@ fn world() -> &'static World {
             on_reload: Default::default(),
             env: credport::env::Snapshot::default(),
             guard: Default::default(),
+            // No trust records: project-file mappings are refused, config ones served.
+            trust: Arc::new(credport::trust::TrustStore::empty()),
+            journal: Default::default(),
+            scopes: Default::default(),
         });
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
