@@ -174,6 +174,22 @@ pub fn profile_for_stage(
     registered: &Config,
     env: &dyn crate::env::Env,
 ) -> Option<String> {
+    stage_scope(dir, project, stage, sel, config, registered, env)
+        .ok()
+        .map(|s| s.profile)
+}
+
+/// `stage` of the project in `dir` resolved as the endpoint resolves it (the rest of the
+/// selection as given).
+fn stage_scope(
+    dir: &Path,
+    project: &str,
+    stage: &str,
+    sel: &Selection,
+    config: &Config,
+    registered: &Config,
+    env: &dyn crate::env::Env,
+) -> Result<crate::scope::Scope, crate::scope::ScopeError> {
     let req = Query {
         dir: dir.to_path_buf(),
         project: Some(project.to_string()),
@@ -184,8 +200,6 @@ pub fn profile_for_stage(
         ..sel.clone()
     };
     resolve_selection(&req, &sel, config, registered, env)
-        .ok()
-        .map(|s| s.profile)
 }
 
 /// The session policy credport scopes `stage` of the project in `dir` down with, resolved
@@ -201,16 +215,7 @@ pub fn policy_for_stage(
     registered: &Config,
     env: &dyn crate::env::Env,
 ) -> Result<Option<std::sync::Arc<crate::session_policy::SessionPolicy>>, String> {
-    let req = Query {
-        dir: dir.to_path_buf(),
-        project: Some(project.to_string()),
-        ..Query::default()
-    };
-    let sel = Selection {
-        stage: Some(stage.to_string()),
-        ..sel.clone()
-    };
-    resolve_selection(&req, &sel, config, registered, env)
+    stage_scope(dir, project, stage, sel, config, registered, env)
         .map(|s| s.policy)
         .map_err(|e| e.to_string())
 }

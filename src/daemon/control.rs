@@ -139,26 +139,34 @@ impl Answer {
     }
 }
 
-/// Sends one request and returns the daemon's answer (`ok` checked).
-pub async fn call(path: &Path, req: &Command) -> Result<Answer, ControlError> {
-    let io = |reason: String| ControlError::Io {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let stream = match UnixStream::connect(path).await {
-        Ok(s) => s,
+/// Connects to the control socket at `path`: `NotRunning` when nothing listens there.
+pub async fn connect(path: &Path) -> Result<UnixStream, ControlError> {
+    match UnixStream::connect(path).await {
+        Ok(s) => Ok(s),
         Err(e)
             if matches!(
                 e.kind(),
                 std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
             ) =>
         {
-            return Err(ControlError::NotRunning {
+            Err(ControlError::NotRunning {
                 path: path.to_path_buf(),
-            });
+            })
         }
-        Err(e) => return Err(io(e.to_string())),
+        Err(e) => Err(ControlError::Io {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// Sends one request and returns the daemon's answer (`ok` checked).
+pub async fn call(path: &Path, req: &Command) -> Result<Answer, ControlError> {
+    let io = |reason: String| ControlError::Io {
+        path: path.to_path_buf(),
+        reason,
     };
+    let stream = connect(path).await?;
     let (r, mut w) = stream.into_split();
     let mut line = serde_json::to_string(req).map_err(|e| io(e.to_string()))?;
     line.push('\n');

@@ -10,7 +10,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::net::UnixStream;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::control::{Answer, Command, ControlError};
@@ -79,20 +78,7 @@ pub async fn follow(
         path: path.to_path_buf(),
         reason,
     };
-    let stream = match UnixStream::connect(path).await {
-        Ok(s) => s,
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-            ) =>
-        {
-            return Err(ControlError::NotRunning {
-                path: path.to_path_buf(),
-            });
-        }
-        Err(e) => return Err(io(e.to_string())),
-    };
+    let stream = super::control::connect(path).await?;
     let (r, mut w) = stream.into_split();
     let req = Command::Log(Query {
         follow: true,
@@ -133,6 +119,7 @@ pub async fn follow(
 mod tests {
     use super::*;
     use crate::journal::{Event, Filter, What};
+    use tokio::net::UnixStream;
 
     fn locked(stage: &str) -> Event {
         Event::new(What::Locked {
