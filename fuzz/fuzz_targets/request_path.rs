@@ -7,13 +7,12 @@
 use std::collections::HashSet;
 use std::sync::{Arc, OnceLock};
 
-use arc_swap::ArcSwapOption;
 use axum::body::Body;
 use axum::http::{HeaderName, HeaderValue, Method, Request, header};
 use credport::config::ConfigStore;
 use credport::profiles::AwsPaths;
 use credport::profiles::store::ProfileStore;
-use credport::server::AppState;
+use credport::server::{AppState, Parts};
 use credport::server::routes::router;
 use credport::sources::Resolver;
 use credport::sources::cache::Sessions;
@@ -63,7 +62,7 @@ fn world() -> &'static World {
             SsoClient::new(http).unwrap(),
             credport::env::Snapshot::default(),
         );
-        let state = Arc::new(AppState {
+        let state = AppState::new(Parts {
             resolver: Resolver::new(
                 profiles.clone(),
                 sessions,
@@ -75,16 +74,11 @@ fn world() -> &'static World {
             config: Arc::new(ConfigStore::fixed(config)),
             // Projects registered by directory: none here.
             registered: Arc::new(ConfigStore::fixed(Default::default())),
-            metrics: Default::default(),
-            tokens: ArcSwapOption::from_pointee(key),
+            tokens: key,
             instance: "fuzz".into(),
-            on_reload: Default::default(),
             env: credport::env::Snapshot::default(),
-            guard: Default::default(),
             // No trust records: project-file mappings are refused, config ones served.
             trust: Arc::new(credport::trust::TrustStore::empty()),
-            journal: Default::default(),
-            scopes: Default::default(),
         });
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

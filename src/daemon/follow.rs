@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::control::{Answer, Command, ControlError};
+use super::protocol::{Answer, Command, ControlError};
 use crate::journal::{Journal, Query};
 
 /// Streams `journal`'s events for `query` to `w` until the client (reading side `r`)
@@ -78,7 +78,7 @@ pub async fn follow(
         path: path.to_path_buf(),
         reason,
     };
-    let stream = super::control::connect(path).await?;
+    let stream = super::protocol::connect(path).await?;
     let (r, mut w) = stream.into_split();
     let req = Command::Log(Query {
         follow: true,

@@ -21,7 +21,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::daemon::DaemonInfo;
+use super::info::DaemonInfo;
 use crate::fsutil;
 
 /// The lock file's name in the runtime directory.
@@ -73,7 +73,7 @@ fn describe(info: Option<&DaemonInfo>) -> String {
             i.pid,
             i.listen
                 .iter()
-                .map(|a| crate::daemon::base_url(*a))
+                .map(|a| super::info::base_url(*a))
                 .collect::<Vec<_>>()
                 .join(", ")
         ),

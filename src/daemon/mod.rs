@@ -8,24 +8,24 @@
 pub mod activation;
 pub mod control;
 pub mod follow;
+pub mod info;
 pub mod instance;
 pub mod keeper;
+pub mod protocol;
 pub mod readiness;
 pub mod status;
 
+pub use info::{DaemonInfo, base_url};
 pub use status::{FileReport, IssuedReport, ScopeReport, StatusReport, TokenKeyReport};
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 
-use arc_swap::ArcSwapOption;
 use tokio::net::TcpListener;
 
 use crate::config::ConfigStore;
-use crate::fsutil;
 use crate::paths::Paths;
 use crate::profiles::store::ProfileStore;
-use crate::server::{AppState, allowed_hosts};
+use crate::server::{AppState, Parts, allowed_hosts};
 use crate::sources::Resolver;
 use crate::sources::cache::Sessions;
 use crate::sources::http::HttpConfig;
@@ -62,43 +62,6 @@ pub enum StartError {
     /// Watching files failed.
     #[error(transparent)]
     Watch(#[from] WatchError),
-}
-
-/// What a running daemon publishes about itself.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct DaemonInfo {
-    /// Base URL of the first listener, e.g. `http://127.0.0.1:9911`.
-    pub url: String,
-    /// Every listen address.
-    pub listen: Vec<SocketAddr>,
-    /// The daemon's process id.
-    pub pid: u32,
-    /// The daemon's random instance id; `/healthz` answers the same one, which is how
-    /// clients know the URL is this daemon and not a stale file's.
-    #[serde(default)]
-    pub instance: String,
-}
-
-impl DaemonInfo {
-    /// Reads `daemon.json`; `None` when absent or unreadable.
-    pub fn read(path: &Path) -> Option<Self> {
-        let text = fsutil::read_text(path).ok()??;
-        serde_json::from_str(&text).ok()
-    }
-}
-
-/// The URL form of a socket address (`http://127.0.0.1:9911`, `http://[::1]:9911`,
-/// `http://169.254.170.2` for port 80).
-pub fn base_url(addr: SocketAddr) -> String {
-    let host = match addr {
-        SocketAddr::V4(a) => a.ip().to_string(),
-        SocketAddr::V6(a) => format!("[{}]", a.ip()),
-    };
-    if addr.port() == 80 {
-        format!("http://{host}")
-    } else {
-        format!("http://{host}:{}", addr.port())
-    }
 }
 
 /// A bind failure in words a person can act on (the OS message once, plus a hint).
@@ -257,41 +220,16 @@ impl Daemon {
             env.clone(),
         );
         let sessions_for_config = sessions.clone();
-        let state = Arc::new(AppState {
+        let state = AppState::new(Parts {
             resolver: Resolver::new(profiles.clone(), sessions, paths.home.clone(), env.clone()),
             profiles: profiles.clone(),
             allowed_hosts: allowed_hosts(&addrs, &config.get().server.allow_hosts),
             config: config.clone(),
             registered: registered.clone(),
             trust: trust.clone(),
-            tokens: ArcSwapOption::from_pointee(key),
-            metrics: Default::default(),
-            scopes: Default::default(),
-            journal: Default::default(),
-            on_reload: Default::default(),
+            tokens: key,
             instance: crate::daemon::instance::new_instance_id(),
             env: env.clone(),
-            guard: Default::default(),
-        });
-        // Unlocks, locks and trust decisions go into the audit journal (`credport log`).
-        let weak = Arc::downgrade(&state);
-        state.guard.on_event(move |e| {
-            if let Some(s) = weak.upgrade() {
-                s.journal.record(e);
-            }
-        });
-        let weak = Arc::downgrade(&state);
-        state.trust.on_event(move |e| {
-            if let Some(s) = weak.upgrade() {
-                s.journal.record(e);
-            }
-        });
-        // A window that opens or closes changes what `env`'s stand-in files may hold.
-        let weak = Arc::downgrade(&state);
-        state.guard.on_change(move || {
-            if let Some(s) = weak.upgrade() {
-                s.reloaded();
-            }
         });
 
         let p = profiles.clone();

@@ -29,10 +29,9 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::detect::Sibling;
 use super::error::ProjectError;
 use super::files::{folder_name, read_text};
-use super::{ProjectKind, Resolution, Selection};
+use super::{ProjectKind, Resolution, Selection, Sibling};
 use crate::session_policy::{PolicySpec, SessionPolicy, spec_for};
 
 /// The parsed contents of `.credport.toml`.

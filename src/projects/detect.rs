@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use super::error::ProjectError;
-use super::{ProjectKind, Resolution, Selection};
+use super::{ProjectKind, Resolution, Selection, Sibling};
 
 /// File names probed in each directory, in priority order.
 pub(crate) const CANDIDATES: &[(&str, ProjectKind)] = &[
@@ -59,17 +59,6 @@ pub fn resolve_dir(
         ProjectKind::Sam => super::sam::resolve(&file, sel),
         ProjectKind::Cdk => super::cdk::resolve(&file, sel),
     }
-}
-
-/// What the framework file beside a `.credport.toml` says: its service name (the default
-/// project name) and the stage the framework runs without a stage flag.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Sibling {
-    /// serverless's `service`, when it resolves offline.
-    pub service: Option<String>,
-    /// The framework's own stage and why: serverless's `provider.stage` or `dev`, SAM's
-    /// `default`.
-    pub stage: Option<(String, String)>,
 }
 
 /// Reads the framework file beside `credport_toml`, if any.

@@ -77,6 +77,17 @@ pub struct Resolution {
     pub policy: Option<std::sync::Arc<crate::session_policy::SessionPolicy>>,
 }
 
+/// What the framework file beside a `.credport.toml` says: its service name (the default
+/// project name) and the stage the framework runs without a stage flag.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sibling {
+    /// serverless's `service`, when it resolves offline.
+    pub service: Option<String>,
+    /// The framework's own stage and why: serverless's `provider.stage` or `dev`, SAM's
+    /// `default`.
+    pub stage: Option<(String, String)>,
+}
+
 /// The one stage-picking rule of every mapping (`.credport.toml`, credport's config, a
 /// project file under credport's config): an explicit stage, else the mapping's
 /// `default_stage`, else `fallback` (the stage the framework itself runs), else the only

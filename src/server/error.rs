@@ -43,6 +43,26 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The 403 for a project-file mapping the user has not trusted.
+pub(super) fn untrusted_error(e: crate::trust::TrustError) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "Untrusted", e.to_string())
+}
+
+/// The answer for a scope whose credentials could not be had: 503 when a login or the
+/// upstream is missing, 502 when the upstream failed, else 500; the message names the scope.
+pub(super) fn source_error(project: &str, stage: &str, e: crate::sources::SourceError) -> ApiError {
+    let (status, code) = if e.needs_login() {
+        (StatusCode::SERVICE_UNAVAILABLE, "LoginRequired")
+    } else if e.is_unreachable() {
+        (StatusCode::SERVICE_UNAVAILABLE, "UpstreamUnavailable")
+    } else if e.is_upstream() {
+        (StatusCode::BAD_GATEWAY, "UpstreamError")
+    } else {
+        (StatusCode::INTERNAL_SERVER_ERROR, "CredentialsUnavailable")
+    };
+    ApiError::new(status, code, format!("{project}/{stage}: {e}"))
+}
+
 /// Makes request-supplied text safe to echo: printable ASCII, at most 80 characters.
 pub fn echo(text: &str) -> String {
     let mut out: String = text.escape_default().collect();

@@ -24,7 +24,6 @@ use time::OffsetDateTime;
 use super::AppState;
 use super::error::{ApiError, echo};
 use crate::config::check_name;
-use crate::sources::SourceError;
 use crate::tokens::Verdict;
 
 /// The credentials route prefix.
@@ -119,7 +118,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     for (project, p) in &config.projects {
         for stage in p.stages.keys() {
             let key = format!("{project}/{stage}");
-            let entry = super::scopes::Scopes::lookup(&state, &key, project, stage).await;
+            let entry = super::lookup::lookup(&state, &key, project, stage).await;
             let Ok(hot) = &entry.outcome else { continue };
             if !hot.plan.is_cached() {
                 continue;
@@ -285,7 +284,7 @@ async fn issue<'a>(
     }
     // `project/stage`, as the path spells it: the cache's key.
     let scope_key = &path[CREDENTIALS_PREFIX.len()..];
-    let entry = super::scopes::Scopes::lookup(state, scope_key, project, stage).await;
+    let entry = super::lookup::lookup(state, scope_key, project, stage).await;
     let hot = entry.outcome.as_ref().map_err(Clone::clone)?;
     let binding = &hot.binding;
     // A protected stage is served only while it is unlocked (a check in memory).
@@ -297,7 +296,7 @@ async fn issue<'a>(
         .resolver
         .fetch(&hot.plan, &binding.profile, state.refresh_margin())
         .await
-        .map_err(|e| source_error(&binding.project, &binding.stage, e))?;
+        .map_err(|e| super::error::source_error(&binding.project, &binding.stage, e))?;
     let now = OffsetDateTime::now_utc();
     let served = admission.cap(state.served_expiration(creds.expiration, now));
     let answer = hot.render(&creds, served)?;
@@ -319,23 +318,6 @@ async fn issue<'a>(
 }
 
 /// A project-file mapping the user has not trusted: 403 `Untrusted`, naming the fix.
-pub(super) fn untrusted_error(e: crate::trust::TrustError) -> ApiError {
-    ApiError::new(StatusCode::FORBIDDEN, "Untrusted", e.to_string())
-}
-
-pub(super) fn source_error(project: &str, stage: &str, e: SourceError) -> ApiError {
-    let (status, code) = if e.needs_login() {
-        (StatusCode::SERVICE_UNAVAILABLE, "LoginRequired")
-    } else if e.is_unreachable() {
-        (StatusCode::SERVICE_UNAVAILABLE, "UpstreamUnavailable")
-    } else if e.is_upstream() {
-        (StatusCode::BAD_GATEWAY, "UpstreamError")
-    } else {
-        (StatusCode::INTERNAL_SERVER_ERROR, "CredentialsUnavailable")
-    };
-    ApiError::new(status, code, format!("{project}/{stage}: {e}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,12 +30,10 @@ use bytes::Bytes;
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
-use super::AppState;
 use super::error::ApiError;
 use crate::config::Config;
 use crate::credentials::Credentials;
-use crate::profiles::Snapshot;
-use crate::projects::registry::{self, Binding, RegistryError};
+use crate::projects::registry::Binding;
 use crate::sources::plan::Plan;
 
 /// Entries kept at most; past it the table is emptied and refilled on demand (a scope is
@@ -50,13 +48,14 @@ pub struct Scopes {
 
 /// What one scope resolved to, and from which generations.
 pub struct Entry {
-    stamp: Stamp,
+    /// The generations it was made from.
+    pub(super) stamp: Stamp,
     /// The binding and plan, or the error every request for the scope gets until a
     /// generation moves.
     pub outcome: Result<Arc<Hot>, ApiError>,
     /// Worked out again on every request: a project unknown now may be registered a
     /// moment from now (by `credport exec`), which a reload of the table finds.
-    volatile: bool,
+    pub(super) volatile: bool,
 }
 
 /// A scope that resolved: everything a hit needs.
@@ -69,7 +68,8 @@ pub struct Hot {
     pub protection: crate::guard::Protection,
     /// Request counters and the last issuance of this scope.
     pub stats: Arc<crate::metrics::ScopeStats>,
-    body: Mutex<Option<Rendered>>,
+    /// The last rendered answer (see [`Hot::render`]).
+    pub(super) body: Mutex<Option<Rendered>>,
 }
 
 /// A rendered answer for one session at one served `Expiration`.
@@ -85,37 +85,19 @@ pub struct Rendered {
     pub key: Arc<str>,
 }
 
+/// The generations an [`Entry`] was made from.
 #[derive(Clone)]
-struct Stamp {
-    profiles: u64,
-    config: Arc<Config>,
-    registered: Arc<Config>,
+pub(super) struct Stamp {
+    /// The AWS files' snapshot generation.
+    pub(super) profiles: u64,
+    /// The config it was made with.
+    pub(super) config: Arc<Config>,
+    /// The registered-projects table it was made with.
+    pub(super) registered: Arc<Config>,
     /// The trusted project-file mappings.
-    trust: Arc<crate::trust::Records>,
+    pub(super) trust: Arc<crate::trust::Records>,
     /// The project-files generation, when the binding read project files.
-    files: Option<u64>,
-}
-
-impl Stamp {
-    fn now(state: &AppState, snap: &Snapshot) -> Self {
-        Stamp {
-            profiles: snap.generation,
-            config: state.config.get(),
-            registered: state.registered.get(),
-            trust: state.trust.records(),
-            files: Some(state.scopes.files.generation()),
-        }
-    }
-
-    fn current(&self, state: &AppState) -> bool {
-        self.profiles == state.profiles.generation()
-            && Arc::ptr_eq(&self.config, &state.config.get())
-            && Arc::ptr_eq(&self.registered, &state.registered.get())
-            && Arc::ptr_eq(&self.trust, &state.trust.records())
-            && self
-                .files
-                .is_none_or(|g| g != UNWATCHED && g == state.scopes.files.generation())
-    }
+    pub(super) files: Option<u64>,
 }
 
 impl Scopes {
@@ -129,45 +111,31 @@ impl Scopes {
         }
     }
 
-    /// The entry for `project`/`stage` (`key` is `project/stage`), from the cache when
-    /// its generations are current, else rebuilt on a blocking thread.
-    pub async fn lookup(
-        state: &Arc<AppState>,
-        key: &str,
-        project: &str,
-        stage: &str,
-    ) -> Arc<Entry> {
-        let cached = state
-            .scopes
-            .entries
+    /// The entry cached for `key` (`project/stage`), current or not.
+    pub(super) fn get(&self, key: &str) -> Option<Arc<Entry>> {
+        self.entries
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(key)
-            .cloned();
-        if let Some(e) = cached
-            && e.stamp.current(state)
-        {
-            return e;
+            .cloned()
+    }
+
+    /// Keeps `entry` for `key` unless it must be worked out again on every request; past
+    /// [`MAX_ENTRIES`] the table is emptied first.
+    pub(super) fn keep(&self, key: &str, entry: &Arc<Entry>) {
+        if entry.volatile {
+            return;
         }
-        let (st, p, s) = (state.clone(), project.to_string(), stage.to_string());
-        let built = tokio::task::spawn_blocking(move || build(&st, &p, &s)).await;
-        let entry = Arc::new(built.unwrap_or_else(|e| Entry {
-            stamp: Stamp::now(state, &state.profiles.snapshot()),
-            outcome: Err(internal(format!("resolving the scope failed: {e}"))),
-            volatile: true,
-        }));
-        if entry.cacheable() {
-            let mut map = state
-                .scopes
-                .entries
-                .write()
-                .unwrap_or_else(|e| e.into_inner());
-            if map.len() >= MAX_ENTRIES {
-                map.clear();
-            }
-            map.insert(key.into(), entry.clone());
+        let mut map = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= MAX_ENTRIES {
+            map.clear();
         }
-        entry
+        map.insert(key.into(), entry.clone());
+    }
+
+    /// The watcher of the project files behind the cached bindings.
+    pub(super) fn files(&self) -> &ProjectFiles {
+        &self.files
     }
 
     /// How many times the watched project files changed (for tests and `/metrics`).
@@ -182,94 +150,11 @@ impl Default for Scopes {
     }
 }
 
-impl Entry {
-    fn cacheable(&self) -> bool {
-        !self.volatile
-    }
-}
-
 /// The project-files generation of answers that no watcher covers: it never matches.
-const UNWATCHED: u64 = u64::MAX;
+pub(super) const UNWATCHED: u64 = u64::MAX;
 
-/// Resolves one scope from the current files. Runs on a blocking thread: it may read
-/// project files.
-fn build(state: &AppState, project: &str, stage: &str) -> Entry {
-    let env = |k: &str| state.env.get(k);
-    let mut reloaded = false;
-    loop {
-        let snap = state.profiles.snapshot();
-        let mut stamp = Stamp::now(state, &snap);
-        let ((bound, protection), consulted) = crate::projects::files::consulted(|| {
-            (
-                registry::bind(&stamp.config, &stamp.registered, project, Some(stage), &env),
-                crate::guard::Policy::for_project(&stamp.config, &stamp.registered, project, None)
-                    .protection(stage),
-            )
-        });
-        if consulted.is_empty() {
-            stamp.files = None;
-        } else if !state.scopes.files.watch(consulted) {
-            // Nothing watches these files: never reuse this answer.
-            stamp.files = Some(UNWATCHED);
-        }
-        let binding = match bound {
-            // A project registered a moment ago (by `credport exec`) may not be loaded yet.
-            Err(RegistryError::UnknownProject { .. }) if !reloaded => {
-                state.registered.reload();
-                reloaded = true;
-                continue;
-            }
-            Err(e) => {
-                return Entry {
-                    stamp,
-                    volatile: matches!(e, RegistryError::UnknownProject { .. }),
-                    outcome: Err(ApiError::new(
-                        StatusCode::NOT_FOUND,
-                        "NotFound",
-                        e.to_string(),
-                    )),
-                };
-            }
-            Ok(b) => b,
-        };
-        // A project file's mapping is served only once the user trusts it. A refusal is
-        // checked again on every request (it re-reads the records, so an `allow` a moment
-        // ago counts at once); a trusted mapping stays cached until the records change.
-        if let Err(e) = state.trust.check(&stamp.config.trust, &binding) {
-            return Entry {
-                stamp,
-                outcome: Err(super::routes::untrusted_error(e)),
-                volatile: true,
-            };
-        }
-        let outcome = state
-            .resolver
-            .plan_in(
-                &snap,
-                &binding.profile,
-                &binding.project,
-                &binding.stage,
-                binding.policy.as_ref(),
-            )
-            .map_err(|e| super::routes::source_error(&binding.project, &binding.stage, e))
-            .map(|plan| {
-                Arc::new(Hot {
-                    protection,
-                    stats: state.metrics.scope(&binding.project, &binding.stage),
-                    binding,
-                    plan,
-                    body: Mutex::new(None),
-                })
-            });
-        return Entry {
-            stamp,
-            outcome,
-            volatile: false,
-        };
-    }
-}
-
-fn internal(message: String) -> ApiError {
+/// A 500 naming what went wrong inside (never a secret).
+pub(super) fn internal(message: String) -> ApiError {
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
         "CredentialsUnavailable",
@@ -363,12 +248,13 @@ impl ProjectFiles {
         }
     }
 
-    fn generation(&self) -> u64 {
+    /// How many times a watched project file changed.
+    pub(super) fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
 
     /// Asks for `paths` to be watched; `false` when no watcher runs.
-    fn watch(&self, paths: BTreeSet<PathBuf>) -> bool {
+    pub(super) fn watch(&self, paths: BTreeSet<PathBuf>) -> bool {
         self.tx.as_ref().is_some_and(|tx| tx.send(paths).is_ok())
     }
 }
