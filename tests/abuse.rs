@@ -36,7 +36,10 @@ const P99_BOUND: Duration = Duration::from_millis(250);
 /// Resident memory the daemon may reach during any attack.
 const RSS_BOUND_KIB: u64 = 64 * 1024;
 
-const CONFIG: &str = "[projects.P]\ndefault_stage = \"dev\"\nstages = { dev = \"devAccount\", prod = \"prodAccount\" }\n";
+const CONFIG: &str = r#"[projects.P]
+default_stage = "dev"
+stages = { dev = "devAccount", prod = "prodAccount" }
+"#;
 const DEV: &str = "/v1/credentials/P/dev";
 const PROD: &str = "/v1/credentials/P/prod";
 
@@ -1027,7 +1030,15 @@ fn broken_files_keep_the_last_good_snapshot() {
     // A broken credport config keeps the last good one.
     let cfg_seen = count(&d.output(), "config reload failed");
     let cfg_path = home.config();
-    write_atomic(&cfg_path, "[projects.P\nstages = nope\n");
+    write_atomic(
+        &cfg_path,
+        &fixture(
+            r#"
+            [projects.P
+            stages = nope
+            "#,
+        ),
+    );
     let out = wait_log(&d, "config reload failed", cfg_seen);
     let line = out
         .lines()

@@ -80,7 +80,15 @@ impl Drop for Netns {
 }
 
 /// Python, inside the namespace, fetching `url` with `token`; prints `STATUS BODY`.
-const FETCH: &str = "import sys, urllib.request, urllib.error\nreq = urllib.request.Request(sys.argv[1], headers={'Authorization': sys.argv[2]})\ntry:\n    r = urllib.request.urlopen(req, timeout=5); print(r.status, r.read().decode())\nexcept urllib.error.HTTPError as e:\n    print(e.code, e.read().decode())\nexcept Exception as e:\n    print(0, type(e).__name__, e)\n";
+const FETCH: &str = r#"import sys, urllib.request, urllib.error
+req = urllib.request.Request(sys.argv[1], headers={'Authorization': sys.argv[2]})
+try:
+    r = urllib.request.urlopen(req, timeout=5); print(r.status, r.read().decode())
+except urllib.error.HTTPError as e:
+    print(e.code, e.read().decode())
+except Exception as e:
+    print(0, type(e).__name__, e)
+"#;
 
 #[test]
 fn container_namespace_gets_exactly_its_scope() {

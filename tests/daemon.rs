@@ -6,7 +6,13 @@ use std::time::Duration;
 
 use support::*;
 
-const CONFIG: &str = "[projects.orders]\ndefault_stage = \"dev\"\nstages = { dev = \"devAccount\", prod = \"prodAccount\", gone = \"missingProfile\", lt = \"longTerm\" }\n\n[projects.billing]\nstages = { dev = \"billingDev\" }\n";
+const CONFIG: &str = r#"[projects.orders]
+default_stage = "dev"
+stages = { dev = "devAccount", prod = "prodAccount", gone = "missingProfile", lt = "longTerm" }
+
+[projects.billing]
+stages = { dev = "billingDev" }
+"#;
 
 fn home_with_profiles() -> TestHome {
     let mut h = TestHome::new();

@@ -18,9 +18,22 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
-const CONFIG: &str = "[projects.orders]\ndefault_stage = \"dev\"\nstages = { dev = \"devAccount\", prod = \"prodAccount\" }\n";
+const CONFIG: &str = r#"[projects.orders]
+default_stage = "dev"
+stages = { dev = "devAccount", prod = "prodAccount" }
+"#;
 
-const SERVERLESS: &str = "service: shop\ncustom:\n  myStage: ${opt:stage, self:provider.stage}\n  myProfile:\n    prod: prodAccount\n    dev: devAccount\nprovider:\n  name: aws\n  stage: dev\n  profile: ${self:custom.myProfile.${self:custom.myStage}}\n";
+const SERVERLESS: &str = r#"service: shop
+custom:
+  myStage: ${opt:stage, self:provider.stage}
+  myProfile:
+    prod: prodAccount
+    dev: devAccount
+provider:
+  name: aws
+  stage: dev
+  profile: ${self:custom.myProfile.${self:custom.myStage}}
+"#;
 
 /// A HOME with two session profiles, the `orders` project, and STS on a dead loopback
 /// port (doctor's clock check and any exchange fail fast, never leave the machine).
@@ -877,7 +890,14 @@ fn doctor_new_checks_are_provoked_and_their_fixes_work() {
     let yml = project.join("serverless.yml");
     std::fs::write(
         &yml,
-        "service: ssmapp\nprovider:\n  name: aws\n  profile: ${ssm:/team/profile}\n",
+        fixture(
+            r#"
+            service: ssmapp
+            provider:
+              name: aws
+              profile: ${ssm:/team/profile}
+            "#,
+        ),
     )
     .unwrap();
     let found = doctor_findings(&h, &project);
@@ -893,7 +913,14 @@ fn doctor_new_checks_are_provoked_and_their_fixes_work() {
     assert!(f.1.contains(".credport.toml"), "{f:?}");
     std::fs::write(
         project.join(".credport.toml"),
-        "project = \"ssmapp\"\ndefault_stage = \"dev\"\n[stages]\ndev = \"devAccount\"\n",
+        fixture(
+            r#"
+            project = "ssmapp"
+            default_stage = "dev"
+            [stages]
+            dev = "devAccount"
+            "#,
+        ),
     )
     .unwrap();
     let found = doctor_findings(&h, &project);
@@ -907,7 +934,13 @@ fn doctor_new_checks_are_provoked_and_their_fixes_work() {
     std::fs::create_dir_all(&gone).unwrap();
     std::fs::write(
         gone.join(".credport.toml"),
-        "project = \"goneapp\"\n[stages]\ndev = \"devAccount\"\n",
+        fixture(
+            r#"
+            project = "goneapp"
+            [stages]
+            dev = "devAccount"
+            "#,
+        ),
     )
     .unwrap();
     let out = h.run(&["project", "add", gone.to_str().unwrap()]);

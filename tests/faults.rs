@@ -12,9 +12,14 @@ use std::time::{Duration, Instant};
 use support::moto::Moto;
 use support::*;
 
-const ROLES: &str =
-    "[profile dev]\nrole_arn = arn:aws:iam::111111111111:role/Dev\nsource_profile = base\n";
-const CONFIG: &str = "[projects.orders]\ndefault_stage = \"dev\"\nstages = { dev = \"dev\" }\n";
+const ROLES: &str = r#"[profile dev]
+role_arn = arn:aws:iam::111111111111:role/Dev
+source_profile = base
+"#;
+const CONFIG: &str = r#"[projects.orders]
+default_stage = "dev"
+stages = { dev = "dev" }
+"#;
 
 fn home(sts: &str) -> TestHome {
     let mut h = TestHome::new();
@@ -268,14 +273,58 @@ fn canary_secrets_never_appear_in_any_output() {
     ];
     let moto = Moto::start();
     let mut h = TestHome::new();
-    h.write_credentials("[session]\naws_access_key_id = ASIACANARY000001\naws_secret_access_key = CANARYSECRETKEY1\naws_session_token = CANARYSESSIONTOKEN1\n[base]\naws_access_key_id = AKIACANARY000001\naws_secret_access_key = CANARYLONGTERMSECRET\n[broken]\naws_secret_access_key = CANARYSECRETKEY1 # comment\naws_access_key_id = A\naws_session_token = CANARYSESSIONTOKEN1\n");
+    h.write_credentials(&fixture(
+        r#"
+        [session]
+        aws_access_key_id = ASIACANARY000001
+        aws_secret_access_key = CANARYSECRETKEY1
+        aws_session_token = CANARYSESSIONTOKEN1
+        [base]
+        aws_access_key_id = AKIACANARY000001
+        aws_secret_access_key = CANARYLONGTERMSECRET
+        [broken]
+        aws_secret_access_key = CANARYSECRETKEY1 # comment
+        aws_access_key_id = A
+        aws_session_token = CANARYSESSIONTOKEN1
+        "#,
+    ));
     let proc_script = h.path().join("proc.sh");
-    std::fs::write(&proc_script, "#!/bin/sh\necho '{\"Version\": 1, \"AccessKeyId\": \"ASIAPROC\", \"SecretAccessKey\": \"CANARYPROCSECRET\", \"SessionToken\": \"CANARYPROCSECRET\"}'\necho CANARYPROCSECRET >&2\n").unwrap();
+    std::fs::write(
+        &proc_script,
+        fixture(
+            r#"
+            #!/bin/sh
+            echo '{"Version": 1, "AccessKeyId": "ASIAPROC", "SecretAccessKey": "CANARYPROCSECRET", "SessionToken": "CANARYPROCSECRET"}'
+            echo CANARYPROCSECRET >&2
+            "#,
+        ),
+    )
+    .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&proc_script, std::fs::Permissions::from_mode(0o755)).unwrap();
     h.write_aws_config(&format!(
-        "{ROLES}[profile proc]\ncredential_process = {}\n[profile mfa]\nrole_arn = arn:aws:iam::1:role/M\nsource_profile = base\nmfa_serial = arn:aws:iam::1:mfa/me\n[profile cfgkeys]\naws_access_key_id = AKIACFG\naws_secret_access_key = CANARYCONFIGSECRET\n[profile sso]\nsso_session = corp\nsso_account_id = 1\nsso_role_name = R\n[sso-session corp]\nsso_start_url = https://x/start\nsso_region = us-east-1\n",
-        proc_script.display()
+        "{ROLES}{}",
+        fixture(&format!(
+            r#"
+            [profile proc]
+            credential_process = {}
+            [profile mfa]
+            role_arn = arn:aws:iam::1:role/M
+            source_profile = base
+            mfa_serial = arn:aws:iam::1:mfa/me
+            [profile cfgkeys]
+            aws_access_key_id = AKIACFG
+            aws_secret_access_key = CANARYCONFIGSECRET
+            [profile sso]
+            sso_session = corp
+            sso_account_id = 1
+            sso_role_name = R
+            [sso-session corp]
+            sso_start_url = https://x/start
+            sso_region = us-east-1
+            "#,
+            proc_script.display()
+        ))
     ));
     let cache = h.path().join(".aws/sso/cache");
     std::fs::create_dir_all(&cache).unwrap();
@@ -284,7 +333,13 @@ fn canary_secrets_never_appear_in_any_output() {
         r#"{"accessToken": "CANARYSSOTOKEN", "expiresAt": "2000-01-01T00:00:00Z"}"#,
     )
     .unwrap();
-    h.write_config("[projects.p]\ndefault_stage = \"session\"\nstages = { session = \"session\", dev = \"dev\", base = \"base\", proc = \"proc\", mfa = \"mfa\", cfg = \"cfgkeys\", sso = \"sso\", broken = \"broken\", missing = \"nope\" }\n");
+    h.write_config(&fixture(
+        r#"
+        [projects.p]
+        default_stage = "session"
+        stages = { session = "session", dev = "dev", base = "base", proc = "proc", mfa = "mfa", cfg = "cfgkeys", sso = "sso", broken = "broken", missing = "nope" }
+        "#,
+    ));
     h.extra_env
         .insert("AWS_ENDPOINT_URL_STS".into(), moto.url());
     h.extra_env

@@ -14,7 +14,10 @@ use std::time::{Duration, Instant};
 use support::sls::{World, assert_account, last_json};
 use support::*;
 
-const CONFIG: &str = "[projects.orders]\ndefault_stage = \"dev\"\nstages = { dev = \"devAccount\", prod = \"prodAccount\" }\n";
+const CONFIG: &str = r#"[projects.orders]
+default_stage = "dev"
+stages = { dev = "devAccount", prod = "prodAccount" }
+"#;
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -246,38 +249,98 @@ fn guard_settings_change_the_list() {
         );
     };
 
-    // `[guard] stages` replaces the default list.
-    set(
-        &format!("[guard]\nstages = [\"dev\"]\n{CONFIG}"),
-        "dev",
-        403,
-    );
-    assert_locked(&get("dev"), "orders/dev");
-    assert_eq!(get("prod").status, 200);
-
-    // `[guard] stages = []` turns the guard off.
-    set(&format!("[guard]\nstages = []\n{CONFIG}"), "dev", 200);
-    assert_eq!(get("prod").status, 200);
-
-    // The project's own list in config.toml wins over the default.
-    set(&format!("{CONFIG}protected = [\"dev\"]\n"), "dev", 403);
-    assert_eq!(get("prod").status, 200);
-
-    // A committed .credport.toml adds stages; it cannot unprotect prod.
-    std::fs::write(
-        w.project.join(".credport.toml"),
-        "project = \"orders\"\nprotected = [\"dev\"]\n[stages]\ndev = \"devAccount\"\nprod = \"prodAccount\"\n",
-    )
-    .unwrap();
-    set(
-        "[projects.orders]\npath = \"PATH\"\n"
-            .replace("PATH", &w.project.display().to_string())
-            .as_str(),
-        "prod",
-        403,
-    );
-    assert_locked(&get("dev"), "orders/dev");
-    assert_locked(&get("prod"), "orders/prod");
+    struct Case {
+        name: &'static str,
+        /// A `.credport.toml` written into the project before the config.
+        credport_toml: Option<String>,
+        config: String,
+        /// The stage whose answer shows the daemon has the config, and that answer.
+        probe: (&'static str, u16),
+        locked: &'static [&'static str],
+        served: &'static [&'static str],
+    }
+    let cases = [
+        Case {
+            name: "`[guard] stages` replaces the default list",
+            credport_toml: None,
+            config: fixture(
+                r#"
+                [guard]
+                stages = ["dev"]
+                "#,
+            ) + CONFIG,
+            probe: ("dev", 403),
+            locked: &["dev"],
+            served: &["prod"],
+        },
+        Case {
+            name: "`[guard] stages = []` turns the guard off",
+            credport_toml: None,
+            config: fixture(
+                r#"
+                [guard]
+                stages = []
+                "#,
+            ) + CONFIG,
+            probe: ("dev", 200),
+            locked: &[],
+            served: &["prod"],
+        },
+        Case {
+            name: "the project's own list in config.toml wins over the default",
+            credport_toml: None,
+            config: format!(
+                "{CONFIG}{}",
+                fixture(
+                    r#"
+                    protected = ["dev"]
+                    "#
+                )
+            ),
+            probe: ("dev", 403),
+            locked: &[],
+            served: &["prod"],
+        },
+        Case {
+            name: "a committed .credport.toml adds stages; it cannot unprotect prod",
+            credport_toml: Some(fixture(
+                r#"
+                project = "orders"
+                protected = ["dev"]
+                [stages]
+                dev = "devAccount"
+                prod = "prodAccount"
+                "#,
+            )),
+            config: fixture(&format!(
+                r#"
+                [projects.orders]
+                path = "{}"
+                "#,
+                w.project.display()
+            )),
+            probe: ("prod", 403),
+            locked: &["dev", "prod"],
+            served: &[],
+        },
+    ];
+    for case in &cases {
+        if let Some(text) = &case.credport_toml {
+            std::fs::write(w.project.join(".credport.toml"), text).unwrap();
+        }
+        // `set` panics from inside `wait_until`: the case is named in the output first.
+        eprintln!("case {}", case.name);
+        let (probe, status) = case.probe;
+        set(&case.config, probe, status);
+        for stage in case.locked {
+            let r = get(stage);
+            assert_eq!(r.status, 403, "case {}: {stage}: {}", case.name, r.body);
+            assert_locked(&r, &format!("orders/{stage}"));
+        }
+        for stage in case.served {
+            assert_eq!(get(stage).status, 200, "case {}: {stage}", case.name);
+        }
+    }
 }
 
 /// Runs `credport ARGS` in the project on a pseudo-terminal (`script`), typing `answer`.

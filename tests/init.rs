@@ -10,12 +10,57 @@ use std::process::{Command, Output};
 
 use support::*;
 
-const SEED: &str = "service: orders\nframeworkVersion: '3'\ncustom:\n  myStage: ${opt:stage, self:provider.stage}\n  myProfile:\n    prod: prodAccount\n    dev: devAccount\nprovider:\n  name: aws\n  runtime: nodejs20.x\n  region: us-east-1\n  stage: dev\n  profile: ${self:custom.myProfile.${self:custom.myStage}}\nfunctions:\n  hello:\n    handler: handler.hello\n";
+const SEED: &str = r#"service: orders
+frameworkVersion: '3'
+custom:
+  myStage: ${opt:stage, self:provider.stage}
+  myProfile:
+    prod: prodAccount
+    dev: devAccount
+provider:
+  name: aws
+  runtime: nodejs20.x
+  region: us-east-1
+  stage: dev
+  profile: ${self:custom.myProfile.${self:custom.myStage}}
+functions:
+  hello:
+    handler: handler.hello
+"#;
 
-const SAMCONFIG: &str = "version = 0.1\n\n[default.global.parameters]\nstack_name = \"orders-sam\"\nregion = \"eu-west-1\"\n\n[default.deploy.parameters]\nprofile = \"devAccount\"\n\n[prod.global.parameters]\nstack_name = \"orders-sam\"\nregion = \"eu-west-1\"\n\n[prod.local_invoke.parameters]\nprofile = \"prodAccount\"\n";
+const SAMCONFIG: &str = r#"version = 0.1
 
-const CREDENTIALS: &str = "[default]\naws_access_key_id = AKIADEFAULT00001\naws_secret_access_key = SECRETDEFAULT\n\n[base]\naws_access_key_id = AKIABASE00000001\naws_secret_access_key = SECRETBASEKEY\n";
-const ROLES: &str = "[profile devAccount]\nrole_arn = arn:aws:iam::111111111111:role/Dev\nsource_profile = base\n\n[profile prodAccount]\nrole_arn = arn:aws:iam::222222222222:role/Prod\nsource_profile = base\n";
+[default.global.parameters]
+stack_name = "orders-sam"
+region = "eu-west-1"
+
+[default.deploy.parameters]
+profile = "devAccount"
+
+[prod.global.parameters]
+stack_name = "orders-sam"
+region = "eu-west-1"
+
+[prod.local_invoke.parameters]
+profile = "prodAccount"
+"#;
+
+const CREDENTIALS: &str = r#"[default]
+aws_access_key_id = AKIADEFAULT00001
+aws_secret_access_key = SECRETDEFAULT
+
+[base]
+aws_access_key_id = AKIABASE00000001
+aws_secret_access_key = SECRETBASEKEY
+"#;
+const ROLES: &str = r#"[profile devAccount]
+role_arn = arn:aws:iam::111111111111:role/Dev
+source_profile = base
+
+[profile prodAccount]
+role_arn = arn:aws:iam::222222222222:role/Prod
+source_profile = base
+"#;
 
 fn home_with(file: &str, text: &str) -> (TestHome, PathBuf) {
     let h = TestHome::new();

@@ -8,7 +8,10 @@ use std::os::unix::fs::PermissionsExt;
 
 use support::*;
 
-const CONFIG: &str = "[projects.orders]\ndefault_stage = \"dev\"\nstages = { dev = \"devAccount\", prod = \"prodAccount\" }\n";
+const CONFIG: &str = r#"[projects.orders]
+default_stage = "dev"
+stages = { dev = "devAccount", prod = "prodAccount" }
+"#;
 
 fn home() -> TestHome {
     let h = TestHome::new();

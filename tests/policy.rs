@@ -10,9 +10,23 @@ use support::moto::Moto;
 use support::recorder::RecordingProxy;
 use support::*;
 
-const BASE: &str =
-    "[base]\naws_access_key_id = AKIABASE00000001\naws_secret_access_key = SECRETBASEKEY\n";
-const CHAIN: &str = "[profile hop]\nrole_arn = arn:aws:iam::111111111111:role/Hop\nsource_profile = base\n\n[profile deploy]\nrole_arn = arn:aws:iam::222222222222:role/Deploy\nsource_profile = hop\n";
+const BASE: &str = r#"[base]
+aws_access_key_id = AKIABASE00000001
+aws_secret_access_key = SECRETBASEKEY
+"#;
+const CHAIN: &str = r#"[profile hop]
+role_arn = arn:aws:iam::111111111111:role/Hop
+source_profile = base
+
+[profile deploy]
+role_arn = arn:aws:iam::222222222222:role/Deploy
+source_profile = hop
+"#;
+/// One role on top of `base`, in account 111111111111.
+const DEV_ROLE: &str = r#"[profile dev]
+role_arn = arn:aws:iam::111111111111:role/Dev
+source_profile = base
+"#;
 const READ_ONLY: &str = "arn:aws:iam::aws:policy/ReadOnlyAccess";
 const POLICY: &str = r#"{
   "Version": "2012-10-17",
@@ -87,9 +101,15 @@ fn policy_goes_on_the_last_assume_role_of_a_chain() {
     let h = home(
         &proxy.url,
         CHAIN,
-        &format!(
-            "[projects.orders]\nstages = {{ dev = \"deploy\", qa = \"deploy\" }}\npolicy = \"policies/deploy.json\"\npolicy_arns = [\"{READ_ONLY}\"]\n[projects.orders.policies.qa]\n"
-        ),
+        &fixture(&format!(
+            r#"
+            [projects.orders]
+            stages = {{ dev = "deploy", qa = "deploy" }}
+            policy = "policies/deploy.json"
+            policy_arns = ["{READ_ONLY}"]
+            [projects.orders.policies.qa]
+            "#
+        )),
     );
     // Relative to config.toml.
     write_atomic(
@@ -180,10 +200,15 @@ fn bare_keys_use_get_federation_token_with_the_policy() {
     let h = home(
         &proxy.url,
         "",
-        &format!(
-            "[projects.keys]\nstages = {{ dev = \"base\", qa = \"base\" }}\n[projects.keys.policies.dev]\npolicy = '{}'\npolicy_arns = [\"{READ_ONLY}\", \"arn:aws:iam::123456789012:policy/team/Deploy\"]\n",
-            PACKED
-        ),
+        &fixture(&format!(
+            r#"
+            [projects.keys]
+            stages = {{ dev = "base", qa = "base" }}
+            [projects.keys.policies.dev]
+            policy = '{PACKED}'
+            policy_arns = ["{READ_ONLY}", "arn:aws:iam::123456789012:policy/team/Deploy"]
+            "#
+        )),
     );
     let d = h.serve();
     let j = ok(&fetch(&d, &h, "keys", "dev"), &proxy, "dev");
@@ -222,10 +247,25 @@ fn sources_that_cannot_take_a_policy_are_refused_naming_profile_and_source() {
     let proxy = RecordingProxy::start(moto.url());
     let mut h = home(
         &proxy.url,
-        "[profile sso]\nsso_start_url = https://example.awsapps.com/start\nsso_region = us-east-1\nsso_account_id = 111111111111\nsso_role_name = Dev\n\n[profile helper]\ncredential_process = /bin/false\n",
-        &format!(
-            "[projects.web]\nstages = {{ sso = \"sso\", proc = \"helper\", file = \"sess\" }}\npolicy_arns = [\"{READ_ONLY}\"]\n"
+        &fixture(
+            r#"
+            [profile sso]
+            sso_start_url = https://example.awsapps.com/start
+            sso_region = us-east-1
+            sso_account_id = 111111111111
+            sso_role_name = Dev
+
+            [profile helper]
+            credential_process = /bin/false
+            "#,
         ),
+        &fixture(&format!(
+            r#"
+            [projects.web]
+            stages = {{ sso = "sso", proc = "helper", file = "sess" }}
+            policy_arns = ["{READ_ONLY}"]
+            "#
+        )),
     );
     h.write_credentials(&format!("{BASE}{}", session_profile("sess", "FILE0001")));
     h.extra_env.insert(
@@ -261,18 +301,21 @@ fn sources_that_cannot_take_a_policy_are_refused_naming_profile_and_source() {
 fn a_changed_policy_is_a_different_session() {
     let moto = Moto::start();
     let proxy = RecordingProxy::start(moto.url());
-    let h = home(
-        &proxy.url,
-        "[profile dev]\nrole_arn = arn:aws:iam::111111111111:role/Dev\nsource_profile = base\n",
-        "",
-    );
+    let h = home(&proxy.url, DEV_ROLE, "");
     // A project file registered with the daemon (and trusted, as a user would): its policy
     // file is watched, so an edit counts on the next fetch after the daemon sees it.
     let project = h.path().join("orders");
     std::fs::create_dir_all(project.join("policies")).unwrap();
     std::fs::write(
         project.join(".credport.toml"),
-        "project = \"orders\"\npolicy = \"policies/dev.json\"\n[stages]\ndev = \"dev\"\n",
+        fixture(
+            r#"
+            project = "orders"
+            policy = "policies/dev.json"
+            [stages]
+            dev = "dev"
+            "#,
+        ),
     )
     .unwrap();
     let policy_file = project.join("policies/dev.json");
@@ -326,16 +369,22 @@ fn a_changed_policy_is_a_different_session() {
 fn broken_policies_are_refused_before_sts_naming_the_file() {
     let moto = Moto::start();
     let proxy = RecordingProxy::start(moto.url());
-    let h = home(
-        &proxy.url,
-        "[profile dev]\nrole_arn = arn:aws:iam::111111111111:role/Dev\nsource_profile = base\n",
-        "",
-    );
+    let h = home(&proxy.url, DEV_ROLE, "");
     let project = h.path().join("api");
     std::fs::create_dir_all(&project).unwrap();
     let toml = project.join(".credport.toml");
     let out = {
-        std::fs::write(&toml, "project = \"api\"\n[stages]\ndev = \"dev\"\n").unwrap();
+        std::fs::write(
+            &toml,
+            fixture(
+                r#"
+                project = "api"
+                [stages]
+                dev = "dev"
+                "#,
+            ),
+        )
+        .unwrap();
         h.run(&["project", "add", project.to_str().unwrap()])
     };
     assert!(
@@ -356,51 +405,80 @@ fn broken_policies_are_refused_before_sts_naming_the_file() {
         vec![r#"{"Effect":"Allow","Action":"s3:GetObject","Resource":"arn:aws:s3:::a-bucket-with-a-long-name/*"}"#; 30].join(",")
     );
     let eleven = vec![format!("\"{READ_ONLY}\""); 11].join(", ");
-    for (text, says) in [
-        (
-            "policy = \"missing.json\"".to_string(),
-            "no such file".to_string(),
-        ),
-        (
-            "policy = '{\"Statement\": '".to_string(),
-            "not valid JSON".to_string(),
-        ),
-        (
-            format!("policy = '{big}'"),
-            "STS accepts at most 2048".to_string(),
-        ),
-        (format!("policy_arns = [{eleven}]"), "11 ARNs".to_string()),
-        (
-            "policy_arns = [\"ReadOnlyAccess\"]".to_string(),
-            "is not an IAM policy ARN".to_string(),
-        ),
-    ] {
+    struct Case {
+        name: &'static str,
+        /// The policy line of .credport.toml.
+        setting: String,
+        /// What the refusal says.
+        says: &'static str,
+    }
+    let cases = [
+        Case {
+            name: "missing policy file",
+            setting: r#"policy = "missing.json""#.to_string(),
+            says: "no such file",
+        },
+        Case {
+            name: "policy not JSON",
+            setting: r#"policy = '{"Statement": '"#.to_string(),
+            says: "not valid JSON",
+        },
+        Case {
+            name: "policy over 2048 characters",
+            setting: format!("policy = '{big}'"),
+            says: "STS accepts at most 2048",
+        },
+        Case {
+            name: "eleven policy ARNs",
+            setting: format!("policy_arns = [{eleven}]"),
+            says: "11 ARNs",
+        },
+        Case {
+            name: "a policy name, not an ARN",
+            setting: r#"policy_arns = ["ReadOnlyAccess"]"#.to_string(),
+            says: "is not an IAM policy ARN",
+        },
+    ];
+    for case in &cases {
+        let (text, says) = (&case.setting, case.says);
         write_atomic(
             &toml,
-            &format!("project = \"api\"\n{text}\n[stages]\ndev = \"dev\"\n"),
+            &fixture(&format!(
+                r#"
+                project = "api"
+                {text}
+                [stages]
+                dev = "dev"
+                "#
+            )),
         );
-        let r = fetch_until(&d, &h, "api", "dev", &proxy, &text, |r| {
-            r.status == 404 && r.body.contains(says.as_str())
+        let what = format!("case {}", case.name);
+        let r = fetch_until(&d, &h, "api", "dev", &proxy, &what, |r| {
+            r.status == 404 && r.body.contains(says)
         });
         let msg = r.json()["Message"].as_str().unwrap_or_default().to_string();
         assert!(
-            msg.contains(&says) && (msg.contains(".credport.toml") || msg.contains("missing.json")),
-            "{text}: {msg}"
+            msg.contains(says) && (msg.contains(".credport.toml") || msg.contains("missing.json")),
+            "{what}: {msg}"
         );
         // The CLI says the same before anything runs.
         let out = h.run(&["resolve", "--dir", project.to_str().unwrap()]);
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            !out.status.success() && err.contains(&says),
-            "{text}: {err}"
-        );
+        assert!(!out.status.success() && err.contains(says), "{what}: {err}");
     }
     assert!(proxy.calls().is_empty(), "{}", proxy.summary());
 
     // Fixed: served, and `resolve` shows where the policy comes from.
     write_atomic(
         &toml,
-        &format!("project = \"api\"\npolicy_arns = [\"{READ_ONLY}\"]\n[stages]\ndev = \"dev\"\n"),
+        &fixture(&format!(
+            r#"
+            project = "api"
+            policy_arns = ["{READ_ONLY}"]
+            [stages]
+            dev = "dev"
+            "#
+        )),
     );
     fetch_until(&d, &h, "api", "dev", &proxy, "fixed", |r| r.status == 200);
     let out = h.run(&["resolve", "--dir", project.to_str().unwrap()]);
@@ -414,8 +492,14 @@ fn exec_scopes_the_child_session_with_and_without_a_daemon() {
     let proxy = RecordingProxy::start(moto.url());
     let h = home(
         &proxy.url,
-        "[profile dev]\nrole_arn = arn:aws:iam::111111111111:role/Dev\nsource_profile = base\n",
-        &format!("[projects.orders]\nstages = {{ dev = \"dev\" }}\npolicy = '{PACKED}'\n"),
+        DEV_ROLE,
+        &fixture(&format!(
+            r#"
+            [projects.orders]
+            stages = {{ dev = "dev" }}
+            policy = '{PACKED}'
+            "#
+        )),
     );
     let whoami = repo_root().join("tests/clients/python/whoami.py");
     let py = venv_python();
@@ -462,16 +546,24 @@ fn web_identity_takes_the_policy_on_its_one_call() {
     let h = home(
         &proxy.url,
         "",
-        &format!(
-            "[projects.oidc]\nstages = {{ ci = \"oidc\" }}\npolicy_arns = [\"{READ_ONLY}\"]\n"
-        ),
+        &fixture(&format!(
+            r#"
+            [projects.oidc]
+            stages = {{ ci = "oidc" }}
+            policy_arns = ["{READ_ONLY}"]
+            "#
+        )),
     );
     let token_file = h.path().join("web-identity-token");
     std::fs::write(&token_file, "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJjaSJ9.c2ln\n").unwrap();
-    h.write_aws_config(&format!(
-        "[profile oidc]\nrole_arn = arn:aws:iam::444444444444:role/Oidc\nweb_identity_token_file = {}\n",
+    h.write_aws_config(&fixture(&format!(
+        r#"
+        [profile oidc]
+        role_arn = arn:aws:iam::444444444444:role/Oidc
+        web_identity_token_file = {}
+        "#,
         token_file.display()
-    ));
+    )));
     let d = h.serve();
     let j = ok(&fetch(&d, &h, "oidc", "ci"), &proxy, "ci");
     assert_eq!(j["AccountId"], "444444444444", "{j}");
@@ -493,8 +585,16 @@ fn standin_profiles_hold_scoped_sessions() {
         .insert("AWS_ENDPOINT_URL_STS".into(), proxy.url.clone());
     // Stand-ins for prod are the point here, not the guard (see GUARD_OFF).
     w.home.write_config(&format!(
-        "{}[projects.orders]\nstages = {{ dev = \"devAccount\", prod = \"prodAccount\" }}\n[projects.orders.policies.dev]\npolicy_arns = [\"{READ_ONLY}\"]\n",
-        support::GUARD_OFF
+        "{}{}",
+        support::GUARD_OFF,
+        fixture(&format!(
+            r#"
+            [projects.orders]
+            stages = {{ dev = "devAccount", prod = "prodAccount" }}
+            [projects.orders.policies.dev]
+            policy_arns = ["{READ_ONLY}"]
+            "#
+        ))
     ));
     let by_role = |role: &str| -> Vec<support::recorder::StsCall> {
         proxy
@@ -511,7 +611,12 @@ fn standin_profiles_hold_scoped_sessions() {
     // exec without a daemon: the embedded server serves both stages, dev scoped.
     std::fs::write(
         w.project.join("Makefile"),
-        "show:\n\t@cat \"$$AWS_SHARED_CREDENTIALS_FILE\"\n",
+        fixture(
+            "
+            show:
+            \t@cat \"$$AWS_SHARED_CREDENTIALS_FILE\"
+            ",
+        ),
     )
     .unwrap();
     let out = w.credport(&["exec", "--stage", "dev", "--", "make", "-s", "show"]);

@@ -9,11 +9,22 @@ use std::time::Duration;
 use support::moto::{CountingProxy, Moto};
 use support::*;
 
-const BASE: &str =
-    "[base]\naws_access_key_id = AKIABASE00000001\naws_secret_access_key = SECRETBASEKEY\n";
-const ROLES: &str = "[profile dev]\nrole_arn = arn:aws:iam::111111111111:role/Dev\nsource_profile = base\n\n[profile prod]\nrole_arn = arn:aws:iam::222222222222:role/Prod\nsource_profile = base\n";
-const CONFIG: &str =
-    "[projects.orders]\ndefault_stage = \"dev\"\nstages = { dev = \"dev\", prod = \"prod\" }\n";
+const BASE: &str = r#"[base]
+aws_access_key_id = AKIABASE00000001
+aws_secret_access_key = SECRETBASEKEY
+"#;
+const ROLES: &str = r#"[profile dev]
+role_arn = arn:aws:iam::111111111111:role/Dev
+source_profile = base
+
+[profile prod]
+role_arn = arn:aws:iam::222222222222:role/Prod
+source_profile = base
+"#;
+const CONFIG: &str = r#"[projects.orders]
+default_stage = "dev"
+stages = { dev = "dev", prod = "prod" }
+"#;
 
 fn home(sts_url: &str, aws_config: &str, config: &str) -> TestHome {
     let mut h = TestHome::new();
@@ -64,7 +75,12 @@ fn long_term_keys_are_exchanged_never_served() {
     let h = home(
         &moto.url(),
         "",
-        "[projects.keys]\nstages = { dev = \"base\" }\n",
+        &fixture(
+            r#"
+            [projects.keys]
+            stages = { dev = "base" }
+            "#,
+        ),
     );
     let d = h.serve();
     let r = fetch(&d, &h, "keys", "dev");
@@ -77,21 +93,57 @@ fn long_term_keys_are_exchanged_never_served() {
     assert!(j["Token"].as_str().is_some_and(|t| !t.is_empty()));
 }
 
-#[test]
-fn three_hop_chain_and_cycle() {
-    let moto = Moto::start();
-    let chain = "[profile a]\nrole_arn = arn:aws:iam::111111111111:role/A\nsource_profile = base\n[profile b]\nrole_arn = arn:aws:iam::222222222222:role/B\nsource_profile = a\n[profile c]\nrole_arn = arn:aws:iam::333333333333:role/C\nsource_profile = b\n[profile x]\nrole_arn = arn:aws:iam::1:role/X\nsource_profile = y\n[profile y]\nrole_arn = arn:aws:iam::1:role/Y\nsource_profile = x\n";
-    let h = home(
-        &moto.url(),
-        chain,
-        "[projects.chain]\nstages = { c = \"c\", loop = \"x\" }\n",
+/// Profiles `a -> b -> c`, three hops from `base`, and `x <-> y`, a loop; stage `c` uses
+/// the chain, `loop` the loop.
+fn chain_home(sts_url: &str) -> TestHome {
+    let chain = fixture(
+        r#"
+        [profile a]
+        role_arn = arn:aws:iam::111111111111:role/A
+        source_profile = base
+        [profile b]
+        role_arn = arn:aws:iam::222222222222:role/B
+        source_profile = a
+        [profile c]
+        role_arn = arn:aws:iam::333333333333:role/C
+        source_profile = b
+        [profile x]
+        role_arn = arn:aws:iam::1:role/X
+        source_profile = y
+        [profile y]
+        role_arn = arn:aws:iam::1:role/Y
+        source_profile = x
+        "#,
     );
+    home(
+        sts_url,
+        &chain,
+        &fixture(
+            r#"
+            [projects.chain]
+            stages = { c = "c", loop = "x" }
+            "#,
+        ),
+    )
+}
+
+#[test]
+fn three_hop_chain_reaches_the_last_account() {
+    let moto = Moto::start();
+    let h = chain_home(&moto.url());
     let d = h.serve();
     let r = fetch(&d, &h, "chain", "c");
     assert_eq!(
         caller_account(&moto.url(), &served_credentials(&r)),
         "333333333333"
     );
+}
+
+#[test]
+fn role_chain_cycle_is_an_error_naming_the_loop() {
+    let moto = Moto::start();
+    let h = chain_home(&moto.url());
+    let d = h.serve();
     let r = fetch(&d, &h, "chain", "loop");
     assert_eq!(r.status, 500);
     assert!(
@@ -292,10 +344,26 @@ fn credential_process_success_and_failures() {
         "fails",
         "echo SECRETSTDOUT; echo 'token expired, run sso login' >&2; exit 3",
     );
-    h.write_aws_config(&format!(
-        "[profile good]\ncredential_process = {good}\n[profile badjson]\ncredential_process = {bad_json}\n[profile slow]\ncredential_process = {slow}\n[profile fails]\ncredential_process = {fails}\n"
+    h.write_aws_config(&fixture(&format!(
+        r#"
+        [profile good]
+        credential_process = {good}
+        [profile badjson]
+        credential_process = {bad_json}
+        [profile slow]
+        credential_process = {slow}
+        [profile fails]
+        credential_process = {fails}
+        "#
+    )));
+    h.write_config(&fixture(
+        r#"
+        [server]
+        process_timeout = 2
+        [projects.p]
+        stages = { good = "good", badjson = "badjson", slow = "slow", fails = "fails" }
+        "#,
     ));
-    h.write_config("[server]\nprocess_timeout = 2\n[projects.p]\nstages = { good = \"good\", badjson = \"badjson\", slow = \"slow\", fails = \"fails\" }\n");
     let d = h.serve();
     let r = fetch(&d, &h, "p", "good");
     assert_eq!(r.status, 200, "{}", r.body);
@@ -359,8 +427,29 @@ fn sso_profiles_read_the_cli_token_cache() {
     let (portal, calls) = sso_portal();
     let mut h = home(
         "http://127.0.0.1:9",
-        "[profile sso-dev]\nsso_session = corp\nsso_account_id = 111111111111\nsso_role_name = Developer\nregion = us-east-1\n[sso-session corp]\nsso_start_url = https://corp.awsapps.com/start\nsso_region = us-east-1\n[profile sso-legacy]\nsso_start_url = https://legacy.awsapps.com/start\nsso_region = us-east-1\nsso_account_id = 111111111111\nsso_role_name = Developer\n",
-        "[projects.sso]\nstages = { dev = \"sso-dev\", legacy = \"sso-legacy\" }\n",
+        &fixture(
+            r#"
+            [profile sso-dev]
+            sso_session = corp
+            sso_account_id = 111111111111
+            sso_role_name = Developer
+            region = us-east-1
+            [sso-session corp]
+            sso_start_url = https://corp.awsapps.com/start
+            sso_region = us-east-1
+            [profile sso-legacy]
+            sso_start_url = https://legacy.awsapps.com/start
+            sso_region = us-east-1
+            sso_account_id = 111111111111
+            sso_role_name = Developer
+            "#,
+        ),
+        &fixture(
+            r#"
+            [projects.sso]
+            stages = { dev = "sso-dev", legacy = "sso-legacy" }
+            "#,
+        ),
     );
     h.extra_env.insert("AWS_ENDPOINT_URL_SSO".into(), portal);
     let d = h.serve();
@@ -420,14 +509,23 @@ fn web_identity_profiles_assume_their_role() {
     let h = home(
         &moto.url(),
         "",
-        "[projects.oidc]\nstages = { ci = \"oidc\" }\n",
+        &fixture(
+            r#"
+            [projects.oidc]
+            stages = { ci = "oidc" }
+            "#,
+        ),
     );
     let token_file = h.path().join("web-identity-token");
     std::fs::write(&token_file, "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJjaSJ9.c2ln\n").unwrap();
-    h.write_aws_config(&format!(
-        "[profile oidc]\nrole_arn = arn:aws:iam::444444444444:role/Oidc\nweb_identity_token_file = {}\n",
+    h.write_aws_config(&fixture(&format!(
+        r#"
+        [profile oidc]
+        role_arn = arn:aws:iam::444444444444:role/Oidc
+        web_identity_token_file = {}
+        "#,
         token_file.display()
-    ));
+    )));
     let d = h.serve();
     let r = fetch(&d, &h, "oidc", "ci");
     assert_eq!(
@@ -463,10 +561,24 @@ fn role_on_top_of_session_keys_from_the_file() {
     let moto = Moto::start();
     let h = home(
         &moto.url(),
-        "[profile dev]\nrole_arn = arn:aws:iam::111111111111:role/Dev\nsource_profile = saml\n",
+        &fixture(
+            r#"
+            [profile dev]
+            role_arn = arn:aws:iam::111111111111:role/Dev
+            source_profile = saml
+            "#,
+        ),
         CONFIG,
     );
-    h.write_credentials("[saml]\naws_access_key_id = ASIASAML00000001\naws_secret_access_key = SECRETSAML\naws_session_token = TOKENSAML\nx_security_token_expires = 2099-01-01T00:00:00Z\n");
+    h.write_credentials(&fixture(
+        r#"
+        [saml]
+        aws_access_key_id = ASIASAML00000001
+        aws_secret_access_key = SECRETSAML
+        aws_session_token = TOKENSAML
+        x_security_token_expires = 2099-01-01T00:00:00Z
+        "#,
+    ));
     let d = h.serve();
     let r = fetch(&d, &h, "orders", "dev");
     assert_eq!(

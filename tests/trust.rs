@@ -19,7 +19,19 @@ use std::time::{Duration, Instant};
 use support::*;
 
 /// The cloned repository's service file: `dev` is mapped to the admin profile.
-const CLONED: &str = "service: orders\nprovider:\n  name: aws\n  stage: dev\n  profile: ${self:custom.profiles.${sls:stage}}\ncustom:\n  profiles:\n    dev: adminAccount\n    prod: prodAccount\nfunctions:\n  hello:\n    handler: handler.hello\n";
+const CLONED: &str = r#"service: orders
+provider:
+  name: aws
+  stage: dev
+  profile: ${self:custom.profiles.${sls:stage}}
+custom:
+  profiles:
+    dev: adminAccount
+    prod: prodAccount
+functions:
+  hello:
+    handler: handler.hello
+"#;
 
 /// A HOME with session-key profiles and a fresh clone in `<home>/clone`.
 struct Repo {
@@ -374,7 +386,12 @@ fn config_mappings_need_no_allow() {
 #[test]
 fn trust_all_turns_the_check_off() {
     let r = Repo::new();
-    r.home.write_config("[trust]\nproject_files = \"all\"\n");
+    r.home.write_config(&fixture(
+        r#"
+        [trust]
+        project_files = "all"
+        "#,
+    ));
     let out = r.run(&["resolve"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("adminAccount"));
@@ -389,8 +406,18 @@ fn trust_all_turns_the_check_off() {
         Some(&r.home.token("orders", "dev")),
     );
     assert_eq!(ok.status, 200, "{}", ok.body);
-    // A typo is an error naming the key, never a silent "ask" or "all".
-    r.home.write_config("[trust]\nproject_files = \"some\"\n");
+}
+
+/// A typo is an error naming the key, never a silent "ask" or "all".
+#[test]
+fn a_trust_setting_typo_is_an_error_naming_the_line() {
+    let r = Repo::new();
+    r.home.write_config(&fixture(
+        r#"
+        [trust]
+        project_files = "some"
+        "#,
+    ));
     let out = r.run(&["resolve"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("line 2"), "{}", stderr(&out));

@@ -25,7 +25,11 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_credport");
 /// A config.toml head that turns the guard off, for suites that serve prod but are not
 /// about protected stages (tests/guard.rs is): without it every prod fetch would need a
 /// `credport unlock` first. Prepend it to the suite's config.
-pub const GUARD_OFF: &str = "# Not a guard test (tests/guard.rs is): serve prod without `credport unlock`.\n[guard]\nstages = []\n\n";
+pub const GUARD_OFF: &str = r#"# Not a guard test (tests/guard.rs is): serve prod without `credport unlock`.
+[guard]
+stages = []
+
+"#;
 
 /// A temporary HOME with credport's directories, and the environment to run commands in.
 pub struct TestHome {
@@ -171,7 +175,73 @@ impl TestHome {
 /// A `config.toml` section for suites that are not about project-file trust: they serve
 /// project files' mappings without `credport allow`, as a user who sets it does
 /// (`tests/trust.rs` covers the default, "ask").
-pub const TRUST_ALL: &str = "# Not a test of project-file trust: use project files' mappings as they are.\n[trust]\nproject_files = \"all\"\n";
+pub const TRUST_ALL: &str = r#"# Not a test of project-file trust: use project files' mappings as they are.
+[trust]
+project_files = "all"
+"#;
+
+/// A fixture file written as an indented raw string, as the file's text: drops the one
+/// newline right after the opening quote, the indentation every non-blank line shares, and
+/// the closing quote's indentation, so
+///
+/// ```text
+///     fixture(r#"
+///         [default]
+///           region = us-east-1
+///     "#)
+/// ```
+///
+/// is `"[default]\n  region = us-east-1\n"`. Lines of only spaces or tabs become empty lines
+/// (no fixture relies on trailing spaces). Text that does not start with a newline is
+/// dedented the same way.
+pub fn fixture(text: &str) -> String {
+    let text = text.strip_prefix('\n').unwrap_or(text);
+    let blank = |l: &str| {
+        l.trim_matches(|c| c == ' ' || c == '\t' || c == '\n')
+            .is_empty()
+    };
+    let indent = text
+        .split_inclusive('\n')
+        .filter(|l| !blank(l))
+        .map(|l| l.len() - l.trim_start_matches(' ').len())
+        .min()
+        .unwrap_or(0);
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        if blank(line) {
+            // An empty line stays one; the closing quote's indentation goes.
+            if line.ends_with('\n') {
+                out.push('\n');
+            }
+        } else {
+            out.push_str(&line[indent..]);
+        }
+    }
+    out
+}
+
+#[test]
+fn fixture_strips_the_first_newline_and_the_common_indentation() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "indented, closing quote indented",
+            "\n        [default]\n          region = us-east-1\n\n        [x]\n    ",
+            "[default]\n  region = us-east-1\n\n[x]\n",
+        ),
+        (
+            "first line on the quote's line",
+            "[a]\nk = v\n",
+            "[a]\nk = v\n",
+        ),
+        ("no final newline", "\n  a: 1\n  b: 2", "a: 1\nb: 2"),
+        ("blank line of spaces", "\n  a\n     \n  b\n", "a\n\nb\n"),
+        ("only one newline dropped", "\n\n  a\n", "\na\n"),
+        ("empty", "", ""),
+    ];
+    for (name, text, want) in cases {
+        assert_eq!(fixture(text), *want, "case {name}");
+    }
+}
 
 /// Writes `text` to `path` by temp file + rename (how most tools save).
 pub fn write_atomic(path: &Path, text: &str) {
@@ -345,9 +415,14 @@ pub fn parse_response(buf: &[u8]) -> Response {
 
 /// Session credentials in the shared-file form, all parts carrying `tag`.
 pub fn session_profile(name: &str, tag: &str) -> String {
-    format!(
-        "[{name}]\naws_access_key_id = ASIA{tag}\naws_secret_access_key = SECRET{tag}\naws_session_token = TOKEN{tag}\n"
-    )
+    fixture(&format!(
+        r#"
+        [{name}]
+        aws_access_key_id = ASIA{tag}
+        aws_secret_access_key = SECRET{tag}
+        aws_session_token = TOKEN{tag}
+        "#
+    ))
 }
 
 /// The repository root.
