@@ -27,7 +27,6 @@ use crate::cli::args::ExecArgs;
 use crate::client;
 use crate::client::launch;
 use crate::environment::{ChildEnv, TokenRef};
-use crate::fsutil;
 use crate::paths::Paths;
 use crate::tokens::TokenKey;
 
@@ -74,23 +73,8 @@ pub async fn run(paths: &Paths, args: &ExecArgs, env: &dyn crate::env::Env) -> R
         Some(url) => url,
         None => {
             let base = scope.project_dir.as_deref().unwrap_or(&dir);
-            let other = plan
-                .iter()
-                .flat_map(|p| p.entries.iter())
-                .map(|e| {
-                    let policy = crate::standin::policy_for_stage(
-                        base,
-                        &scope.project,
-                        &e.stage,
-                        &scope.selection,
-                        &config,
-                        &registered,
-                        env,
-                    )
-                    .map_err(|err| anyhow::anyhow!("stage {}: {err}", e.stage))?;
-                    Ok((e.stage.clone(), e.profile.clone(), policy))
-                })
-                .collect::<Result<Vec<_>>>()?;
+            let other =
+                launch::standin_stages(base, &scope, plan.as_ref(), &config, &registered, env)?;
             let protected = super::unlock::protected_stages(&config, &registered, &scope);
             let e = client::embedded(paths, &scope, &other, protected).await?;
             let url = e.url.clone();
@@ -106,52 +90,27 @@ pub async fn run(paths: &Paths, args: &ExecArgs, env: &dyn crate::env::Env) -> R
     super::unlock::gate(server, &config, &registered, &scope).await?;
 
     // Per-run files: token, isolated shared files with serverless's stand-in profiles.
-    fsutil::ensure_private_dir(&paths.runtime_dir)?;
-    // `exec-<PID>-<random>`: removed on drop, and by the next `exec` or the daemon's start
-    // when this process is killed (the PID names its owner).
-    let run_dir = tempfile::Builder::new()
-        .prefix(&format!(
-            "{}{}-",
-            crate::client::rundirs::PREFIX,
-            std::process::id()
-        ))
-        .rand_bytes(12)
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir_in(&paths.runtime_dir)
+    // Removed on drop, and by the next `exec` or the daemon's start if this one is killed.
+    let run_dir = client::rundirs::RunDir::create(&paths.runtime_dir)
         .context("creating the per-run directory")?;
-    fsutil::ensure_private_dir(run_dir.path())?;
     let key = TokenKey::load_or_create(&paths.token_key())?;
     let token = key.token(&scope.project, &scope.stage);
     let token_ref = if args.env_token {
         TokenRef::Value(token.expose().to_string())
     } else {
-        let f = run_dir.path().join("token");
-        fsutil::write_private_ephemeral(&f, token.expose().as_bytes())?;
-        TokenRef::File(f)
+        TokenRef::File(run_dir.write_token(token.expose())?)
     };
     let mut standins = String::new();
     let isolated = if args.keep_aws_files {
         None
     } else {
-        let (creds, conf) = (
-            run_dir.path().join("credentials"),
-            run_dir.path().join("config"),
-        );
         let mut text = String::new();
         if let Some(p) = &plan {
-            let fetched = launch::fetch_standins(&base, &key, &scope.project, &p.entries)
+            (text, standins) = launch::standin_file(&base, &key, &scope.project, p)
                 .await
                 .context("fetching session credentials for serverless's profiles")?;
-            text = crate::standin::render(&scope.project, &fetched);
-            standins = fetched
-                .iter()
-                .map(|(e, _)| format!("{} = {}", e.name, e.stage))
-                .collect::<Vec<_>>()
-                .join(", ");
         }
-        fsutil::write_private_ephemeral(&creds, text.as_bytes())?;
-        fsutil::write_private_ephemeral(&conf, b"")?;
-        Some((creds, conf))
+        Some(launch::isolated_files_in(run_dir.path(), &text)?)
     };
     let region = super::scope_region(&aws.snapshot(), &scope);
     let mut child_env = ChildEnv::for_scope(

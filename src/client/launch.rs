@@ -1,7 +1,7 @@
 //! What a command is launched with under credport, shared by `exec` and `env`: the stand-in
 //! profiles serverless needs for the stages it runs ([`standin_plan`], [`fetch_standins`]),
 //! the isolated shared files that keep `[default]` keys from shadowing the endpoint
-//! ([`isolated_files`]), and the profile checks done before anything runs
+//! ([`isolated_files`], [`isolated_files_in`]), and the profile checks done before anything runs
 //! ([`check_profiles`]).
 
 use std::path::{Path, PathBuf};
@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::credentials::Credentials;
 use crate::paths::Paths;
 use crate::scope::{Scope, ScopeError, check_profile, serverless_file};
+use crate::session_policy::SessionPolicy;
 use crate::standin::{self, Entry, StandinError};
 use crate::tokens::TokenKey;
 
@@ -86,6 +87,41 @@ pub fn standin_plan_all(
     Ok((!entries.is_empty()).then_some(StandinPlan { sls_file, entries }))
 }
 
+/// A stage an embedded server serves: (stage, profile, session policy).
+pub type StageServed = (String, String, Option<std::sync::Arc<SessionPolicy>>);
+
+/// Each stand-in entry's [`StageServed`], as an embedded server for
+/// `scope` must serve them (`dir` is the project directory). A stage whose policy file is
+/// broken is an error naming the stage: it is never served unscoped.
+pub fn standin_stages(
+    dir: &Path,
+    scope: &Scope,
+    plan: Option<&StandinPlan>,
+    config: &Config,
+    registered: &Config,
+    env: &dyn crate::env::Env,
+) -> Result<Vec<StageServed>, ClientError> {
+    plan.iter()
+        .flat_map(|p| p.entries.iter())
+        .map(|e| {
+            let policy = standin::policy_for_stage(
+                dir,
+                &scope.project,
+                &e.stage,
+                &scope.selection,
+                config,
+                registered,
+                env,
+            )
+            .map_err(|reason| ClientError::Policy {
+                stage: e.stage.clone(),
+                reason,
+            })?;
+            Ok((e.stage.clone(), e.profile.clone(), policy))
+        })
+        .collect()
+}
+
 /// Fetches each entry's stage from the endpoint at `base`, with that scope's token.
 pub async fn fetch_standins(
     base: &str,
@@ -146,15 +182,73 @@ pub fn check_profiles(
     Ok(warnings)
 }
 
-/// Empty shared credentials and config files under the state directory, so `[default]`
+/// `env`'s isolated shared files: empty ones under the state directory, so `[default]`
 /// keys in `~/.aws` cannot shadow the endpoint.
 pub fn isolated_files(paths: &Paths) -> Result<(PathBuf, PathBuf), crate::fsutil::FsError> {
-    let dir = paths.state_dir.join("isolated");
+    isolated_files_in(&paths.state_dir.join("isolated"), "")
+}
+
+/// The isolated shared files in `dir`: `credentials` holding `credentials` (serverless's
+/// stand-in profiles, or nothing) and an empty `config`, both 0600 in a 0700 directory.
+/// A new file is written once without `fsync` (a run's files die with the run); one that
+/// already holds the text is left alone; any other is replaced atomically. Returns
+/// (credentials, config).
+pub fn isolated_files_in(
+    dir: &Path,
+    credentials: &str,
+) -> Result<(PathBuf, PathBuf), crate::fsutil::FsError> {
+    use crate::fsutil::{read_text, write_private, write_private_ephemeral};
     let (c, k) = (dir.join("credentials"), dir.join("config"));
-    for f in [&c, &k] {
-        if !f.exists() {
-            crate::fsutil::write_private(f, b"")?;
+    for (file, text) in [(&c, credentials), (&k, "")] {
+        match read_text(file) {
+            Ok(Some(old)) if old == text => {}
+            Ok(None) => write_private_ephemeral(file, text.as_bytes())?,
+            _ => write_private(file, text.as_bytes())?,
         }
     }
     Ok((c, k))
+}
+
+/// Serverless's stand-in profiles for `plan`, fetched from the endpoint at `base` and
+/// rendered as a credentials file, and the `name = stage` list that names them.
+pub async fn standin_file(
+    base: &str,
+    key: &TokenKey,
+    project: &str,
+    plan: &StandinPlan,
+) -> Result<(String, String), ClientError> {
+    let fetched = fetch_standins(base, key, project, &plan.entries).await?;
+    let names = fetched
+        .iter()
+        .map(|(e, _)| format!("{} = {}", e.name, e.stage))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Ok((standin::render(project, &fetched), names))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn isolated_files_are_private_and_follow_the_text() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("run");
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+        let (c, k) = isolated_files_in(&dir, "[a]\n").unwrap();
+        assert_eq!((read(&c).as_str(), read(&k).as_str()), ("[a]\n", ""));
+        for f in [&c, &k] {
+            let mode = std::fs::metadata(f).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{}", f.display());
+        }
+        // The same text again: nothing rewritten (the inode stays).
+        let ino = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+        let before = ino(&c);
+        isolated_files_in(&dir, "[a]\n").unwrap();
+        assert_eq!(ino(&c), before);
+        // Other text: replaced.
+        isolated_files_in(&dir, "").unwrap();
+        assert_eq!(read(&c), "");
+    }
 }

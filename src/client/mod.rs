@@ -36,6 +36,14 @@ pub enum ClientError {
     /// The daemon refused or failed.
     #[error("{0}")]
     Daemon(String),
+    /// A stage's session policy cannot be read or is not valid.
+    #[error("stage {stage}: {reason}")]
+    Policy {
+        /// The stage.
+        stage: String,
+        /// What is wrong, naming the policy's file.
+        reason: String,
+    },
 }
 
 /// Finds the daemon and checks that it answers as itself (see [`crate::daemon::instance::find`]):

@@ -6,6 +6,7 @@
 //! longer runs; the daemon calls it at start and `exec` before each run. A directory whose
 //! PID is alive is left alone (a reused PID only delays the cleanup). [`rewrite_tokens`]
 //! gives the token files of running `exec`s the new key's token after a rotation.
+//! [`RunDir`] is one run's directory.
 
 use std::path::{Path, PathBuf};
 
@@ -22,6 +23,42 @@ pub fn pid_of(name: &str) -> Option<u32> {
         return None;
     }
     pid.parse().ok().filter(|p| *p > 0)
+}
+
+/// One `exec`'s per-run directory, `<runtime dir>/exec-<PID>-<random>` (0700), removed
+/// with everything in it when dropped (and by [`sweep_stale`] if this process is killed).
+pub struct RunDir {
+    dir: tempfile::TempDir,
+}
+
+impl RunDir {
+    /// Creates a new per-run directory in `runtime_dir` (made private first).
+    pub fn create(runtime_dir: &Path) -> Result<Self, crate::fsutil::FsError> {
+        crate::fsutil::ensure_private_dir(runtime_dir)?;
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{PREFIX}{}-", std::process::id()))
+            .rand_bytes(12)
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir_in(runtime_dir)
+            .map_err(|source| crate::fsutil::FsError::Io {
+                path: runtime_dir.to_path_buf(),
+                source,
+            })?;
+        crate::fsutil::ensure_private_dir(dir.path())?;
+        Ok(RunDir { dir })
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes `token` to the run's token file (0600, no trailing newline); returns its path.
+    pub fn write_token(&self, token: &str) -> Result<PathBuf, crate::fsutil::FsError> {
+        let f = self.path().join("token");
+        crate::fsutil::write_private_ephemeral(&f, token.as_bytes())?;
+        Ok(f)
+    }
 }
 
 fn alive(pid: u32) -> bool {
@@ -113,6 +150,29 @@ mod tests {
         ] {
             assert_eq!(pid_of(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_run_dir_is_private_named_for_its_pid_and_removed_on_drop() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let run = RunDir::create(&t.path().join("rt")).unwrap();
+        let name = run
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert_eq!(pid_of(&name), Some(std::process::id()), "{name}");
+        let mode = std::fs::metadata(run.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        let token = run.write_token("tok").unwrap();
+        assert_eq!(std::fs::read_to_string(&token).unwrap(), "tok");
+        let mode = std::fs::metadata(&token).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let dir = run.path().to_path_buf();
+        drop(run);
+        assert!(!dir.exists());
     }
 
     #[test]
