@@ -17,6 +17,8 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use std::sync::Arc;
+
 use crate::peer::Client;
 
 /// Events kept at most.
@@ -31,14 +33,14 @@ pub struct Event {
     /// Its number since the daemon started (1, 2, ...), set by [`Journal::record`].
     pub seq: u64,
     /// When it happened (RFC 3339, UTC).
-    pub at: String,
+    pub at: Arc<str>,
     /// The project it concerns, when it concerns one (refusals of requests whose token
     /// was not valid name none: their path is any caller's text).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub project: Option<String>,
+    pub project: Option<Arc<str>>,
     /// The stage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stage: Option<String>,
+    pub stage: Option<Arc<str>>,
     /// What happened, with its details (`"event": "issued"`, ...).
     #[serde(flatten)]
     pub what: What,
@@ -49,19 +51,23 @@ pub struct Event {
 
 thread_local! {
     /// The unix second last written on this thread, and its text.
-    static STAMP: std::cell::RefCell<(i64, String)> = const { std::cell::RefCell::new((i64::MIN, String::new())) };
+    static STAMP: std::cell::RefCell<(i64, Option<Arc<str>>)> = const { std::cell::RefCell::new((i64::MIN, None)) };
 }
 
 /// `at` as RFC 3339 seconds, formatted once per second per thread (an issuance records one
 /// event, so the audit formats no date per request).
-fn stamp(at: OffsetDateTime) -> String {
+fn stamp(at: OffsetDateTime) -> Arc<str> {
     let secs = at.unix_timestamp();
     STAMP.with(|c| {
         let mut c = c.borrow_mut();
-        if c.0 != secs {
-            *c = (secs, crate::credentials::format_expiration(at));
+        match &c.1 {
+            Some(text) if c.0 == secs => text.clone(),
+            _ => {
+                let text: Arc<str> = crate::credentials::format_expiration(at).into();
+                *c = (secs, Some(text.clone()));
+                text
+            }
         }
-        c.1.clone()
     })
 }
 
@@ -72,11 +78,11 @@ pub enum What {
     /// Credentials were served.
     Issued {
         /// The profile that served them.
-        profile: String,
+        profile: Arc<str>,
         /// The `Expiration` served (RFC 3339).
-        expires: String,
+        expires: Arc<str>,
         /// The client's User-Agent (escaped, cut).
-        user_agent: String,
+        user_agent: Arc<str>,
     },
     /// A credentials request was refused.
     Refused {
@@ -150,8 +156,16 @@ impl Event {
 
     /// The same event about `project`/`stage`.
     pub fn scope(mut self, project: &str, stage: &str) -> Event {
-        self.project = Some(project.to_string());
-        self.stage = Some(stage.to_string());
+        self.project = Some(project.into());
+        self.stage = Some(stage.into());
+        self
+    }
+
+    /// The same event about `project`/`stage`, sharing the names the caller holds (the
+    /// audit of an issuance allocates no copy of them).
+    pub fn scope_shared(mut self, project: &Arc<str>, stage: &Arc<str>) -> Event {
+        self.project = Some(project.clone());
+        self.stage = Some(stage.clone());
         self
     }
 
@@ -165,7 +179,7 @@ impl Event {
     pub fn line(&self) -> String {
         let scope = match (&self.project, &self.stage) {
             (Some(p), Some(s)) => format!("{p}/{s}"),
-            (Some(p), None) => p.clone(),
+            (Some(p), None) => p.to_string(),
             _ => "-".into(),
         };
         let detail = match &self.what {
@@ -218,8 +232,8 @@ pub struct Filter {
 impl Filter {
     /// Whether `e` passes.
     pub fn matches(&self, e: &Event) -> bool {
-        let ok = |want: &Option<String>, have: &Option<String>| {
-            want.as_ref().is_none_or(|w| have.as_ref() == Some(w))
+        let ok = |want: &Option<String>, have: &Option<Arc<str>>| {
+            want.as_deref().is_none_or(|w| have.as_deref() == Some(w))
         };
         ok(&self.project, &e.project) && ok(&self.stage, &e.stage)
     }

@@ -152,15 +152,16 @@ impl Pending {
                 if let Some(client) = &client {
                     i.hot.stats.set_client(i.at, client.clone());
                 }
+                let n = &i.hot.names;
                 let mut e = Event::at(
                     What::Issued {
-                        profile: b.profile.clone(),
-                        expires: i.expires.to_string(),
-                        user_agent: user_agent.to_string(),
+                        profile: n.profile.clone(),
+                        expires: i.expires.clone(),
+                        user_agent,
                     },
                     i.at,
                 )
-                .scope(&b.project, &b.stage);
+                .scope_shared(&n.project, &n.stage);
                 e.client = client;
                 state.journal.record(e);
             }

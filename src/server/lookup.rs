@@ -119,6 +119,7 @@ fn build(state: &AppState, project: &str, stage: &str) -> Entry {
                 Arc::new(Hot {
                     protection,
                     stats: state.metrics.scope(&binding.project, &binding.stage),
+                    names: super::scopes::Names::of(&binding),
                     binding,
                     plan,
                     body: Mutex::new(None),

@@ -68,8 +68,32 @@ pub struct Hot {
     pub protection: crate::guard::Protection,
     /// Request counters and the last issuance of this scope.
     pub stats: Arc<crate::metrics::ScopeStats>,
+    /// The binding's project, stage and profile, shared by every audit event of the scope.
+    pub names: Names,
     /// The last rendered answer (see [`Hot::render`]).
     pub(super) body: Mutex<Option<Rendered>>,
+}
+
+/// A scope's names, made once per entry so the audit shares them instead of copying.
+#[derive(Debug, Clone)]
+pub struct Names {
+    /// The project.
+    pub project: Arc<str>,
+    /// The stage.
+    pub stage: Arc<str>,
+    /// The profile that serves it.
+    pub profile: Arc<str>,
+}
+
+impl Names {
+    /// The names of `binding`.
+    pub fn of(binding: &Binding) -> Self {
+        Names {
+            project: binding.project.as_str().into(),
+            stage: binding.stage.as_str().into(),
+            profile: binding.profile.as_str().into(),
+        }
+    }
 }
 
 /// A rendered answer for one session at one served `Expiration`.
