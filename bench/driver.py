@@ -355,8 +355,11 @@ class Proc:
     def cpu_ticks(self):
         return sum((proc_stat(p) or (0, 0))[1] for p in self.pids())
 
-    def ctx_switches(self):
-        total = 0
+    def task_switches(self):
+        """{(tid, start time): voluntary + nonvoluntary context switches} of every task
+        (thread) of the server's processes. The start time (field 22 of the task's `stat`)
+        tells a reused TID from the task that had it."""
+        out = {}
         for pid in self.pids():
             try:
                 tids = os.listdir(f"/proc/{pid}/task")
@@ -364,13 +367,32 @@ class Proc:
                 continue
             for tid in tids:
                 try:
+                    with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                        st = f.read()
+                    n = 0
                     with open(f"/proc/{pid}/task/{tid}/status") as f:
                         for line in f:
                             if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
-                                total += int(line.split()[1])
+                                n += int(line.split()[1])
                 except OSError:
-                    pass
-        return total
+                    continue  # exited between listing and reading: not there at this sample
+                out[(int(tid), int(st[st.rindex(")") + 2:].split()[19]))] = n
+        return out
+
+
+def wakeups(before, after):
+    """The wake-ups between two `task_switches` samples, as (total, detail). A task in both
+    counts its switches in between. A task that appeared counts its switches, at least 1
+    (it was created and ran). A task that exited counts 1: it had to run to exit, and what it
+    did after the first sample left with it (a lower bound). Summing the process totals
+    instead loses an exited thread's whole count and can come out negative."""
+    kept = sum(max(0, n - before[k]) for k, n in after.items() if k in before)
+    new = [k for k in after if k not in before]
+    gone = [k for k in before if k not in after]
+    appeared = sum(max(1, after[k]) for k in new)
+    total = kept + appeared + len(gone)
+    return total, {"switches": kept, "appeared": len(new), "appeared_switches": appeared,
+                   "exited": len(gone)}
 
 
 class Server(Proc):
@@ -1112,7 +1134,14 @@ def main():
     ap.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     ap.add_argument("--requests", type=int, default=1_000_000)
     ap.add_argument("--writes", type=int, default=200)
-    ap.add_argument("--idle", type=int, default=30)
+    ap.add_argument("--idle", type=int, default=30,
+                    help="seconds of the idle wake-ups window (every server started, one request "
+                         "each, 1 s settle). Wake-ups are counted per task (thread), keyed by TID "
+                         "and start time, from /proc/PID/task/TID/status (voluntary + "
+                         "nonvoluntary context switches): a task alive at both ends counts its "
+                         "increase, a task that appeared counts its switches (at least 1), a task "
+                         "that exited counts 1 (its later switches left with it). Summing process "
+                         "totals instead loses an exited thread's count.")
     ap.add_argument("--startups", type=int, default=20)
     ap.add_argument("--exec-runs", type=int, default=50)
     ap.add_argument("--profiles", type=int, default=5000)
@@ -1220,11 +1249,11 @@ def main():
         if want("idle"):
             log(f"idle: {args.idle} s, all servers at once")
             time.sleep(1.0)
-            c0 = {n: s.ctx_switches() for n, s, _ in all_servers}
+            c0 = {n: s.task_switches() for n, s, _ in all_servers}
             time.sleep(args.idle)
             for n, s, d in all_servers:
-                d["idle_cs"] = s.ctx_switches() - c0[n]
-            log(f"idle context switches: { {n: d['idle_cs'] for n, _, d in all_servers} }")
+                d["idle_cs"], d["idle_cs_detail"] = wakeups(c0[n], s.task_switches())
+            log(f"idle wake-ups: { {n: (d['idle_cs'], d['idle_cs_detail']) for n, _, d in all_servers} }")
 
         if want("hot"):
             samples = {id(e): [] for e in entries}

@@ -201,10 +201,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             // Before any thread exists: this also removes the LISTEN_* variables.
             let activated = credport::daemon::activation::activated_listeners()
                 .map_err(|e| anyhow::anyhow!("socket activation: {e}"))?;
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?
-                .block_on(serve::run(&paths, &args, activated))
+            daemon_runtime()?.block_on(serve::run(&paths, &args, activated))
         }
         Command::Service(args) => service::run(&paths, &args, &mut std::io::stdout().lock()),
         Command::Token(args) => token::run(&paths, &args, &mut std::io::stdout().lock()),
@@ -255,6 +252,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             runtime()?.block_on(unlock::lock(&paths, &args, &mut std::io::stdout().lock()))
         }
     }
+}
+
+/// The daemon's runtime. Its blocking threads (process lookups, scope builds, reloads) wait
+/// for work without a timeout: tokio's default lets one exit after 10 s without work, and
+/// that exit is a timer firing in an otherwise idle daemon. So a thread, once started, is
+/// kept (parked on a futex, a few KiB of stack), and at most 32 are ever started; blocking
+/// work beyond that queues until one is free. Everything the daemon runs there is short.
+fn daemon_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_keep_alive(std::time::Duration::MAX)
+        .max_blocking_threads(32)
+        .build()
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {

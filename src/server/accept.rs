@@ -194,7 +194,20 @@ struct ConnTable {
     conns: std::sync::Mutex<
         std::collections::HashMap<u64, (Arc<ConnState>, tokio::task::AbortHandle)>,
     >,
+    /// Since the heap was last trimmed: the most connections open at once, and how many
+    /// were opened (see [`TRIM_AFTER_PEAK`]).
+    since_trim: std::sync::Mutex<(usize, u64)>,
 }
+
+/// When the last open connection closes, the freed heap is handed back to the system
+/// ([`crate::memory::release_freed`]) if, since the last time, this many connections were
+/// open at once (each left a read buffer and its state, about 20 KiB, in glibc's arenas)
+/// or [`TRIM_AFTER_CONNECTIONS`] were opened. A client that opens one connection at a time
+/// reuses the same freed memory, so it triggers a trim rarely; a burst triggers one when it
+/// ends. No timer is involved: an idle daemon stays asleep.
+const TRIM_AFTER_PEAK: usize = 8;
+/// See [`TRIM_AFTER_PEAK`].
+const TRIM_AFTER_CONNECTIONS: u64 = 1000;
 
 impl Default for ConnTable {
     fn default() -> Self {
@@ -202,6 +215,7 @@ impl Default for ConnTable {
             epoch: std::time::Instant::now(),
             next: Default::default(),
             conns: Default::default(),
+            since_trim: Default::default(),
         }
     }
 }
@@ -216,12 +230,35 @@ impl ConnTable {
         if !abort.is_finished() {
             conns.insert(id, (state, abort));
         }
+        let open = conns.len();
+        drop(conns);
+        let mut since = self.since_trim.lock().unwrap_or_else(|e| e.into_inner());
+        since.0 = since.0.max(open);
+        since.1 += 1;
     }
     fn remove(&self, id: u64) {
-        self.conns
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        conns.remove(&id);
+        if conns.is_empty() {
+            drop(conns);
+            self.trim_if_a_burst_ended();
+        }
+    }
+    /// Called when no connection is open: trims the heap on a blocking thread if enough
+    /// connections came and went since the last trim (see [`TRIM_AFTER_PEAK`]).
+    fn trim_if_a_burst_ended(&self) {
+        {
+            let mut since = self.since_trim.lock().unwrap_or_else(|e| e.into_inner());
+            if since.0 < TRIM_AFTER_PEAK && since.1 < TRIM_AFTER_CONNECTIONS {
+                return;
+            }
+            *since = (0, 0);
+        }
+        // The connection's task is still being dropped (outside a runtime at shutdown:
+        // nothing to do then).
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            drop(rt.spawn_blocking(crate::memory::release_freed));
+        }
     }
     /// Closes the connection idle the longest, if any is idle. Returns whether one was.
     fn evict_idlest(&self) -> bool {
