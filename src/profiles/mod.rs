@@ -18,6 +18,7 @@ pub mod store;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use time::OffsetDateTime;
 
@@ -95,8 +96,10 @@ impl fmt::Display for SourceKind {
 pub struct Profile {
     /// The profile name (`dev`, not `profile dev`).
     pub name: String,
-    /// Lowercased keys to non-blank values, credentials file over config file.
-    pub props: BTreeMap<String, String>,
+    /// Lowercased keys to non-blank values, credentials file over config file. A profile
+    /// defined by one section with no blank value shares that section's map, so a reload
+    /// copies no value of the sections that did not change.
+    pub props: Arc<BTreeMap<String, String>>,
     /// Where the profile is defined: file and header line, credentials file first.
     pub defined_in: Vec<(FileKind, usize)>,
 }
@@ -227,6 +230,15 @@ fn non_blank(props: &BTreeMap<String, String>) -> impl Iterator<Item = (String, 
         .map(|(k, v)| (k.clone(), v.clone()))
 }
 
+/// A section's non-blank values: its own map when it has no blank value, else a copy.
+fn non_blank_shared(props: &Arc<BTreeMap<String, String>>) -> Arc<BTreeMap<String, String>> {
+    if props.values().any(String::is_empty) {
+        Arc::new(non_blank(props).collect())
+    } else {
+        props.clone()
+    }
+}
+
 /// Merges the parsed credentials and config files into a snapshot (generation 0).
 pub fn merge(credentials: &[Section], config: &[Section]) -> Snapshot {
     let mut snap = Snapshot::default();
@@ -237,7 +249,7 @@ pub fn merge(credentials: &[Section], config: &[Section]) -> Snapshot {
                 name.clone(),
                 Profile {
                     name,
-                    props: non_blank(&s.props).collect(),
+                    props: non_blank_shared(&s.props),
                     defined_in: vec![(FileKind::Config, s.line)],
                 },
             );
@@ -254,11 +266,15 @@ pub fn merge(credentials: &[Section], config: &[Section]) -> Snapshot {
             .entry(s.name.clone())
             .or_insert_with(|| Profile {
                 name: s.name.clone(),
-                props: BTreeMap::new(),
+                props: Arc::default(),
                 defined_in: Vec::new(),
             });
         // Credentials-file values win; a blank one there hides nothing.
-        entry.props.extend(non_blank(&s.props));
+        if entry.props.is_empty() {
+            entry.props = non_blank_shared(&s.props);
+        } else {
+            Arc::make_mut(&mut entry.props).extend(non_blank(&s.props));
+        }
         entry.defined_in.insert(0, (FileKind::Credentials, s.line));
     }
     snap

@@ -2,8 +2,10 @@
 //!
 //! Each reload reads both files; a file that fails to read or parse keeps its last good
 //! parse (and its error is recorded with file and line), so a half-saved file never takes
-//! profiles away, while a profile deleted by a good save disappears at once. The merged
-//! snapshot is swapped atomically (`ArcSwap`): readers take one `Arc` and see one version.
+//! profiles away, while a profile deleted by a good save disappears at once. Each file has
+//! its own [`parse::Incremental`], so a reload hands rust-ini only the sections whose text
+//! changed. The merged snapshot is swapped atomically (`ArcSwap`): readers take one `Arc`
+//! and see one version.
 
 use std::sync::{Arc, Mutex};
 
@@ -37,17 +39,11 @@ pub struct FileStatus {
 
 struct FileSlot {
     last_good: Vec<Section>,
-    /// Hash of the text `last_good` was parsed from: an unchanged file is not parsed again
-    /// (a reload usually concerns one of the two files).
-    last_hash: Option<u64>,
+    /// The file's sections as last read, each with what it parsed to: an unchanged file is
+    /// not parsed again (a reload usually concerns one of the two files), and in a changed
+    /// one only the changed sections are.
+    parser: parse::Incremental,
     status: FileStatus,
-}
-
-fn text_hash(text: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    text.hash(&mut h);
-    h.finish()
 }
 
 /// The profile store. Cheap to read from any thread; reloads are serialised.
@@ -66,7 +62,7 @@ impl ProfileStore {
     pub fn open(paths: AwsPaths) -> Self {
         let slot = |kind: FileKind| FileSlot {
             last_good: Vec::new(),
-            last_hash: None,
+            parser: parse::Incremental::new(),
             status: FileStatus {
                 kind,
                 path: paths.get(kind).clone(),
@@ -151,20 +147,25 @@ impl ProfileStore {
             let state = match text {
                 Ok(None) => {
                     slot.last_good.clear();
-                    slot.last_hash = None;
+                    slot.parser.clear();
                     FileState::Missing
                 }
                 Ok(Some(text))
-                    if slot.last_hash == Some(text_hash(&text))
+                    if slot.parser.unchanged(&text)
                         && matches!(slot.status.state, FileState::Ok { .. }) =>
                 {
                     slot.status.state.clone()
                 }
-                Ok(Some(text)) => match parse::parse(&text) {
+                Ok(Some(text)) => match slot.parser.parse(&text) {
                     Ok(sections) => {
                         let n = sections.len();
+                        tracing::debug!(
+                            file = %path.display(),
+                            sections = n,
+                            parsed = slot.parser.reparsed(),
+                            "file parsed"
+                        );
                         slot.last_good = sections;
-                        slot.last_hash = Some(text_hash(&text));
                         FileState::Ok { sections: n }
                     }
                     Err(e) => FileState::Error {
@@ -300,5 +301,98 @@ mod tests {
         fs::remove_file(t.path().join("credentials")).unwrap();
         assert!(s.reload());
         assert!(s.snapshot().profiles.is_empty());
+    }
+
+    #[test]
+    fn incremental_reloads_equal_a_fresh_parse_and_merge() {
+        let t = tempfile::tempdir().unwrap();
+        let (c, f) = (t.path().join("credentials"), t.path().join("config"));
+        fs::write(
+            &f,
+            r#"[default]
+region = us-east-1
+[profile dev]
+region = eu-west-1
+[sso-session corp]
+sso_region = eu-west-1
+"#,
+        )
+        .unwrap();
+        let saves = [
+            r#"[dev]
+aws_access_key_id = A1
+aws_secret_access_key = S1
+[prod]
+aws_access_key_id = P1
+aws_secret_access_key = Q1
+"#,
+            // One key rewritten.
+            r#"[dev]
+aws_access_key_id = A2
+aws_secret_access_key = S1
+[prod]
+aws_access_key_id = P1
+aws_secret_access_key = Q1
+"#,
+            // A section added above: [dev] and [prod] move down unchanged.
+            r#"[default]
+aws_access_key_id = D1
+aws_secret_access_key = E1
+
+[dev]
+aws_access_key_id = A2
+aws_secret_access_key = S1
+[prod]
+aws_access_key_id = P1
+aws_secret_access_key = Q1
+"#,
+            // A broken save: the last good parse stays.
+            r#"[default]
+aws_access_key_id = D1
+aws_secret_access_key = E1
+
+[dev]
+aws_access_key_id
+[prod]
+aws_access_key_id = P1
+aws_secret_access_key = Q1
+"#,
+            // Fixed, and [prod] removed.
+            r#"[default]
+aws_access_key_id = D1
+aws_secret_access_key = E1
+
+[dev]
+aws_access_key_id = A3
+aws_secret_access_key = S1
+"#,
+        ];
+        let s = store(t.path());
+        let mut good = String::new();
+        for (i, text) in saves.iter().enumerate() {
+            fs::write(&c, text).unwrap();
+            let before = s.snapshot().generation;
+            s.reload();
+            let ok = parse::parse(text).is_ok();
+            if ok {
+                good = text.to_string();
+            }
+            let want = merge(
+                &parse::parse(&good).unwrap(),
+                &parse::parse(&fs::read_to_string(&f).unwrap()).unwrap(),
+            );
+            let snap = s.snapshot();
+            assert_eq!(snap.profiles, want.profiles, "save {i}");
+            assert_eq!(snap.sso_sessions, want.sso_sessions, "save {i}");
+            assert_eq!(snap.generation > before, ok, "save {i}");
+            let st = &s.status()[0];
+            match parse::parse(text) {
+                Ok(_) => assert!(matches!(st.state, FileState::Ok { .. }), "save {i}"),
+                Err(e) => assert!(
+                    matches!(&st.state, FileState::Error { line: Some(l), .. } if *l == e.line),
+                    "save {i}: {st:?}"
+                ),
+            }
+        }
     }
 }
