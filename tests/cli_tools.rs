@@ -91,22 +91,48 @@ fn bash_completes_subcommands_flags_and_values() {
     let out = run_ok(h.command().args(["completions", "bash"]));
     std::fs::write(&script, &out.stdout).unwrap();
 
-    let c = bash_candidates(&script, &["credport", "se"]);
-    assert_eq!(c, ["serve", "service"], "credport se<TAB>");
-    let c = bash_candidates(&script, &["credport", "ini"]);
-    assert_eq!(c, ["init"], "credport ini<TAB>");
-    let c = bash_candidates(&script, &["credport", "env", "--format", "d"]);
-    assert_eq!(
-        c,
-        ["dotenv", "devcontainer", "docker-env"],
-        "env --format d<TAB>"
-    );
-    let c = bash_candidates(&script, &["credport", "init", "--editor", ""]);
-    assert_eq!(c, ["vscode", "jetbrains"], "init --editor <TAB>");
-    let c = bash_candidates(&script, &["credport", "completions", "z"]);
-    assert_eq!(c, ["zsh"], "completions z<TAB>");
-    let c = bash_candidates(&script, &["credport", "init", "--f"]);
-    assert_eq!(c, ["--force"], "init --f<TAB>");
+    struct Case {
+        /// What is typed before the TAB.
+        name: &'static str,
+        words: &'static [&'static str],
+        want: &'static [&'static str],
+    }
+    let cases = [
+        Case {
+            name: "credport se<TAB>",
+            words: &["credport", "se"],
+            want: &["serve", "service"],
+        },
+        Case {
+            name: "credport ini<TAB>",
+            words: &["credport", "ini"],
+            want: &["init"],
+        },
+        Case {
+            name: "env --format d<TAB>",
+            words: &["credport", "env", "--format", "d"],
+            want: &["dotenv", "devcontainer", "docker-env"],
+        },
+        Case {
+            name: "init --editor <TAB>",
+            words: &["credport", "init", "--editor", ""],
+            want: &["vscode", "jetbrains"],
+        },
+        Case {
+            name: "completions z<TAB>",
+            words: &["credport", "completions", "z"],
+            want: &["zsh"],
+        },
+        Case {
+            name: "init --f<TAB>",
+            words: &["credport", "init", "--f"],
+            want: &["--force"],
+        },
+    ];
+    for case in &cases {
+        let c = bash_candidates(&script, case.words);
+        assert_eq!(c, case.want, "case {}", case.name);
+    }
 }
 
 /// Types `line` and two TABs into an interactive zsh (driven through zsh/zpty, a real
@@ -148,20 +174,41 @@ fn zsh_completes_subcommands_and_values() {
     let out = run_ok(h.command().args(["completions", "zsh"]));
     std::fs::write(dir.join("_credport"), &out.stdout).unwrap();
 
-    // Ambiguous: the common prefix is inserted and both commands are listed with their help.
-    let screen = zsh_tab(&dir, "credport se");
-    assert!(screen.contains("credport serv"), "{screen:?}");
-    assert!(
-        screen.contains("serve ")
-            && screen.contains("service ")
-            && screen.contains("Run the daemon"),
-        "credport se<TAB><TAB> did not list serve and service:\n{screen:?}"
-    );
-    // Unambiguous values are completed in place.
-    let screen = zsh_tab(&dir, "credport env --format dot");
-    assert!(screen.contains("--format dotenv"), "{screen:?}");
-    let screen = zsh_tab(&dir, "credport init --editor vs");
-    assert!(screen.contains("--editor vscode"), "{screen:?}");
+    struct Case {
+        name: &'static str,
+        /// What is typed before the two TABs.
+        line: &'static str,
+        /// What the terminal shows, each.
+        shows: &'static [&'static str],
+    }
+    let cases = [
+        Case {
+            name: "ambiguous: the common prefix is inserted and both commands are listed with their help",
+            line: "credport se",
+            shows: &["credport serv", "serve ", "service ", "Run the daemon"],
+        },
+        Case {
+            name: "an unambiguous value is completed in place",
+            line: "credport env --format dot",
+            shows: &["--format dotenv"],
+        },
+        Case {
+            name: "an unambiguous editor is completed in place",
+            line: "credport init --editor vs",
+            shows: &["--editor vscode"],
+        },
+    ];
+    for case in &cases {
+        let screen = zsh_tab(&dir, case.line);
+        for want in case.shows {
+            assert!(
+                screen.contains(want),
+                "case {}: {:?}<TAB><TAB> did not show {want:?}:\n{screen:?}",
+                case.name,
+                case.line
+            );
+        }
+    }
 }
 
 #[test]
@@ -178,6 +225,11 @@ fn every_shell_gets_a_script() {
         assert!(text.contains(marker), "{shell}: no {marker:?} in\n{text}");
         assert!(text.contains("init"), "{shell}: init missing");
     }
+}
+
+#[test]
+fn an_unknown_shell_is_refused() {
+    let h = TestHome::new();
     let bad = h.run(&["completions", "tcsh"]);
     assert!(!bad.status.success());
     assert!(
@@ -185,7 +237,11 @@ fn every_shell_gets_a_script() {
         "{}",
         String::from_utf8_lossy(&bad.stderr)
     );
-    // Completions and man pages need no HOME.
+}
+
+/// Completions and man pages need no HOME.
+#[test]
+fn completions_need_no_home() {
     let mut c = Command::new(BIN);
     c.env_clear().args(["completions", "bash"]);
     run_ok(&mut c);

@@ -96,11 +96,33 @@ fn container_namespace_gets_exactly_its_scope() {
     let _lock = support::docker::credentials_network_lock();
     let moto = Moto::start();
     let mut h = TestHome::new();
-    h.write_credentials(
-        "[base]\naws_access_key_id = AKIABASE00000001\naws_secret_access_key = SECRETBASEKEY\n",
-    );
-    h.write_aws_config("[profile devAccount]\nrole_arn = arn:aws:iam::111111111111:role/Dev\nsource_profile = base\n[profile prodAccount]\nrole_arn = arn:aws:iam::222222222222:role/Prod\nsource_profile = base\n");
-    h.write_config(&format!("{GUARD_OFF}[projects.orders]\ndefault_stage = \"dev\"\nstages = {{ dev = \"devAccount\", prod = \"prodAccount\" }}\n"));
+    h.write_credentials(&fixture(
+        r#"
+        [base]
+        aws_access_key_id = AKIABASE00000001
+        aws_secret_access_key = SECRETBASEKEY
+        "#,
+    ));
+    h.write_aws_config(&fixture(
+        r#"
+        [profile devAccount]
+        role_arn = arn:aws:iam::111111111111:role/Dev
+        source_profile = base
+        [profile prodAccount]
+        role_arn = arn:aws:iam::222222222222:role/Prod
+        source_profile = base
+        "#,
+    ));
+    h.write_config(&format!(
+        "{GUARD_OFF}{}",
+        fixture(
+            r#"
+            [projects.orders]
+            default_stage = "dev"
+            stages = { dev = "devAccount", prod = "prodAccount" }
+            "#
+        )
+    ));
     h.extra_env
         .insert("AWS_ENDPOINT_URL_STS".into(), moto.url());
     h.extra_env.insert("AWS_REGION".into(), "us-east-1".into());
@@ -184,25 +206,47 @@ fn container_namespace_gets_exactly_its_scope() {
     }
 }
 
-#[test]
-fn container_renderings_hold_no_host_path_and_no_token_in_committed_files() {
+/// What `credport env --format FORMAT` prints for orders/dev (region eu-west-1), with the
+/// scope's token and the home's path, which renderings for committed files must not name.
+struct Rendering {
+    text: String,
+    token: String,
+    home: String,
+}
+
+fn rendering(format: &str) -> Rendering {
     let h = TestHome::new();
     h.write_credentials(&session_profile("devAccount", "AAAA1111"));
-    h.write_config("[projects.orders]\ndefault_stage = \"dev\"\nstages = { dev = \"devAccount\" }\nregion = \"eu-west-1\"\n");
+    h.write_config(&fixture(
+        r#"
+        [projects.orders]
+        default_stage = "dev"
+        stages = { dev = "devAccount" }
+        region = "eu-west-1"
+        "#,
+    ));
     let token = h.token("orders", "dev");
-    let run = |format: &str| {
-        let out = h.run(&["env", "--project", "orders", "--format", format]);
-        assert!(
-            out.status.success(),
-            "env --format {format}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
-    let home = h.path().display().to_string();
+    let out = h.run(&["env", "--project", "orders", "--format", format]);
+    assert!(
+        out.status.success(),
+        "env --format {format}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Rendering {
+        text: String::from_utf8(out.stdout).unwrap(),
+        token,
+        home: h.path().display().to_string(),
+    }
+}
 
-    // docker-env: the relay's URL and the token's value, no host path.
-    let env = run("docker-env");
+/// docker-env: the relay's URL and the token's value, no host path.
+#[test]
+fn docker_env_names_the_relay_and_the_token_and_no_host_path() {
+    let Rendering {
+        text: env,
+        token,
+        home,
+    } = rendering("docker-env");
     assert!(
         env.contains(
             "\nAWS_CONTAINER_CREDENTIALS_FULL_URI=http://169.254.170.2/v1/credentials/orders/dev\n"
@@ -215,9 +259,16 @@ fn container_renderings_hold_no_host_path_and_no_token_in_committed_files() {
     );
     assert!(env.contains("\nAWS_REGION=eu-west-1\n"), "{env}");
     assert!(!env.contains(&home) && !env.contains("_FILE="), "{env}");
+}
 
-    // compose: an override naming credport.env and the external network; no secret.
-    let compose = run("compose");
+/// compose: an override naming credport.env and the external network; no secret.
+#[test]
+fn compose_override_names_the_env_file_and_the_network_and_no_secret() {
+    let Rendering {
+        text: compose,
+        token,
+        home,
+    } = rendering("compose");
     assert!(
         !compose.contains(&token) && !compose.contains(&home),
         "{compose}"
@@ -249,10 +300,13 @@ fn container_renderings_hold_no_host_path_and_no_token_in_committed_files() {
         "{y}"
     );
     assert_eq!(y["networks"]["credport"]["external"], true);
+}
 
-    // devcontainer: the network and the env file; nothing for the metadata label.
-    let dc: serde_json::Value =
-        serde_json::from_str(&run("devcontainer")).expect("devcontainer fragment is JSON");
+/// devcontainer: the network and the env file; nothing for the metadata label.
+#[test]
+fn devcontainer_fragment_names_the_network_and_the_env_file() {
+    let dc: serde_json::Value = serde_json::from_str(&rendering("devcontainer").text)
+        .expect("devcontainer fragment is JSON");
     assert_eq!(
         dc["runArgs"],
         serde_json::json!([
@@ -262,9 +316,12 @@ fn container_renderings_hold_no_host_path_and_no_token_in_committed_files() {
         ])
     );
     assert!(dc.get("containerEnv").is_none(), "{dc}");
+}
 
-    // The editor's dotenv (host side) keeps naming the host token file.
-    let dotenv = run("dotenv");
+/// The editor's dotenv (host side) keeps naming the host token file.
+#[test]
+fn the_editor_dotenv_keeps_naming_the_host_token_file() {
+    let dotenv = rendering("dotenv").text;
     assert!(
         dotenv.contains("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE="),
         "{dotenv}"

@@ -20,10 +20,17 @@ fn home_with_profiles() -> TestHome {
     h.extra_env
         .insert("AWS_ENDPOINT_URL_STS".into(), "http://127.0.0.1:9".into());
     h.write_credentials(&format!(
-        "{}{}{}[longTerm]\naws_access_key_id = AKIALONGTERM\naws_secret_access_key = SECRETLONGTERM\n",
+        "{}{}{}{}",
         session_profile("devAccount", "DEV1"),
         session_profile("prodAccount", "PROD1"),
         session_profile("billingDev", "BILL1"),
+        fixture(
+            r#"
+            [longTerm]
+            aws_access_key_id = AKIALONGTERM
+            aws_secret_access_key = SECRETLONGTERM
+            "#
+        ),
     ));
     h.write_config(&format!("{GUARD_OFF}{CONFIG}"));
     h
@@ -35,23 +42,58 @@ fn creds_path(project: &str, stage: &str) -> String {
 
 #[test]
 fn serves_each_scope_its_own_profile() {
+    struct Case {
+        project: &'static str,
+        stage: &'static str,
+        /// The session profile's tag: keys `ASIA{tag}`, `SECRET{tag}`, `TOKEN{tag}`.
+        tag: &'static str,
+    }
     let h = home_with_profiles();
     let d = h.serve();
-    for (project, stage, tag) in [
-        ("orders", "dev", "DEV1"),
-        ("orders", "prod", "PROD1"),
-        ("billing", "dev", "BILL1"),
-    ] {
+    let cases = [
+        Case {
+            project: "orders",
+            stage: "dev",
+            tag: "DEV1",
+        },
+        Case {
+            project: "orders",
+            stage: "prod",
+            tag: "PROD1",
+        },
+        Case {
+            project: "billing",
+            stage: "dev",
+            tag: "BILL1",
+        },
+    ];
+    for Case {
+        project,
+        stage,
+        tag,
+    } in cases
+    {
+        let name = format!("{project}/{stage}");
         let r = d.get(&creds_path(project, stage), Some(&h.token(project, stage)));
-        assert_eq!(r.status, 200, "{project}/{stage}: {}", r.body);
-        assert_eq!(r.header("content-type"), Some("application/json"));
+        assert_eq!(r.status, 200, "case {name}: {}", r.body);
+        assert_eq!(
+            r.header("content-type"),
+            Some("application/json"),
+            "case {name}"
+        );
         let j = r.json();
-        assert_eq!(j["AccessKeyId"], format!("ASIA{tag}"));
-        assert_eq!(j["SecretAccessKey"], format!("SECRET{tag}"));
-        assert_eq!(j["Token"], format!("TOKEN{tag}"));
+        assert_eq!(j["AccessKeyId"], format!("ASIA{tag}"), "case {name}");
+        assert_eq!(j["SecretAccessKey"], format!("SECRET{tag}"), "case {name}");
+        assert_eq!(j["Token"], format!("TOKEN{tag}"), "case {name}");
         let exp = j["Expiration"].as_str().unwrap();
-        assert!(exp.len() == 20 && exp.ends_with('Z'), "{exp}");
+        assert!(exp.len() == 20 && exp.ends_with('Z'), "case {name}: {exp}");
     }
+}
+
+#[test]
+fn healthz_says_ok() {
+    let h = home_with_profiles();
+    let d = h.serve();
     let health = d.get("/healthz", None);
     assert_eq!(health.status, 200);
     assert_eq!(health.json()["status"], "ok");
@@ -264,7 +306,13 @@ fn reloads_in_place_rename_delete_recreate_and_broken_writes() {
     // A broken save keeps the last good version...
     std::fs::write(
         h.credentials(),
-        "[devAccount]\naws_access_key_id = ASIABROKEN\n[devAccount]\n",
+        fixture(
+            r#"
+            [devAccount]
+            aws_access_key_id = ASIABROKEN
+            [devAccount]
+            "#,
+        ),
     )
     .unwrap();
     std::thread::sleep(Duration::from_millis(300));
@@ -542,7 +590,13 @@ fn no_secret_in_any_output() {
         d.get(&creds_path(p, s), Some(&tok));
     }
     d.get(&creds_path("orders", "dev"), None);
-    h.write_credentials("[devAccount]\naws_secret_access_key = SECRETBROKEN\n[devAccount]\n");
+    h.write_credentials(&fixture(
+        r#"
+        [devAccount]
+        aws_secret_access_key = SECRETBROKEN
+        [devAccount]
+        "#,
+    ));
     assert!(
         d.wait_output("credentials issued", Duration::from_secs(5)),
         "audit line present"

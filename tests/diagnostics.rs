@@ -543,7 +543,12 @@ fn one_shot_commands_print_plain_warning_lines() {
     let mut h = home();
     h.extra_env
         .insert("RUST_LOG".into(), "credport=warn".into());
-    h.write_credentials("[devAccount\naws_access_key_id = x\n");
+    h.write_credentials(&fixture(
+        r#"
+        [devAccount
+        aws_access_key_id = x
+        "#,
+    ));
     for args in [
         &["resolve", "--project", "orders", "--stage", "dev"][..],
         &["doctor"][..],
@@ -602,9 +607,13 @@ fn token_for_an_unknown_project_warns_naming_the_known_ones() {
 fn env_without_a_daemon_warns() {
     let h = home();
     let port = free_port();
-    h.write_config(&format!(
-        "[server]\nlisten = [\"127.0.0.1:{port}\"]\n{CONFIG}"
+    let server = fixture(&format!(
+        r#"
+        [server]
+        listen = ["127.0.0.1:{port}"]
+        "#
     ));
+    h.write_config(&format!("{server}{CONFIG}"));
     let out = h.run(&["env", "--project", "orders", "--stage", "dev"]);
     assert!(out.status.success(), "{}", explain("env", &out, &[]));
     assert!(text(&out.stdout).contains(&format!(
@@ -667,7 +676,12 @@ fn node_fetch_is_served_and_browser_requests_are_not() {
             ],
         );
         assert_eq!(r.status, 403, "{name}: {}", r.body);
-        assert_eq!(r.json()["Code"], "BrowserRequestRefused");
+        assert_eq!(
+            r.json()["Code"],
+            "BrowserRequestRefused",
+            "{name}: {}",
+            r.body
+        );
     }
 }
 
@@ -882,8 +896,10 @@ fn doctor_findings(h: &TestHome, dir: &Path) -> Vec<(String, String, String)> {
 // Item 4's other new checks, each provoked, and each printed fix applied to show it is
 // right: an unresolvable project file in the current directory, a registered project
 // whose files are gone, a token key others can read, a stale daemon.json.
+
+/// An unresolvable project file in the current directory.
 #[test]
-fn doctor_new_checks_are_provoked_and_their_fixes_work() {
+fn doctor_reports_an_unresolvable_project_file_and_its_fix_works() {
     let h = home();
     let project = h.path().join("ssm-project");
     std::fs::create_dir_all(&project).unwrap();
@@ -928,8 +944,12 @@ fn doctor_new_checks_are_provoked_and_their_fixes_work() {
         !found.iter().any(|f| f.0.starts_with("project")),
         "{found:?}"
     );
+}
 
-    // A registered project whose directory lost its file.
+/// A registered project whose directory lost its file.
+#[test]
+fn doctor_reports_a_registered_project_without_its_file_and_its_fix_works() {
+    let h = home();
     let gone = h.path().join("gone");
     std::fs::create_dir_all(&gone).unwrap();
     std::fs::write(
@@ -962,8 +982,12 @@ fn doctor_new_checks_are_provoked_and_their_fixes_work() {
             .iter()
             .any(|f| f.0 == "project")
     );
+}
 
-    // A token key others can read: an error whose fix (chmod, then rotate) clears it.
+/// A token key others can read: an error whose fix (chmod, then rotate) clears it.
+#[test]
+fn doctor_reports_a_token_key_others_can_read_and_its_fix_works() {
+    let h = home();
     h.token("orders", "dev");
     let key = h.state_dir().join("token-key");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -1007,8 +1031,12 @@ fn doctor_new_checks_are_provoked_and_their_fixes_work() {
             .iter()
             .any(|f| f.0 == "file-mode" && f.1.contains("token-key"))
     );
+}
 
-    // A stale daemon.json is noted (and removed).
+/// A stale daemon.json is noted (and removed).
+#[test]
+fn doctor_notes_and_removes_a_stale_daemon_json() {
+    let h = home();
     std::fs::create_dir_all(h.runtime_dir()).unwrap();
     std::fs::write(
         h.runtime_dir().join("daemon.json"),

@@ -71,11 +71,41 @@ impl World {
         let lock = lock.then(support::docker::credentials_network_lock);
         let moto = Moto::start();
         let mut home = TestHome::new();
-        home.write_credentials(
-            "[base]\naws_access_key_id = AKIABASE00000001\naws_secret_access_key = SECRETBASEKEY\n",
-        );
-        home.write_aws_config("[profile devAccount]\nrole_arn = arn:aws:iam::111111111111:role/Dev\nsource_profile = base\n[profile prodAccount]\nrole_arn = arn:aws:iam::222222222222:role/Prod\nsource_profile = base\n[profile billingDev]\nrole_arn = arn:aws:iam::333333333333:role/Dev\nsource_profile = base\n");
-        home.write_config(&format!("{GUARD_OFF}[projects.orders]\ndefault_stage = \"dev\"\nstages = {{ dev = \"devAccount\", prod = \"prodAccount\" }}\nregion = \"us-east-1\"\n[projects.billing]\ndefault_stage = \"dev\"\nstages = {{ dev = \"billingDev\" }}\nregion = \"us-east-1\""));
+        home.write_credentials(&fixture(
+            r#"
+            [base]
+            aws_access_key_id = AKIABASE00000001
+            aws_secret_access_key = SECRETBASEKEY
+            "#,
+        ));
+        home.write_aws_config(&fixture(
+            r#"
+            [profile devAccount]
+            role_arn = arn:aws:iam::111111111111:role/Dev
+            source_profile = base
+            [profile prodAccount]
+            role_arn = arn:aws:iam::222222222222:role/Prod
+            source_profile = base
+            [profile billingDev]
+            role_arn = arn:aws:iam::333333333333:role/Dev
+            source_profile = base
+            "#,
+        ));
+        home.write_config(&format!(
+            "{GUARD_OFF}{}",
+            fixture(
+                r#"
+                [projects.orders]
+                default_stage = "dev"
+                stages = { dev = "devAccount", prod = "prodAccount" }
+                region = "us-east-1"
+                [projects.billing]
+                default_stage = "dev"
+                stages = { dev = "billingDev" }
+                region = "us-east-1"
+                "#
+            )
+        ));
         home.extra_env
             .insert("AWS_ENDPOINT_URL_STS".into(), moto.url());
         home.extra_env
@@ -493,9 +523,19 @@ while True:
     .unwrap();
     std::fs::write(
         project.join("docker-compose.yml"),
-        format!(
-            "services:\n  app:\n    image: {image}\n    command: [\"python3\", \"/app/app.py\"]\n    volumes:\n      - .:/app:ro\n  db:\n    image: {image}\n    command: [\"python3\", \"-m\", \"http.server\", \"8000\"]\n"
-        ),
+        fixture(&format!(
+            r#"
+            services:
+              app:
+                image: {image}
+                command: ["python3", "/app/app.py"]
+                volumes:
+                  - .:/app:ro
+              db:
+                image: {image}
+                command: ["python3", "-m", "http.server", "8000"]
+            "#
+        )),
     )
     .unwrap();
     // As README: the override (no secret) and the env file (the token; git-ignored).
@@ -918,13 +958,18 @@ fn cpu_time(pid: u32) -> Duration {
     Duration::from_millis(ticks * 1000 / hz)
 }
 
+/// A config.toml mapping orders/dev to devAccount.
+const ORDERS_DEV: &str = r#"[projects.orders]
+stages = { dev = "devAccount" }
+"#;
+
 /// `serve --poll`: with kernel events off, an edit is still served (within the interval),
 /// and what polling costs an idle daemon is measured against event watching.
 #[test]
 fn poll_sees_edits_without_events_and_costs_little() {
     let h = TestHome::new();
     h.write_credentials(&session_profile("devAccount", "AAAA1111"));
-    h.write_config("[projects.orders]\nstages = { dev = \"devAccount\" }\n");
+    h.write_config(ORDERS_DEV);
     let token = h.token("orders", "dev");
     let polled = h.serve_with(&["--listen", "127.0.0.1:0", "--poll", "0.2"]);
     assert!(polled.wait_output("watching files by polling", Duration::from_secs(5)));
@@ -942,7 +987,7 @@ fn poll_sees_edits_without_events_and_costs_little() {
     // the evented daemon in a home of its own (one daemon per user and runtime directory).
     let h2 = TestHome::new();
     h2.write_credentials(&session_profile("devAccount", "AAAA1111"));
-    h2.write_config("[projects.orders]\nstages = { dev = \"devAccount\" }\n");
+    h2.write_config(ORDERS_DEV);
     let evented = h2.serve();
     let wall = Duration::from_secs(5);
     let (p0, e0) = (cpu_time(polled.child.id()), cpu_time(evented.child.id()));
@@ -961,12 +1006,12 @@ fn poll_sees_edits_without_events_and_costs_little() {
 }
 
 /// `credport relay` as a plain process (no engine): forwards a scope's fetch to the daemon
-/// with its token, refuses what it does not forward, and refuses a bad upstream by name.
+/// with its token and refuses what it does not forward.
 #[test]
 fn relay_process_forwards_and_refuses() {
     let h = TestHome::new();
     h.write_credentials(&session_profile("devAccount", "AAAA1111"));
-    h.write_config("[projects.orders]\nstages = { dev = \"devAccount\" }\n");
+    h.write_config(ORDERS_DEV);
     let d = h.serve();
     let token = h.token("orders", "dev");
     let mut relay = h
@@ -985,44 +1030,74 @@ fn relay_process_forwards_and_refuses() {
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| panic!("relay printed no address: {first:?}"));
     let host = addr.to_string();
-    let path = "/v1/credentials/orders/dev";
-    let ok = request(
-        addr,
-        "GET",
-        path,
-        &[("Host", &host), ("Authorization", &token)],
-    );
-    let outcomes = [
-        (ok.status, ok.json()["AccessKeyId"].clone()),
-        {
-            let r = request(addr, "GET", path, &[("Host", &host)]);
-            (r.status, r.json()["Code"].clone())
+    struct Case {
+        name: &'static str,
+        path: &'static str,
+        headers: Vec<(&'static str, String)>,
+        status: u16,
+        /// The body's `AccessKeyId` when served, else its `Code`.
+        says: &'static str,
+    }
+    let creds = "/v1/credentials/orders/dev";
+    let cases = [
+        Case {
+            name: "the scope's fetch with its token",
+            path: creds,
+            headers: vec![("Host", host.clone()), ("Authorization", token.clone())],
+            status: 200,
+            says: "ASIAAAAA1111",
         },
-        {
-            let r = request(addr, "GET", "/metrics", &[("Host", &host)]);
-            (r.status, r.json()["Code"].clone())
+        Case {
+            name: "no token",
+            path: creds,
+            headers: vec![("Host", host.clone())],
+            status: 401,
+            says: "MissingToken",
         },
-        {
-            let r = request(
-                addr,
-                "GET",
-                path,
-                &[("Host", "evil.example"), ("Authorization", &token)],
-            );
-            (r.status, r.json()["Code"].clone())
+        Case {
+            name: "a path it does not forward",
+            path: "/metrics",
+            headers: vec![("Host", host.clone())],
+            status: 404,
+            says: "NotFound",
+        },
+        Case {
+            name: "a foreign Host",
+            path: creds,
+            headers: vec![
+                ("Host", "evil.example".into()),
+                ("Authorization", token.clone()),
+            ],
+            status: 403,
+            says: "InvalidHost",
         },
     ];
+    // All requests first, so the relay is gone before any assert can fail.
+    let outcomes: Vec<(u16, serde_json::Value)> = cases
+        .iter()
+        .map(|c| {
+            let headers: Vec<(&str, &str)> =
+                c.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let r = request(addr, "GET", c.path, &headers);
+            let field = if c.status == 200 {
+                "AccessKeyId"
+            } else {
+                "Code"
+            };
+            (r.status, r.json()[field].clone())
+        })
+        .collect();
     let _ = relay.kill();
     let _ = relay.wait();
-    assert_eq!(
-        outcomes,
-        [
-            (200, "ASIAAAAA1111".into()),
-            (401, "MissingToken".into()),
-            (404, "NotFound".into()),
-            (403, "InvalidHost".into()),
-        ]
-    );
+    for (case, got) in cases.iter().zip(&outcomes) {
+        assert_eq!(*got, (case.status, case.says.into()), "case {}", case.name);
+    }
+}
+
+/// `credport relay` refuses a bad upstream, naming it.
+#[test]
+fn relay_process_refuses_a_bad_upstream() {
+    let h = TestHome::new();
     let bad = h.run(&["relay", "--upstream", "https://host.docker.internal:9911"]);
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(

@@ -25,42 +25,79 @@ fn credport(w: &World, args: &[&str]) -> Output {
 #[test]
 fn resolve_reads_the_wrapped_command() {
     let w = world();
-    let r = |args: &[&str]| credport(&w, args);
-    let v = last_json(&r(&["resolve"]));
-    assert_eq!(
-        (
-            v["project"].as_str(),
-            v["stage"].as_str(),
-            v["profile"].as_str()
-        ),
-        (Some("orders"), Some("dev"), Some("devAccount"))
-    );
-    assert!(v["file"].as_str().unwrap().ends_with("serverless.yml"));
-    assert_eq!(
-        last_json(&r(&["resolve", "--stage", "prod"]))["profile"],
-        "prodAccount"
-    );
-    assert_eq!(
-        last_json(&r(&[
-            "resolve",
-            "--",
-            "serverless",
-            "invoke",
-            "local",
-            "-f",
-            "hello",
-            "-s",
-            "prod"
-        ]))["profile"],
-        "prodAccount"
-    );
-    let bad = r(&["resolve", "--", "serverless", "invoke", "local", "-s", "qa"]);
-    assert!(!bad.status.success());
-    let err = String::from_utf8_lossy(&bad.stderr);
-    assert!(
-        err.contains("credport: error:") && err.contains("'qa'"),
-        "{err}"
-    );
+    enum Want {
+        /// Project `orders` from `serverless.yml`, this stage and profile.
+        Resolves(&'static str, &'static str),
+        /// Refused with credport's error naming this.
+        Refused(&'static str),
+    }
+    struct Case {
+        name: &'static str,
+        args: &'static [&'static str],
+        want: Want,
+    }
+    let cases = [
+        Case {
+            name: "serverless.yml's default stage",
+            args: &["resolve"],
+            want: Want::Resolves("dev", "devAccount"),
+        },
+        Case {
+            name: "--stage",
+            args: &["resolve", "--stage", "prod"],
+            want: Want::Resolves("prod", "prodAccount"),
+        },
+        Case {
+            name: "the wrapped command's -s",
+            args: &[
+                "resolve",
+                "--",
+                "serverless",
+                "invoke",
+                "local",
+                "-f",
+                "hello",
+                "-s",
+                "prod",
+            ],
+            want: Want::Resolves("prod", "prodAccount"),
+        },
+        Case {
+            name: "a stage serverless.yml does not map",
+            args: &["resolve", "--", "serverless", "invoke", "local", "-s", "qa"],
+            want: Want::Refused("'qa'"),
+        },
+    ];
+    for case in &cases {
+        let name = case.name;
+        let out = credport(&w, case.args);
+        match case.want {
+            Want::Resolves(stage, profile) => {
+                let v = last_json(&out);
+                assert_eq!(
+                    (
+                        v["project"].as_str(),
+                        v["stage"].as_str(),
+                        v["profile"].as_str()
+                    ),
+                    (Some("orders"), Some(stage), Some(profile)),
+                    "case {name}: {v}"
+                );
+                assert!(
+                    v["file"].as_str().unwrap().ends_with("serverless.yml"),
+                    "case {name}: {v}"
+                );
+            }
+            Want::Refused(names) => {
+                assert!(!out.status.success(), "case {name}: not refused");
+                let err = String::from_utf8_lossy(&out.stderr);
+                assert!(
+                    err.contains("credport: error:") && err.contains(names),
+                    "case {name}: {err}"
+                );
+            }
+        }
+    }
 }
 
 #[test]
@@ -191,7 +228,7 @@ fn env_output_works_in_a_shell_and_survives_restart_and_rotation() {
 }
 
 #[test]
-fn exec_passes_exit_codes_and_signals_and_cleans_up() {
+fn exec_passes_the_exit_code_and_cleans_up_the_token_file() {
     let w = world();
     let _d = w.home.serve();
     let out = credport(
@@ -228,7 +265,12 @@ fn exec_passes_exit_codes_and_signals_and_cleans_up() {
         !Path::new(token_path.trim()).exists(),
         "token file removed after exit"
     );
+}
 
+#[test]
+fn exec_forwards_sigterm_and_passes_the_exit_code() {
+    let w = world();
+    let _d = w.home.serve();
     let mut child = w.home.command();
     child.current_dir(&w.project).args([
         "exec",
@@ -252,7 +294,12 @@ fn exec_passes_exit_codes_and_signals_and_cleans_up() {
         Some(42),
         "SIGTERM forwarded, exit code passed through"
     );
+}
 
+#[test]
+fn exec_passes_death_by_signal_through() {
+    let w = world();
+    let _d = w.home.serve();
     let killed = credport(&w, &["exec", "-q", "--", "sh", "-c", "kill -KILL $$"]);
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(

@@ -106,7 +106,13 @@ fn setup() -> (TestHome, std::path::PathBuf) {
     ));
     // Not a test of trust or the guard: the edits below remap `dev` on purpose.
     h.write_config(&format!(
-        "{TRUST_ALL}[projects.decl]\nstages = {{ dev = \"devAccount\" }}\n"
+        "{TRUST_ALL}{}",
+        fixture(
+            r#"
+            [projects.decl]
+            stages = { dev = "devAccount" }
+            "#
+        )
     ));
     let shop = h.path().join("shop");
     std::fs::create_dir_all(&shop).unwrap();
@@ -227,7 +233,13 @@ fn creating_a_nearer_project_file_counts_as_a_change() {
     std::thread::sleep(Duration::from_millis(200));
     write_atomic(
         &shop.join(".credport.toml"),
-        "project = \"shop\"\n[stages]\ndev = \"otherAccount\"\n",
+        &fixture(
+            r#"
+            project = "shop"
+            [stages]
+            dev = "otherAccount"
+            "#,
+        ),
     );
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut served = String::new();

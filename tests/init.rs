@@ -216,18 +216,30 @@ fn init_on_a_sam_project_writes_a_toml_that_resolves_the_same() {
     assert!(written.contains("region = \"eu-west-1\""), "{written}");
 }
 
-#[test]
-fn init_from_a_subdirectory_writes_next_to_the_project_file_and_reports_unknown_stages() {
+/// A project with a subdirectory `src/handlers`: (home, project, subdirectory).
+fn home_with_a_subdirectory() -> (TestHome, PathBuf, PathBuf) {
     let (h, project) = home_with("serverless.yml", SEED);
     let sub = project.join("src/handlers");
     std::fs::create_dir_all(&sub).unwrap();
-    // A stage the project does not map: refused with the reason, nothing written.
+    (h, project, sub)
+}
+
+/// From a subdirectory, a stage the project does not map: refused with the reason, nothing
+/// written.
+#[test]
+fn init_from_a_subdirectory_reports_unknown_stages() {
+    let (h, project, sub) = home_with_a_subdirectory();
     let out = run_in(&h, &sub, &["init", "--stage", "qa"]);
     assert!(!out.status.success(), "{}", show(&["init"], &out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("qa"), "{err}");
     assert!(!project.join(".credport.toml").exists());
-    // --dir works like resolve's.
+}
+
+/// `--dir` works like resolve's: the file goes next to the project file.
+#[test]
+fn init_from_a_subdirectory_writes_next_to_the_project_file() {
+    let (h, project, sub) = home_with_a_subdirectory();
     let text = ok(&h, h.path(), &["init", "--dir", sub.to_str().unwrap()]);
     assert!(text.contains("wrote"), "{text}");
     assert!(project.join(".credport.toml").exists(), "{text}");

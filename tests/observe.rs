@@ -66,7 +66,13 @@ fn status_reports_files_scopes_and_errors_without_secrets() {
         "{s}"
     );
 
-    h.write_credentials("[devAccount]\naws_access_key_id = ASIADEV1\n[devAccount]\n");
+    h.write_credentials(&fixture(
+        r#"
+        [devAccount]
+        aws_access_key_id = ASIADEV1
+        [devAccount]
+        "#,
+    ));
     std::thread::sleep(std::time::Duration::from_millis(300));
     let s = text(&h.run(&["status"]));
     assert!(
@@ -162,11 +168,10 @@ fn skewed_sts() -> (String, std::thread::JoinHandle<()>) {
     (url, h)
 }
 
+/// Clean: daemon up, files private, no stray variables.
 #[test]
-fn doctor_finds_each_problem_once_and_passes_a_clean_setup() {
-    // Clean: daemon up, files private, no stray variables.
+fn doctor_passes_a_clean_setup() {
     let mut h = home();
-    let (sts, t) = skewed_sts();
     let clean_sts = {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         format!("http://{}", l.local_addr().unwrap()) // refused: clock check is a note only
@@ -176,22 +181,45 @@ fn doctor_finds_each_problem_once_and_passes_a_clean_setup() {
     let out = h.run(&["doctor"]);
     assert!(out.status.success(), "clean setup: {}", text(&out));
     assert!(text(&out).contains("no problems found"));
-    drop(_d);
+}
 
-    // Everything wrong at once.
+/// Everything wrong at once.
+#[test]
+fn doctor_finds_each_problem_once() {
     let mut h = home();
+    let (sts, t) = skewed_sts();
     h.write_credentials(&format!(
-        "[default]\naws_access_key_id = AKIADEFAULT\naws_secret_access_key = SECRETDEFAULT\n{}",
+        "{}{}",
+        fixture(
+            r#"
+            [default]
+            aws_access_key_id = AKIADEFAULT
+            aws_secret_access_key = SECRETDEFAULT
+            "#
+        ),
         session_profile("devAccount", "DEV1")
     ));
     std::fs::set_permissions(h.credentials(), std::fs::Permissions::from_mode(0o644)).unwrap();
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
-    h.write_config(&format!(
-        "[server]\nlisten = [\"{}\"]\n{CONFIG}",
+    let server = fixture(&format!(
+        r#"
+        [server]
+        listen = ["{}"]
+        "#,
         taken.local_addr().unwrap()
     ));
+    h.write_config(&format!("{server}{CONFIG}"));
     let fake_python = h.path().join("oldpython");
-    std::fs::write(&fake_python, "#!/bin/sh\necho 1.31.0\n").unwrap();
+    std::fs::write(
+        &fake_python,
+        fixture(
+            r#"
+            #!/bin/sh
+            echo 1.31.0
+            "#,
+        ),
+    )
+    .unwrap();
     std::fs::set_permissions(&fake_python, std::fs::Permissions::from_mode(0o755)).unwrap();
     h.extra_env.insert("AWS_ENDPOINT_URL_STS".into(), sts);
     h.extra_env.insert("AWS_PROFILE".into(), "default".into());
@@ -237,7 +265,11 @@ fn doctor_finds_each_problem_once_and_passes_a_clean_setup() {
         assert!(f["fix"].as_str().is_some_and(|s| !s.is_empty()), "{f}");
     }
     assert!(!String::from_utf8_lossy(&out.stdout).contains("SECRETDEFAULT"));
-    // Unreadable file (root reads anything, so use a directory in the file's place).
+}
+
+/// An unreadable credentials file (root reads anything, so a directory in the file's place).
+#[test]
+fn doctor_reports_an_unreadable_credentials_file() {
     let h2 = home();
     std::fs::remove_file(h2.credentials()).unwrap();
     std::fs::create_dir(h2.credentials()).unwrap();

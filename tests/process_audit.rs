@@ -285,26 +285,54 @@ fn filters_refusals_and_follow() {
     let other = all.iter().find(|e| e["code"] == "AccessDenied").unwrap();
     assert_eq!(other["status"], 403);
 
-    let prod_only = log_json(&h, &["--project", "orders", "--stage", "prod"]);
-    assert_eq!(prod_only.len(), 1, "{prod_only:?}");
-    assert_eq!(prod_only[0]["event"], "issued");
-    let dev_only = log_json(&h, &["--stage", "dev"]);
-    assert_eq!(dev_only.len(), 1, "{dev_only:?}");
-    assert_eq!(dev_only[0]["profile"], "devAccount");
-    let qa_only = log_json(&h, &["--stage", "qa"]);
-    assert_eq!(qa_only.len(), 1, "{qa_only:?}");
-    assert_eq!(
-        (&qa_only[0]["event"], &qa_only[0]["code"]),
-        (&"refused".into(), &"NotFound".into())
-    );
-    assert!(log_json(&h, &["--project", "billing"]).is_empty());
-    let last = log_json(&h, &["-n", "2"]);
-    assert_eq!(
-        last.iter()
-            .map(|e| e["seq"].as_u64().unwrap())
-            .collect::<Vec<_>>(),
-        vec![4, 5]
-    );
+    // Filters over the five events above.
+    struct Case {
+        name: &'static str,
+        /// The arguments after `log --json`.
+        args: &'static [&'static str],
+        /// Per event shown, in order: fields and their values.
+        want: Vec<Vec<(&'static str, Value)>>,
+    }
+    let cases = [
+        Case {
+            name: "project and stage",
+            args: &["--project", "orders", "--stage", "prod"],
+            want: vec![vec![("event", "issued".into())]],
+        },
+        Case {
+            name: "stage",
+            args: &["--stage", "dev"],
+            want: vec![vec![("profile", "devAccount".into())]],
+        },
+        Case {
+            name: "a stage with only a refusal",
+            args: &["--stage", "qa"],
+            want: vec![vec![
+                ("event", "refused".into()),
+                ("code", "NotFound".into()),
+            ]],
+        },
+        Case {
+            name: "a project never asked for",
+            args: &["--project", "billing"],
+            want: vec![],
+        },
+        Case {
+            name: "the last two",
+            args: &["-n", "2"],
+            want: vec![vec![("seq", 4.into())], vec![("seq", 5.into())]],
+        },
+    ];
+    for case in &cases {
+        let name = case.name;
+        let shown = log_json(&h, case.args);
+        assert_eq!(shown.len(), case.want.len(), "case {name}: {shown:?}");
+        for (e, fields) in shown.iter().zip(&case.want) {
+            for (field, value) in fields {
+                assert_eq!(&e[*field], value, "case {name}: {field} of {e}");
+            }
+        }
+    }
     // Text: one line per event.
     let out = h.run(&["log"]);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -501,9 +529,13 @@ fn secrets_on_a_command_line_are_masked() {
     // journal must not repeat them).
     std::fs::write(
         h.path().join("c.py"),
-        "import sys, urllib.request\n\
-         r = urllib.request.Request(sys.argv[-1], headers={'Authorization': sys.argv[-2]})\n\
-         print(urllib.request.urlopen(r).status)\n",
+        fixture(
+            r#"
+            import sys, urllib.request
+            r = urllib.request.Request(sys.argv[-1], headers={'Authorization': sys.argv[-2]})
+            print(urllib.request.urlopen(r).status)
+            "#,
+        ),
     )
     .unwrap();
     let url = format!("{}/v1/credentials/orders/dev", d.url());

@@ -22,6 +22,7 @@ mod support;
 use std::path::Path;
 use std::process::Command;
 
+use support::fixture;
 use support::sls::World;
 
 /// A shell example and how it is tested.
@@ -147,9 +148,16 @@ fn run(block: &Block) -> Result<(), String> {
     let words: Vec<&str> = block.marker.split_whitespace().collect();
     let w = World::new().with_handlers();
     let port = support::moto::free_port();
-    w.home.write_config(&format!(
-        "[server]\nlisten = [\"127.0.0.1:{port}\"]\n\n[projects.orders-api]\ndefault_stage = \"dev\"\nstages = {{ dev = \"devAccount\", prod = \"prodAccount\" }}\n"
-    ));
+    w.home.write_config(&fixture(&format!(
+        r#"
+        [server]
+        listen = ["127.0.0.1:{port}"]
+
+        [projects.orders-api]
+        default_stage = "dev"
+        stages = {{ dev = "devAccount", prod = "prodAccount" }}
+        "#
+    )));
     std::fs::copy(
         support::repo_root().join("tests/clients/python/whoami.py"),
         w.project.join("my_script.py"),
@@ -264,7 +272,13 @@ fn trailing_comments_become_checks() {
         line: 1,
         lang: "sh".into(),
         marker: "run".into(),
-        text: "credport resolve -- sls deploy -s qa   # error: 'qa' is not\ncredport exec -- x   # prod -> prodAccount\ncurl http://127.0.0.1:9911/healthz \\\n  -s   # prints: ok".into(),
+        text: fixture(
+            r#"
+            credport resolve -- sls deploy -s qa   # error: 'qa' is not
+            credport exec -- x   # prod -> prodAccount
+            curl http://127.0.0.1:9911/healthz \
+              -s   # prints: ok"#,
+        ),
     };
     let s = script(&b, 4242);
     assert!(

@@ -17,7 +17,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use support::sls::{World, assert_account, last_json};
-use support::{GUARD_OFF, TRUST_ALL};
+use support::{GUARD_OFF, TRUST_ALL, fixture};
 
 /// Whether the case runs with `credport serve` or with exec's embedded server.
 #[derive(Clone, Copy, Debug)]
@@ -52,12 +52,24 @@ fn setup(w: &World, s: Setup) {
         Setup::None => {}
         Setup::ConfigRemap => {
             w.home.write_config(&format!(
-                "{TRUST_ALL}{GUARD_OFF}[projects.orders]\nstages = {{ prod = \"prodOther\" }}\n"
+                "{TRUST_ALL}{GUARD_OFF}{}",
+                fixture(
+                    r#"
+                    [projects.orders]
+                    stages = { prod = "prodOther" }
+                    "#
+                )
             ));
         }
         Setup::CredportTomlRemap => std::fs::write(
             w.project.join(".credport.toml"),
-            "[stages]\ndev = \"devAccount\"\nprod = \"prodOther\"\n",
+            fixture(
+                r#"
+                [stages]
+                dev = "devAccount"
+                prod = "prodOther"
+                "#,
+            ),
         )
         .unwrap(),
         Setup::Makefile => std::fs::write(
@@ -172,42 +184,63 @@ fn stages_and_profiles_are_read_only_where_they_belong() {
         a.extend(args);
         w.credport(&a)
     };
-    // (command after `resolve`, stage, profile)
-    let cases: &[(&[&str], &str, &str)] = &[
-        (
-            &["--", "pytest", "-s", "tests/test_x.py"],
-            "dev",
-            "devAccount",
-        ),
-        (&["--", "grep", "-s", "prod", "file"], "dev", "devAccount"),
-        (
-            &["--", "tar", "-s", "prod", "-cf", "x.tar", "y"],
-            "dev",
-            "devAccount",
-        ),
-        (
-            &["--", "sls", "deploy", "-s", "prod"],
-            "prod",
-            "prodAccount",
-        ),
-        (
-            &["--stage", "prod", "--", "pytest", "-s"],
-            "prod",
-            "prodAccount",
-        ),
+    struct Case {
+        name: &'static str,
+        /// The command line after `resolve`.
+        args: &'static [&'static str],
+        stage: &'static str,
+        profile: &'static str,
+    }
+    let cases = [
+        Case {
+            name: "pytest's -s is not a stage",
+            args: &["--", "pytest", "-s", "tests/test_x.py"],
+            stage: "dev",
+            profile: "devAccount",
+        },
+        Case {
+            name: "grep's -s is not a stage",
+            args: &["--", "grep", "-s", "prod", "file"],
+            stage: "dev",
+            profile: "devAccount",
+        },
+        Case {
+            name: "tar's -s is not a stage",
+            args: &["--", "tar", "-s", "prod", "-cf", "x.tar", "y"],
+            stage: "dev",
+            profile: "devAccount",
+        },
+        Case {
+            name: "sls's -s is the stage",
+            args: &["--", "sls", "deploy", "-s", "prod"],
+            stage: "prod",
+            profile: "prodAccount",
+        },
+        Case {
+            name: "--stage names the stage whatever the command",
+            args: &["--stage", "prod", "--", "pytest", "-s"],
+            stage: "prod",
+            profile: "prodAccount",
+        },
     ];
-    for (args, stage, profile) in cases {
-        let out = resolve(args);
+    for case in &cases {
+        let out = resolve(case.args);
         let v = last_json(&out);
         assert_eq!(
             (v["stage"].as_str(), v["profile"].as_str()),
-            (Some(*stage), Some(*profile)),
-            "resolve {args:?}: {v}\n{}",
+            (Some(case.stage), Some(case.profile)),
+            "case {}: resolve {:?}: {v}\n{}",
+            case.name,
+            case.args,
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
 
-    // A profile in neither AWS file: refused before anything runs, with a suggestion.
+/// A profile in neither AWS file: refused before anything runs, with a suggestion.
+#[test]
+fn a_profile_in_neither_aws_file_is_refused_before_anything_runs() {
+    let w = World::new();
     std::fs::write(
         w.project.join("serverless.yml"),
         support::sls::SEED.replace("prod: prodAccount", "prod: prodAcount"),

@@ -64,24 +64,43 @@ fn systemd_analyze(args: &[&str]) -> (bool, String) {
 
 #[test]
 fn committed_units_match_the_renderer() {
-    let root = repo_root();
-    let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap();
+    struct Case {
+        /// The committed file, from the repository root.
+        name: &'static str,
+        template: &'static str,
+        /// What the renderer makes of the placeholders.
+        rendered: String,
+    }
     let placeholder = Path::new(PLACEHOLDER_BINARY);
-    assert_eq!(read("systemd/credport.service"), SYSTEMD_SERVICE_TEMPLATE);
-    assert_eq!(read("systemd/credport.socket"), SYSTEMD_SOCKET_TEMPLATE);
-    assert_eq!(
-        read("launchd/dev.credport.agent.plist"),
-        LAUNCHD_PLIST_TEMPLATE
-    );
-    assert_eq!(
-        render_systemd_service(placeholder),
-        read("systemd/credport.service")
-    );
-    assert_eq!(render_systemd_socket(&[]), read("systemd/credport.socket"));
-    assert_eq!(
-        render_launchd_plist(placeholder, Path::new(PLACEHOLDER_HOME)),
-        read("launchd/dev.credport.agent.plist")
-    );
+    let cases = [
+        Case {
+            name: "systemd/credport.service",
+            template: SYSTEMD_SERVICE_TEMPLATE,
+            rendered: render_systemd_service(placeholder),
+        },
+        Case {
+            name: "systemd/credport.socket",
+            template: SYSTEMD_SOCKET_TEMPLATE,
+            rendered: render_systemd_socket(&[]),
+        },
+        Case {
+            name: "launchd/dev.credport.agent.plist",
+            template: LAUNCHD_PLIST_TEMPLATE,
+            rendered: render_launchd_plist(placeholder, Path::new(PLACEHOLDER_HOME)),
+        },
+    ];
+    for case in &cases {
+        let name = case.name;
+        let committed = std::fs::read_to_string(repo_root().join(name)).unwrap();
+        assert_eq!(
+            committed, case.template,
+            "case {name}: the committed file is the template"
+        );
+        assert_eq!(
+            case.rendered, committed,
+            "case {name}: rendered with the placeholders"
+        );
+    }
 }
 
 #[test]
@@ -102,8 +121,12 @@ fn systemd_analyze_verify_passes() {
         "systemd-analyze verify failed:\n{text}\n--- unit:\n{}",
         std::fs::read_to_string(&service).unwrap()
     );
+}
 
-    // The check is real: a typo and a missing binary are reported.
+/// The check above is real: a typo and a missing binary are reported.
+#[test]
+fn systemd_analyze_verify_reports_a_typo_and_a_missing_binary() {
+    let dir = tempfile::tempdir().unwrap();
     let broken = dir.path().join("broken").join("credport.service");
     std::fs::create_dir_all(broken.parent().unwrap()).unwrap();
     std::fs::write(
@@ -178,9 +201,13 @@ fn assert_plist(p: &serde_json::Value, binary: &str, home: &str) {
 }
 
 #[test]
-fn plists_parse_as_plists() {
+fn the_committed_plist_parses_as_a_plist() {
     let committed = repo_root().join("launchd/dev.credport.agent.plist");
     assert_plist(&plistlib(&committed), PLACEHOLDER_BINARY, PLACEHOLDER_HOME);
+}
+
+#[test]
+fn a_plist_rendered_with_xml_special_characters_parses_as_a_plist() {
     let dir = tempfile::tempdir().unwrap();
     let home = "/Users/Jane & <Co>";
     let rendered = dir.path().join("agent.plist");
@@ -223,7 +250,12 @@ fn printed_file(out: &str, path: &Path) -> String {
 #[test]
 fn dry_run_install_systemd() {
     let h = TestHome::new();
-    h.write_config("[server]\nlisten = [\"127.0.0.1:9444\"]\n");
+    h.write_config(&fixture(
+        r#"
+        [server]
+        listen = ["127.0.0.1:9444"]
+        "#,
+    ));
     let before = tree(h.path());
     let out = h.run(&["service", "install", "--dry-run", "--platform", "systemd"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -321,7 +353,12 @@ fn dry_run_install_launchd() {
 fn home_with_project() -> TestHome {
     let h = TestHome::new();
     h.write_credentials(&session_profile("devAccount", "DEV1"));
-    h.write_config("[projects.P]\nstages = { dev = \"devAccount\" }\n");
+    h.write_config(&fixture(
+        r#"
+        [projects.P]
+        stages = { dev = "devAccount" }
+        "#,
+    ));
     h
 }
 

@@ -394,7 +394,7 @@ pub fn awscli_v2() -> Client {
         "AWS CLI v2 (Debian)",
         PathBuf::from("/usr/bin/aws"),
         Some(
-            "CLI v2 2.9.19 predates container token files (aws-cli PR #8393, ~2.15): it ignores AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE and sends no Authorization",
+            "CLI v2 2.9.19 does not read container token files: it ignores AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE and sends no Authorization",
         ),
     )
 }

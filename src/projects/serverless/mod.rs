@@ -283,7 +283,7 @@ mod tests {
     use std::collections::HashMap;
     use std::fs;
 
-    const SEED: &str = "service: orders
+    const SEED: &str = r#"service: orders
 custom:
   myStage: ${opt:stage, self:provider.stage}
   myProfile:
@@ -293,7 +293,30 @@ provider:
   name: aws
   stage: dev
   profile: ${self:custom.myProfile.${self:custom.myStage}}
-";
+"#;
+
+    /// A fixture file written as an indented raw string: drops the one newline right after
+    /// the opening quote and the indentation every non-blank line shares, as
+    /// `tests/support`'s `fixture` does (unit tests cannot reach it).
+    fn fixture(text: &str) -> String {
+        let text = text.strip_prefix('\n').unwrap_or(text);
+        let blank = |l: &str| l.trim_matches([' ', '\t', '\n']).is_empty();
+        let indent = text
+            .split_inclusive('\n')
+            .filter(|l| !blank(l))
+            .map(|l| l.len() - l.trim_start_matches(' ').len())
+            .min()
+            .unwrap_or(0);
+        let mut out = String::with_capacity(text.len());
+        for line in text.split_inclusive('\n') {
+            if !blank(line) {
+                out.push_str(&line[indent..]);
+            } else if line.ends_with('\n') {
+                out.push('\n');
+            }
+        }
+        out
+    }
 
     struct Fx {
         dir: tempfile::TempDir,
@@ -344,6 +367,56 @@ provider:
         }
     }
 
+    /// What resolving a [`Case`] gives.
+    #[derive(Default)]
+    enum Want {
+        /// Not set: [`check`] refuses the case.
+        #[default]
+        Unset,
+        /// This profile.
+        Profile(&'static str),
+        /// An error whose text contains each of these (none: any error).
+        Err(&'static [&'static str]),
+    }
+
+    /// One resolution: a `serverless.yml`, files beside it, the environment, the wrapped
+    /// command's arguments, and what comes out.
+    #[derive(Default)]
+    struct Case {
+        name: &'static str,
+        yml: String,
+        files: &'static [(&'static str, &'static str)],
+        env: &'static [(&'static str, &'static str)],
+        args: &'static str,
+        want: Want,
+    }
+
+    /// Resolves every case, naming the case in every failure.
+    fn check(cases: &[Case]) {
+        for c in cases {
+            let name = c.name;
+            let mut f = Fx::new(&c.yml);
+            for (k, v) in c.env {
+                f = f.env(k, v);
+            }
+            for (path, text) in c.files {
+                f.file(path, text);
+            }
+            match (&c.want, f.run(c.args)) {
+                (Want::Unset, _) => panic!("case {name}: no `want`"),
+                (Want::Profile(want), Ok(r)) => assert_eq!(r.profile, *want, "case {name}"),
+                (Want::Profile(_), Err(e)) => panic!("case {name}: unexpected error: {e}"),
+                (Want::Err(says), Err(e)) => {
+                    let e = e.to_string();
+                    for s in *says {
+                        assert!(e.contains(s), "case {name}: {s:?} not in {e}");
+                    }
+                }
+                (Want::Err(_), Ok(r)) => panic!("case {name}: expected an error, got {r:?}"),
+            }
+        }
+    }
+
     // ---- required cases ------------------------------------------------
 
     #[test]
@@ -377,12 +450,22 @@ provider:
         assert_eq!(f.profile("-s prod"), "prodAccount");
     }
 
-    const PROFILES: &str = "custom:\n  profiles:\n    dev: devP\n    prod: prodP\n";
+    const PROFILES: &str = r#"custom:
+  profiles:
+    dev: devP
+    prod: prodP
+"#;
 
     #[test]
     fn case3_sls_stage() {
         let f = Fx::new(&format!(
-            "service: s\n{PROFILES}provider:\n  profile: ${{self:custom.profiles.${{sls:stage}}}}\n"
+            "service: s\n{PROFILES}{}",
+            fixture(
+                r#"
+                provider:
+                  profile: ${self:custom.profiles.${sls:stage}}
+                "#
+            )
         ));
         assert_eq!(f.profile(""), "devP");
         assert_eq!(f.profile("-s prod"), "prodP");
@@ -391,7 +474,14 @@ provider:
     #[test]
     fn case4_self_provider_stage_ignores_flag() {
         let f = Fx::new(&format!(
-            "{PROFILES}provider:\n  stage: dev\n  profile: ${{self:custom.profiles.${{self:provider.stage}}}}\n"
+            "{PROFILES}{}",
+            fixture(
+                r#"
+                provider:
+                  stage: dev
+                  profile: ${self:custom.profiles.${self:provider.stage}}
+                "#
+            )
         ));
         let r = f.run("-s prod").unwrap();
         assert_eq!(r.profile, "devP");
@@ -401,8 +491,16 @@ provider:
     #[test]
     fn case5_env_stage_with_literal_fallback() {
         let yml = format!(
-            "{PROFILES}provider:\n  stage: ${{env:STAGE, 'dev'}}\n  profile: ${{self:custom.profiles.${{sls:stage}}}}\n"
+            "{PROFILES}{}",
+            fixture(
+                r#"
+                provider:
+                  stage: ${env:STAGE, 'dev'}
+                  profile: ${self:custom.profiles.${sls:stage}}
+                "#
+            )
         );
+        // STAGE set: the stage and the rule come from it.
         let f = Fx::new(&yml).env("STAGE", "prod");
         let r = f.run("").unwrap();
         assert_eq!((r.stage.as_str(), r.profile.as_str()), ("prod", "prodP"));
@@ -412,51 +510,118 @@ provider:
             "{}",
             r.rule
         );
+        // STAGE unset: the literal fallback.
         let f = Fx::new(&yml);
-        assert_eq!(f.profile(""), "devP");
+        assert_eq!(f.profile(""), "devP", "STAGE unset");
     }
 
     #[test]
     fn case6_bare_literal_is_error() {
-        let f = Fx::new("provider:\n  profile: ${env:SLS_PROFILE, foo}\n");
-        let e = f.err("");
-        assert!(
-            e.contains("provider.profile") && e.contains("invalid literal fallback 'foo'"),
-            "{e}"
+        let yml = fixture(
+            r#"
+            provider:
+              profile: ${env:SLS_PROFILE, foo}
+            "#,
         );
-        let f = Fx::new("provider:\n  profile: ${env:SLS_PROFILE, foo}\n").env("SLS_PROFILE", "x");
-        assert!(
-            f.run("").is_err(),
-            "syntax errors are reported even if the first source has a value"
-        );
+        check(&[
+            Case {
+                name: "unquoted literal fallback",
+                yml: yml.clone(),
+                want: Want::Err(&["provider.profile", "invalid literal fallback 'foo'"]),
+                ..Default::default()
+            },
+            Case {
+                name: "syntax errors are reported even if the first source has a value",
+                yml,
+                env: &[("SLS_PROFILE", "x")],
+                want: Want::Err(&[]),
+                ..Default::default()
+            },
+        ]);
     }
 
     #[test]
     fn case7_params() {
-        let f = Fx::new(
-            "params:\n  default:\n    profile: paramDefault\n  prod:\n    profile: paramProd\nprovider:\n  profile: ${param:profile}\n",
+        let params = fixture(
+            r#"
+            params:
+              default:
+                profile: paramDefault
+              prod:
+                profile: paramProd
+            provider:
+              profile: ${param:profile}
+            "#,
         );
-        assert_eq!(f.profile(""), "paramDefault");
-        assert_eq!(f.profile("-s prod"), "paramProd");
-        assert_eq!(f.profile("--param profile=cliParam"), "cliParam");
-        assert_eq!(f.profile("-s prod --param=profile=cliParam"), "cliParam");
-        let f = Fx::new("provider:\n  profile: ${param:profile}\n");
-        let e = f.err("");
-        assert!(e.contains("${param:profile} has no value"), "{e}");
+        check(&[
+            Case {
+                name: "params.default",
+                yml: params.clone(),
+                want: Want::Profile("paramDefault"),
+                ..Default::default()
+            },
+            Case {
+                name: "params.<stage>",
+                yml: params.clone(),
+                args: "-s prod",
+                want: Want::Profile("paramProd"),
+                ..Default::default()
+            },
+            Case {
+                name: "--param k=v beats params.default",
+                yml: params.clone(),
+                args: "--param profile=cliParam",
+                want: Want::Profile("cliParam"),
+                ..Default::default()
+            },
+            Case {
+                name: "--param=k=v beats params.<stage>",
+                yml: params,
+                args: "-s prod --param=profile=cliParam",
+                want: Want::Profile("cliParam"),
+                ..Default::default()
+            },
+            Case {
+                name: "no params at all",
+                yml: fixture(
+                    r#"
+                    provider:
+                      profile: ${param:profile}
+                    "#,
+                ),
+                want: Want::Err(&["${param:profile} has no value"]),
+                ..Default::default()
+            },
+        ]);
     }
 
     #[test]
     fn case7b_v4_stage_params() {
-        let f = Fx::new(
-            "stages:\n  default:\n    params:\n      profile: d4\n  prod:\n    params:\n      profile: p4\nprovider:\n  profile: ${param:profile}\n",
-        );
+        let f = Fx::new(&fixture(
+            r#"
+            stages:
+              default:
+                params:
+                  profile: d4
+              prod:
+                params:
+                  profile: p4
+            provider:
+              profile: ${param:profile}
+            "#,
+        ));
         assert_eq!(f.profile(""), "d4");
         assert_eq!(f.profile("-s prod"), "p4");
     }
 
     #[test]
     fn case8_interpolation() {
-        let f = Fx::new("provider:\n  profile: ${opt:stage}-account\n");
+        let f = Fx::new(&fixture(
+            r#"
+            provider:
+              profile: ${opt:stage}-account
+            "#,
+        ));
         let e = f.err("");
         assert!(
             e.contains("${opt:stage} has no value and no fallback"),
@@ -470,9 +635,17 @@ provider:
         let f = Fx::new(SEED);
         let r = f.run("--aws-profile cliProfile").unwrap();
         assert_eq!(r.profile, "cliProfile");
-        assert!(r.rule.starts_with("--aws-profile"));
-        // even when provider.profile cannot be resolved
-        let f = Fx::new("provider:\n  profile: ${ssm:/x}\n");
+        assert!(r.rule.starts_with("--aws-profile"), "{}", r.rule);
+    }
+
+    #[test]
+    fn case9_aws_profile_flag_wins_over_an_unresolvable_provider_profile() {
+        let f = Fx::new(&fixture(
+            r#"
+            provider:
+              profile: ${ssm:/x}
+            "#,
+        ));
         assert_eq!(f.profile("--aws-profile cliProfile"), "cliProfile");
     }
 
@@ -525,68 +698,234 @@ resources:
 
     #[test]
     fn opt_sources() {
-        let f = Fx::new(
-            "provider:\n  profile: ${opt:aws-profile, opt:region, opt:s, 'fallback'}\n  region: ${opt:region, 'eu-west-3'}\n",
-        );
+        let f = Fx::new(&fixture(
+            r#"
+            provider:
+              profile: ${opt:aws-profile, opt:region, opt:s, 'fallback'}
+              region: ${opt:region, 'eu-west-3'}
+            "#,
+        ));
         let r = f.run("").unwrap();
         assert_eq!(r.profile, "fallback");
         assert_eq!(r.region.as_deref(), Some("eu-west-3"));
-        let f = Fx::new("provider:\n  profile: p-${opt:stage, 'none'}\n");
-        assert_eq!(f.profile("-s prod"), "p-prod");
-        assert_eq!(f.profile(""), "p-none");
+    }
+
+    #[test]
+    fn opt_sources_interpolated() {
+        let stage = fixture(
+            r#"
+            provider:
+              profile: p-${opt:stage, 'none'}
+            "#,
+        );
         // Every option of the wrapped command counts, by its full name.
-        let f = Fx::new("provider:\n  profile: acct-${opt:region, 'us-east-1'}\n");
-        assert_eq!(f.profile("--region eu-west-1"), "acct-eu-west-1");
-        assert_eq!(f.profile("-r eu-west-2"), "acct-eu-west-2");
-        assert_eq!(f.profile(""), "acct-us-east-1");
+        let region = fixture(
+            r#"
+            provider:
+              profile: acct-${opt:region, 'us-east-1'}
+            "#,
+        );
+        check(&[
+            Case {
+                name: "opt:stage from -s",
+                yml: stage.clone(),
+                args: "-s prod",
+                want: Want::Profile("p-prod"),
+                ..Default::default()
+            },
+            Case {
+                name: "opt:stage unset: fallback",
+                yml: stage,
+                want: Want::Profile("p-none"),
+                ..Default::default()
+            },
+            Case {
+                name: "opt:region from --region",
+                yml: region.clone(),
+                args: "--region eu-west-1",
+                want: Want::Profile("acct-eu-west-1"),
+                ..Default::default()
+            },
+            Case {
+                name: "opt:region from -r",
+                yml: region.clone(),
+                args: "-r eu-west-2",
+                want: Want::Profile("acct-eu-west-2"),
+                ..Default::default()
+            },
+            Case {
+                name: "opt:region unset: fallback",
+                yml: region,
+                want: Want::Profile("acct-us-east-1"),
+                ..Default::default()
+            },
+        ]);
     }
 
     #[test]
     fn self_whole_document_and_paths() {
-        let f = Fx::new("provider:\n  profile: ${self:}\n");
-        assert!(f.err("").contains("resolves to a mapping"));
-        let f = Fx::new("custom:\n  list: [a, b]\nprovider:\n  profile: ${self:custom.list.1}\n");
-        assert_eq!(f.profile(""), "b");
-        let f = Fx::new("custom:\n  n: 42\nprovider:\n  profile: ${self:custom.n}\n");
-        assert_eq!(f.profile(""), "42");
-        let f = Fx::new(
-            "custom:\n  n: 42\nprovider:\n  profile: acct-${self:custom.n}-${self:custom.b}\ncustom2: x\n",
-        );
-        assert!(f.run("").is_err());
-        let f = Fx::new(
-            "custom:\n  n: 42\n  b: true\nprovider:\n  profile: acct-${self:custom.n}-${self:custom.b}\n",
-        );
-        assert_eq!(f.profile(""), "acct-42-true");
+        check(&[
+            Case {
+                name: "${self:} is the whole document",
+                yml: fixture(
+                    r#"
+                    provider:
+                      profile: ${self:}
+                    "#,
+                ),
+                want: Want::Err(&["resolves to a mapping"]),
+                ..Default::default()
+            },
+            Case {
+                name: "list index",
+                yml: fixture(
+                    r#"
+                    custom:
+                      list: [a, b]
+                    provider:
+                      profile: ${self:custom.list.1}
+                    "#,
+                ),
+                want: Want::Profile("b"),
+                ..Default::default()
+            },
+            Case {
+                name: "number",
+                yml: fixture(
+                    r#"
+                    custom:
+                      n: 42
+                    provider:
+                      profile: ${self:custom.n}
+                    "#,
+                ),
+                want: Want::Profile("42"),
+                ..Default::default()
+            },
+            Case {
+                name: "interpolated missing key",
+                yml: fixture(
+                    r#"
+                    custom:
+                      n: 42
+                    provider:
+                      profile: acct-${self:custom.n}-${self:custom.b}
+                    custom2: x
+                    "#,
+                ),
+                want: Want::Err(&[]),
+                ..Default::default()
+            },
+            Case {
+                name: "interpolated number and bool",
+                yml: fixture(
+                    r#"
+                    custom:
+                      n: 42
+                      b: true
+                    provider:
+                      profile: acct-${self:custom.n}-${self:custom.b}
+                    "#,
+                ),
+                want: Want::Profile("acct-42-true"),
+                ..Default::default()
+            },
+        ]);
     }
 
     #[test]
     fn env_source() {
-        let f = Fx::new("provider:\n  profile: ${env:P}\n").env("P", "envP");
-        assert_eq!(f.profile(""), "envP");
-        let f = Fx::new("provider:\n  profile: ${env:P}\n");
-        assert!(f.err("").contains("${env:P} has no value and no fallback"));
-        let f = Fx::new("provider:\n  profile: ${env:A, env:B, \"lit\"}\n").env("B", "b");
-        assert_eq!(f.profile(""), "b");
-        let f = Fx::new("provider:\n  profile: ${env:A, env:B, \"lit\"}\n");
-        assert_eq!(f.profile(""), "lit");
+        let one = fixture(
+            r#"
+            provider:
+              profile: ${env:P}
+            "#,
+        );
+        let two = fixture(
+            r#"
+            provider:
+              profile: ${env:A, env:B, "lit"}
+            "#,
+        );
+        check(&[
+            Case {
+                name: "set",
+                yml: one.clone(),
+                env: &[("P", "envP")],
+                want: Want::Profile("envP"),
+                ..Default::default()
+            },
+            Case {
+                name: "unset, no fallback",
+                yml: one,
+                want: Want::Err(&["${env:P} has no value and no fallback"]),
+                ..Default::default()
+            },
+            Case {
+                name: "second variable",
+                yml: two.clone(),
+                env: &[("B", "b")],
+                want: Want::Profile("b"),
+                ..Default::default()
+            },
+            Case {
+                name: "literal fallback",
+                yml: two,
+                want: Want::Profile("lit"),
+                ..Default::default()
+            },
+        ]);
     }
 
     #[test]
     fn sls_sources() {
-        let f = Fx::new("provider:\n  profile: ${sls:instanceId}\n");
-        let e = f.err("");
-        assert!(e.contains("variable ${sls:instanceId} cannot be resolved offline; map the stages in .credport.toml instead"), "{e}");
-        let f = Fx::new("provider:\n  stage: ${sls:stage}\n  profile: x\n");
-        assert!(f.err("").contains("while resolving the stage itself"));
-        // with --stage provider.stage is not needed
-        assert_eq!(f.profile("-s dev"), "x");
+        let stage = fixture(
+            r#"
+            provider:
+              stage: ${sls:stage}
+              profile: x
+            "#,
+        );
+        check(&[
+            Case {
+                name: "sls:instanceId",
+                yml: fixture(
+                    r#"
+                    provider:
+                      profile: ${sls:instanceId}
+                    "#,
+                ),
+                want: Want::Err(&[
+                    "variable ${sls:instanceId} cannot be resolved offline; map the stages in .credport.toml instead",
+                ]),
+                ..Default::default()
+            },
+            Case {
+                name: "provider.stage from sls:stage",
+                yml: stage.clone(),
+                want: Want::Err(&["while resolving the stage itself"]),
+                ..Default::default()
+            },
+            Case {
+                name: "with --stage provider.stage is not needed",
+                yml: stage,
+                args: "-s dev",
+                want: Want::Profile("x"),
+                ..Default::default()
+            },
+        ]);
     }
 
     #[test]
     fn file_source() {
-        let f = Fx::new(
-            "custom: ${file(./config/custom.yml)}\nprovider:\n  profile: ${file(./accounts.json):${sls:stage}.profile}\n  region: ${self:custom.region}\n",
-        );
+        let f = Fx::new(&fixture(
+            r#"
+            custom: ${file(./config/custom.yml)}
+            provider:
+              profile: ${file(./accounts.json):${sls:stage}.profile}
+              region: ${self:custom.region}
+            "#,
+        ));
         f.file(
             "accounts.json",
             r#"{"dev":{"profile":"jsonDev"},"prod":{"profile":"jsonProd"}}"#,
@@ -602,37 +941,123 @@ resources:
 
     #[test]
     fn file_source_missing_text_and_outside() {
-        let f = Fx::new("provider:\n  profile: ${file(./nope.yml):x, 'fb'}\n");
-        assert_eq!(f.profile(""), "fb");
-        let f = Fx::new("provider:\n  profile: ${file(./nope.yml)}\n");
-        assert!(f.err("").contains("has no value"));
-        let f = Fx::new("provider:\n  profile: ${file(profile.txt)}\n");
-        f.file("profile.txt", "textProfile");
-        assert_eq!(f.profile(""), "textProfile");
-        let f = Fx::new("provider:\n  profile: ${file(../outside.yml)}\n");
-        assert!(f.err("").contains("outside the service folder"));
-        let f = Fx::new("provider:\n  profile: ${file(./profile.js):name}\n");
-        assert!(f.err("").contains("cannot be resolved offline"));
-        let f = Fx::new("provider:\n  profile: ${file(./bad.yml):a}\n");
-        f.file("bad.yml", "a: [\n");
-        assert!(f.err("").contains("bad.yml"));
+        check(&[
+            Case {
+                name: "missing file, fallback",
+                yml: fixture(
+                    r#"
+                    provider:
+                      profile: ${file(./nope.yml):x, 'fb'}
+                    "#,
+                ),
+                want: Want::Profile("fb"),
+                ..Default::default()
+            },
+            Case {
+                name: "missing file, no fallback",
+                yml: fixture(
+                    r#"
+                    provider:
+                      profile: ${file(./nope.yml)}
+                    "#,
+                ),
+                want: Want::Err(&["has no value"]),
+                ..Default::default()
+            },
+            Case {
+                name: "text file",
+                yml: fixture(
+                    r#"
+                    provider:
+                      profile: ${file(profile.txt)}
+                    "#,
+                ),
+                files: &[("profile.txt", "textProfile")],
+                want: Want::Profile("textProfile"),
+                ..Default::default()
+            },
+            Case {
+                name: "outside the service folder",
+                yml: fixture(
+                    r#"
+                    provider:
+                      profile: ${file(../outside.yml)}
+                    "#,
+                ),
+                want: Want::Err(&["outside the service folder"]),
+                ..Default::default()
+            },
+            Case {
+                name: ".js file",
+                yml: fixture(
+                    r#"
+                    provider:
+                      profile: ${file(./profile.js):name}
+                    "#,
+                ),
+                want: Want::Err(&["cannot be resolved offline"]),
+                ..Default::default()
+            },
+            Case {
+                name: "invalid YAML file",
+                yml: fixture(
+                    r#"
+                    provider:
+                      profile: ${file(./bad.yml):a}
+                    "#,
+                ),
+                files: &[("bad.yml", "a: [\n")],
+                want: Want::Err(&["bad.yml"]),
+                ..Default::default()
+            },
+        ]);
     }
 
     #[test]
     fn file_content_variables_resolve_against_main_doc() {
-        let f = Fx::new("custom:\n  who: nested\nprovider:\n  profile: ${file(p.yml):profile}\n");
+        let f = Fx::new(&fixture(
+            r#"
+            custom:
+              who: nested
+            provider:
+              profile: ${file(p.yml):profile}
+            "#,
+        ));
         f.file("p.yml", "profile: from-${self:custom.who}\n");
         assert_eq!(f.profile(""), "from-nested");
     }
 
     #[test]
     fn str_to_bool() {
-        let f = Fx::new("custom:\n  flag: ${strToBool(${env:F})}\nprovider:\n  profile: p-${self:custom.flag}\n").env("F", "1");
-        assert_eq!(f.profile(""), "p-true");
-        let f = Fx::new(
-            "custom:\n  flag: ${strToBool(nope)}\nprovider:\n  profile: p-${self:custom.flag}\n",
-        );
-        assert!(f.err("").contains("strToBool"));
+        check(&[
+            Case {
+                name: "\"1\" is true",
+                yml: fixture(
+                    r#"
+                    custom:
+                      flag: ${strToBool(${env:F})}
+                    provider:
+                      profile: p-${self:custom.flag}
+                    "#,
+                ),
+                env: &[("F", "1")],
+                want: Want::Profile("p-true"),
+                ..Default::default()
+            },
+            Case {
+                name: "not a boolean",
+                yml: fixture(
+                    r#"
+                    custom:
+                      flag: ${strToBool(nope)}
+                    provider:
+                      profile: p-${self:custom.flag}
+                    "#,
+                ),
+                want: Want::Err(&["strToBool"]),
+                ..Default::default()
+            },
+        ]);
     }
 
     #[test]
@@ -645,47 +1070,146 @@ resources:
             "${cf.us-east-1:s.o}",
             "${vault:secret}",
         ] {
-            let f = Fx::new(&format!("provider:\n  profile: {v}\n"));
+            let f = Fx::new(&fixture(&format!(
+                r#"
+                provider:
+                  profile: {v}
+                "#
+            )));
             let e = f.err("");
-            assert!(e.contains(&format!("provider.profile: variable {v} cannot be resolved offline; map the stages in .credport.toml instead")), "{e}");
+            assert!(
+                e.contains(&format!("provider.profile: variable {v} cannot be resolved offline; map the stages in .credport.toml instead")),
+                "case {v}: {e}"
+            );
         }
         // even with a fallback
-        let f = Fx::new("provider:\n  profile: ${ssm:/x, 'dev'}\n");
-        assert!(f.err("").contains("cannot be resolved offline"));
+        let f = Fx::new(&fixture(
+            r#"
+            provider:
+              profile: ${ssm:/x, 'dev'}
+            "#,
+        ));
+        let e = f.err("");
+        assert!(
+            e.contains("cannot be resolved offline"),
+            "with a fallback: {e}"
+        );
     }
 
     #[test]
     fn fallbacks_nesting_and_reresolution() {
-        let f = Fx::new(
-            "custom:\n  a: ${self:custom.b}\n  b: ${env:X, self:custom.c}\n  c: '${opt:stage, \"z\"}'\nprovider:\n  profile: ${self:custom.a}-${self:custom.missing, 1}\n",
-        );
-        assert_eq!(f.profile(""), "z-1");
-        // an env value containing a variable is resolved again
-        let f = Fx::new("provider:\n  profile: ${env:P}\n").env("P", "${opt:stage}-via-env");
-        assert_eq!(f.profile("-s qa"), "qa-via-env");
-        // numbers, null, true literal fallbacks
-        let f = Fx::new("provider:\n  profile: ${env:A, 12.5}\n");
-        assert_eq!(f.profile(""), "12.5");
-        let f = Fx::new("provider:\n  profile: ${env:A, null}\n");
-        assert!(f.err("").contains("no AWS profile"));
+        check(&[
+            Case {
+                name: "nested fallbacks",
+                yml: fixture(
+                    r#"
+                    custom:
+                      a: ${self:custom.b}
+                      b: ${env:X, self:custom.c}
+                      c: '${opt:stage, "z"}'
+                    provider:
+                      profile: ${self:custom.a}-${self:custom.missing, 1}
+                    "#,
+                ),
+                want: Want::Profile("z-1"),
+                ..Default::default()
+            },
+            Case {
+                name: "an env value containing a variable is resolved again",
+                yml: fixture(
+                    r#"
+                    provider:
+                      profile: ${env:P}
+                    "#,
+                ),
+                env: &[("P", "${opt:stage}-via-env")],
+                args: "-s qa",
+                want: Want::Profile("qa-via-env"),
+                ..Default::default()
+            },
+            Case {
+                name: "number literal fallback",
+                yml: fixture(
+                    r#"
+                    provider:
+                      profile: ${env:A, 12.5}
+                    "#,
+                ),
+                want: Want::Profile("12.5"),
+                ..Default::default()
+            },
+            Case {
+                name: "null literal fallback",
+                yml: fixture(
+                    r#"
+                    provider:
+                      profile: ${env:A, null}
+                    "#,
+                ),
+                want: Want::Err(&["no AWS profile"]),
+                ..Default::default()
+            },
+        ]);
     }
 
     #[test]
     fn cycles_are_errors() {
-        let f = Fx::new(
-            "custom:\n  a: ${self:custom.b}\n  b: ${self:custom.a}\nprovider:\n  profile: ${self:custom.a}\n",
-        );
-        let e = f.err("");
-        assert!(e.contains("cycle"), "{e}");
-        let f = Fx::new("provider:\n  profile: ${self:provider.profile}\n");
-        assert!(f.err("").contains("cycle"));
-        let f =
-            Fx::new("custom:\n  a: ${self:custom.a.b}\nprovider:\n  profile: ${self:custom.a}\n");
-        assert!(f.err("").contains("cycle"));
-        // re-resolution loop through env
-        let f = Fx::new("provider:\n  profile: ${env:P}\n").env("P", "${env:P}");
-        assert!(f.err("").contains("deep"));
-        // exponential fan-out is bounded
+        check(&[
+            Case {
+                name: "two keys",
+                yml: fixture(
+                    r#"
+                    custom:
+                      a: ${self:custom.b}
+                      b: ${self:custom.a}
+                    provider:
+                      profile: ${self:custom.a}
+                    "#,
+                ),
+                want: Want::Err(&["cycle"]),
+                ..Default::default()
+            },
+            Case {
+                name: "itself",
+                yml: fixture(
+                    r#"
+                    provider:
+                      profile: ${self:provider.profile}
+                    "#,
+                ),
+                want: Want::Err(&["cycle"]),
+                ..Default::default()
+            },
+            Case {
+                name: "a key inside itself",
+                yml: fixture(
+                    r#"
+                    custom:
+                      a: ${self:custom.a.b}
+                    provider:
+                      profile: ${self:custom.a}
+                    "#,
+                ),
+                want: Want::Err(&["cycle"]),
+                ..Default::default()
+            },
+            Case {
+                name: "re-resolution loop through env",
+                yml: fixture(
+                    r#"
+                    provider:
+                      profile: ${env:P}
+                    "#,
+                ),
+                env: &[("P", "${env:P}")],
+                want: Want::Err(&["deep"]),
+                ..Default::default()
+            },
+        ]);
+    }
+
+    #[test]
+    fn exponential_fan_out_is_bounded() {
         let mut y = String::from("custom:\n");
         for i in 0..30 {
             y.push_str(&format!(
@@ -693,69 +1217,165 @@ resources:
                 n = i + 1
             ));
         }
-        y.push_str("  v30: x\nprovider:\n  profile: ${self:custom.v0}\n");
+        y.push_str(&fixture(
+            r#"
+              v30: x
+            provider:
+              profile: ${self:custom.v0}
+            "#,
+        ));
         let e = Fx::new(&y).err("");
         assert!(e.contains("steps") || e.contains("deep"), "{e}");
-        // wide fan-out at shallow depth hits the step budget
-        let mut y = String::from("custom:\n  leaf: x\n");
+    }
+
+    #[test]
+    fn wide_fan_out_at_shallow_depth_hits_the_step_budget() {
+        let mut y = fixture(
+            r#"
+            custom:
+              leaf: x
+            "#,
+        );
         for i in 0..6 {
             let refs = format!("${{self:custom.l{}}}", i + 1).repeat(8);
             y.push_str(&format!("  l{i}: {refs}\n"));
         }
-        y.push_str("  l6: ${self:custom.leaf}\nprovider:\n  profile: ${self:custom.l0}\n");
+        y.push_str(&fixture(
+            r#"
+              l6: ${self:custom.leaf}
+            provider:
+              profile: ${self:custom.l0}
+            "#,
+        ));
         let e = Fx::new(&y).err("");
         assert!(e.contains("steps"), "{e}");
     }
 
     #[test]
     fn escapes_and_foreign_braces_left_alone() {
-        let f = Fx::new("provider:\n  profile: 'p\\${opt:stage}-${AWS::Region}-${Foo}-${foo}'\n");
+        let f = Fx::new(&fixture(
+            r#"
+            provider:
+              profile: 'p\${opt:stage}-${AWS::Region}-${Foo}-${foo}'
+            "#,
+        ));
         assert_eq!(
             f.profile("-s x"),
-            "p\\${opt:stage}-${AWS::Region}-${Foo}-${foo}"
+            r"p\${opt:stage}-${AWS::Region}-${Foo}-${foo}"
         );
     }
 
     #[test]
     fn syntax_errors() {
-        let f = Fx::new("provider:\n  profile: ${opt:stage\n");
-        assert!(f.err("").contains("missing closing bracket"));
-        let f = Fx::new("provider:\n  profile: ${opt:stage, 'x}\n");
-        assert!(f.err("").contains("unterminated"));
-        let deep = format!(
-            "provider:\n  profile: {}x{}\n",
-            "${env:A, ".repeat(200),
-            "}".repeat(200)
-        );
-        assert!(Fx::new(&deep).run("").is_err());
+        check(&[
+            Case {
+                name: "missing closing bracket",
+                yml: fixture(
+                    r#"
+                    provider:
+                      profile: ${opt:stage
+                    "#,
+                ),
+                want: Want::Err(&["missing closing bracket"]),
+                ..Default::default()
+            },
+            Case {
+                name: "unterminated quote",
+                yml: fixture(
+                    r#"
+                    provider:
+                      profile: ${opt:stage, 'x}
+                    "#,
+                ),
+                want: Want::Err(&["unterminated"]),
+                ..Default::default()
+            },
+            Case {
+                name: "200 levels of nesting",
+                yml: fixture(&format!(
+                    r#"
+                    provider:
+                      profile: {}x{}
+                    "#,
+                    "${env:A, ".repeat(200),
+                    "}".repeat(200)
+                )),
+                want: Want::Err(&[]),
+                ..Default::default()
+            },
+        ]);
     }
 
     #[test]
     fn unrelated_garbage_is_ignored() {
-        let f = Fx::new(
-            "service: ok\nfunctions:\n  f:\n    handler: ${ssm:/x}\n    env: ${bad syntax\n    other: ${env:X, foo}\nprovider:\n  profile: p\n",
-        );
+        let f = Fx::new(&fixture(
+            r#"
+            service: ok
+            functions:
+              f:
+                handler: ${ssm:/x}
+                env: ${bad syntax
+                other: ${env:X, foo}
+            provider:
+              profile: p
+            "#,
+        ));
         assert_eq!(f.profile(""), "p");
-        // a broken region never fails the resolution
-        let f = Fx::new("provider:\n  profile: p\n  region: ${ssm:/region}\n");
+    }
+
+    #[test]
+    fn a_broken_region_never_fails_the_resolution() {
+        let f = Fx::new(&fixture(
+            r#"
+            provider:
+              profile: p
+              region: ${ssm:/region}
+            "#,
+        ));
         assert_eq!(f.run("").unwrap().region, None);
-        // an unresolvable service falls back to the folder name
-        let f = Fx::new("service: ${ssm:/svc}\nprovider:\n  profile: p\n");
+    }
+
+    #[test]
+    fn an_unresolvable_service_falls_back_to_the_folder_name() {
+        let f = Fx::new(&fixture(
+            r#"
+            service: ${ssm:/svc}
+            provider:
+              profile: p
+            "#,
+        ));
         let r = f.run("").unwrap();
         assert_eq!(r.project, folder_name(&r.file));
     }
 
+    const USE_DOTENV: &str = r#"useDotenv: true
+provider:
+  profile: ${env:PROFILE}
+  region: ${env:REGION, 'none'}
+"#;
+
     #[test]
     fn use_dotenv() {
-        let yml = "useDotenv: true\nprovider:\n  profile: ${env:PROFILE}\n  region: ${env:REGION, 'none'}\n";
-        let f = Fx::new(yml);
+        let f = Fx::new(USE_DOTENV);
         f.file(
             ".env",
-            "# comment\nexport PROFILE=\"base profile\"\nREGION=eu-north-1 # trailing\n",
+            &fixture(
+                r#"
+                # comment
+                export PROFILE="base profile"
+                REGION=eu-north-1 # trailing
+                "#,
+            ),
         )
         .file(
             ".env.prod",
-            "PROFILE='prod-$NOT_EXPANDED'\nREGION=${BASE}-x\nBASE=ignored\n",
+            &fixture(
+                r#"
+                PROFILE='prod-$NOT_EXPANDED'
+                REGION=${BASE}-x
+                BASE=ignored
+                "#,
+            ),
         );
         let r = f.run("").unwrap();
         assert_eq!(r.profile, "base profile");
@@ -764,21 +1384,40 @@ resources:
         let r = f.run("-s prod").unwrap();
         assert_eq!(r.profile, "prod-$NOT_EXPANDED");
         assert_eq!(r.region.as_deref(), Some("-x"));
-        // real environment wins
-        let f2 = Fx::new(yml).env("PROFILE", "real");
-        f2.file(".env", "PROFILE=fromfile\n");
-        assert_eq!(f2.profile(""), "real");
-        // without useDotenv the file is ignored
-        let f3 = Fx::new("provider:\n  profile: ${env:PROFILE, 'no'}\n");
-        f3.file(".env", "PROFILE=fromfile\n");
-        assert_eq!(f3.profile(""), "no");
+    }
+
+    #[test]
+    fn use_dotenv_real_environment_wins() {
+        let f = Fx::new(USE_DOTENV).env("PROFILE", "real");
+        f.file(".env", "PROFILE=fromfile\n");
+        assert_eq!(f.profile(""), "real");
+    }
+
+    #[test]
+    fn without_use_dotenv_the_file_is_ignored() {
+        let f = Fx::new(&fixture(
+            r#"
+            provider:
+              profile: ${env:PROFILE, 'no'}
+            "#,
+        ));
+        f.file(".env", "PROFILE=fromfile\n");
+        assert_eq!(f.profile(""), "no");
     }
 
     #[test]
     fn dotenv_parser() {
-        let v = parse_dotenv(
-            "A=1\n  export B = \"x\\ny\"\nC='lit # not comment'\n#D=no\nE\nF=a # c\nG=`t`\n",
-        );
+        let v = parse_dotenv(&fixture(
+            r#"
+            A=1
+              export B = "x\ny"
+            C='lit # not comment'
+            #D=no
+            E
+            F=a # c
+            G=`t`
+            "#,
+        ));
         let m: HashMap<_, _> = v.into_iter().map(|(k, v, _)| (k, v)).collect();
         assert_eq!(m["A"], "1");
         assert_eq!(m["B"], "x\ny");
@@ -787,7 +1426,7 @@ resources:
         assert_eq!(m["G"], "t");
         assert!(!m.contains_key("D") && !m.contains_key("E"));
         let look = |n: &str| (n == "X").then(|| "1".to_string());
-        assert_eq!(expand_dotenv("a$X-${X}-${Y:-d}-\\$X", &look), "a1-1-d-$X");
+        assert_eq!(expand_dotenv(r"a$X-${X}-${Y:-d}-\$X", &look), "a1-1-d-$X");
     }
 
     #[test]
@@ -806,50 +1445,148 @@ resources:
         for n in ["serverless.ts", "serverless.js"] {
             let f = Fx::named(n, "module.exports = {}");
             let e = f.err("");
-            assert!(e.contains(n) && e.contains(".credport.toml"), "{e}");
+            assert!(
+                e.contains(n) && e.contains(".credport.toml"),
+                "case {n}: {e}"
+            );
         }
     }
 
     #[test]
     fn v4_resolvers() {
-        let f = Fx::new(
-            "stages:\n  default:\n    resolvers:\n      acct:\n        type: aws\n        profile: v4Profile\n        region: eu-central-1\n",
-        );
+        let f = Fx::new(&fixture(
+            r#"
+            stages:
+              default:
+                resolvers:
+                  acct:
+                    type: aws
+                    profile: v4Profile
+                    region: eu-central-1
+            "#,
+        ));
         let r = f.run("").unwrap();
         assert_eq!(r.profile, "v4Profile");
         assert_eq!(r.region.as_deref(), Some("eu-central-1"));
-        assert!(r.rule.starts_with("stages.default.resolvers.acct.profile"));
-        let f = Fx::new(
-            "stages:\n  prod:\n    resolvers:\n      a:\n        type: aws\n        profile: pa\n  default:\n    resolvers:\n      b:\n        type: aws\n        profile: pb\n      c:\n        type: aws\n        profile: pc\n",
+        assert!(
+            r.rule.starts_with("stages.default.resolvers.acct.profile"),
+            "{}",
+            r.rule
         );
+    }
+
+    #[test]
+    fn v4_resolvers_stage_first_and_several_are_an_error() {
+        let f = Fx::new(&fixture(
+            r#"
+            stages:
+              prod:
+                resolvers:
+                  a:
+                    type: aws
+                    profile: pa
+              default:
+                resolvers:
+                  b:
+                    type: aws
+                    profile: pb
+                  c:
+                    type: aws
+                    profile: pc
+            "#,
+        ));
         assert_eq!(f.profile("-s prod"), "pa");
-        assert!(f.err("").contains("several aws resolvers"));
+        let e = f.err("");
+        assert!(e.contains("several aws resolvers"), "{e}");
     }
 
     #[test]
     fn no_profile_and_bad_documents() {
-        let f = Fx::new("service: x\nprovider:\n  name: aws\n");
-        let e = f.err("");
-        assert!(e.contains("no AWS profile for stage 'dev'"), "{e}");
-        let f = Fx::new("- a\n- b\n");
-        assert!(f.err("").contains("expected a mapping"));
-        let f = Fx::new("a: [\n");
-        assert!(f.err("").contains("invalid YAML"));
-        let f = Fx::new("");
-        assert!(f.err("").contains("no AWS profile"));
-        let f = Fx::new("provider:\n  profile: !Ref Prof\n");
-        assert!(f.err("").contains("CloudFormation intrinsic"));
-        let f = Fx::new("a: &a [*a]\nprovider:\n  profile: p\n");
+        check(&[
+            Case {
+                name: "no profile anywhere",
+                yml: fixture(
+                    r#"
+                    service: x
+                    provider:
+                      name: aws
+                    "#,
+                ),
+                want: Want::Err(&["no AWS profile for stage 'dev'"]),
+                ..Default::default()
+            },
+            Case {
+                name: "a list",
+                yml: fixture(
+                    r#"
+                    - a
+                    - b
+                    "#,
+                ),
+                want: Want::Err(&["expected a mapping"]),
+                ..Default::default()
+            },
+            Case {
+                name: "invalid YAML",
+                yml: "a: [\n".into(),
+                want: Want::Err(&["invalid YAML"]),
+                ..Default::default()
+            },
+            Case {
+                name: "empty",
+                yml: String::new(),
+                want: Want::Err(&["no AWS profile"]),
+                ..Default::default()
+            },
+            Case {
+                name: "an intrinsic as the profile",
+                yml: fixture(
+                    r#"
+                    provider:
+                      profile: !Ref Prof
+                    "#,
+                ),
+                want: Want::Err(&["CloudFormation intrinsic"]),
+                ..Default::default()
+            },
+            Case {
+                name: "a merge key that is not a mapping",
+                yml: fixture(
+                    r#"
+                    provider:
+                      <<: 5
+                      profile: p
+                    "#,
+                ),
+                want: Want::Profile("p"),
+                ..Default::default()
+            },
+        ]);
+    }
+
+    #[test]
+    fn a_self_referencing_anchor_does_not_panic() {
+        let f = Fx::new(&fixture(
+            r#"
+            a: &a [*a]
+            provider:
+              profile: p
+            "#,
+        ));
         let _ = f.run("");
-        let f = Fx::new("provider:\n  <<: 5\n  profile: p\n");
-        assert_eq!(f.profile(""), "p");
     }
 
     #[test]
     fn service_mapping_form_and_numeric_stage() {
-        let f = Fx::new(
-            "service:\n  name: old-style\nprovider:\n  stage: 2024\n  profile: p${sls:stage}\n",
-        );
+        let f = Fx::new(&fixture(
+            r#"
+            service:
+              name: old-style
+            provider:
+              stage: 2024
+              profile: p${sls:stage}
+            "#,
+        ));
         let r = f.run("").unwrap();
         assert_eq!(
             (r.project.as_str(), r.stage.as_str(), r.profile.as_str()),
@@ -875,7 +1612,14 @@ resources:
     fn random_variable_strings_never_panic() {
         let alphabet: Vec<char> = "${}():,.'\" \\aAs:elfoptnv1-_é".chars().collect();
         let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
-        let doc: Value = yaml_serde::from_str("custom:\n  a: ${self:custom.a}\n  b: x\n").unwrap();
+        let doc: Value = yaml_serde::from_str(&fixture(
+            r#"
+            custom:
+              a: ${self:custom.a}
+              b: x
+            "#,
+        ))
+        .unwrap();
         let sel = Selection {
             stage: Some("dev".into()),
             ..Default::default()
