@@ -284,6 +284,13 @@ pub struct Incremental {
     reparsed: usize,
 }
 
+impl Drop for Incremental {
+    /// The kept text holds the file's secrets: zeroed when the parser goes.
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.text);
+    }
+}
+
 /// One piece of the last text: a header line and the lines up to the next header.
 struct Piece {
     /// Byte range in `Incremental::text`, without the `\n` that ends its last line.
@@ -383,8 +390,13 @@ impl Incremental {
         }
         drop(by_header);
         drop(old_outcomes);
+        // The kept text holds the file's secrets: reuse its buffer, and zero one that is
+        // given back.
         let mut kept = old_text;
-        kept.clear();
+        zeroize::Zeroize::zeroize(&mut kept);
+        if kept.capacity() < text.len() {
+            kept = String::with_capacity(text.len());
+        }
         kept.push_str(text);
         self.text = kept;
         self.pieces = pieces;
