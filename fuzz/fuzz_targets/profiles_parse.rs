@@ -1,9 +1,11 @@
 //! The shared-file parser and merger: never panics, errors name a real line, every parsed
 //! section round-trips through a re-serialisation, every merged profile classifies, and a
-//! profile's `Debug` output never shows a value.
+//! profile's `Debug` output never shows a value; and the incremental parser, fed the first
+//! file and then the second as an edit of it, answers exactly what a whole parse does.
 #![no_main]
 
-use credport::profiles::{Section, merge, parse::parse};
+use credport::profiles::parse::{Incremental, parse};
+use credport::profiles::{Section, merge};
 use libfuzzer_sys::fuzz_target;
 
 /// Writes sections back the way `aws configure` does.
@@ -11,7 +13,7 @@ fn render(sections: &[Section]) -> Option<String> {
     let mut out = String::new();
     for s in sections {
         out.push_str(&format!("[{}]\n", s.name));
-        for (k, v) in &s.props {
+        for (k, v) in s.props.iter() {
             // Multi-line values (nested `s3 =` blocks) have no single canonical form.
             if v.contains('\n') || v.contains('\r') {
                 return None;
@@ -69,6 +71,11 @@ fuzz_target!(|data: &[u8]| {
     };
     let creds = check_one(c);
     let config = check_one(f);
+    // The second file as an edit of the first, and back.
+    let mut inc = Incremental::new();
+    for text in [c, f, c] {
+        assert_eq!(inc.parse(text), parse(text), "incremental parse differs");
+    }
     let snap = merge(&creds, &config);
     for (name, p) in &snap.profiles {
         assert_eq!(name, &p.name);
