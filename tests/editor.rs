@@ -16,42 +16,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use support::moto::Moto;
+use support::sls::{
+    SEED_CREDENTIALS as CREDENTIALS, SEED_ONE_FUNCTION as SEED, SEED_ROLES as ROLES,
+};
 use support::*;
-
-const SEED: &str = r#"service: orders
-frameworkVersion: '3'
-custom:
-  myStage: ${opt:stage, self:provider.stage}
-  myProfile:
-    prod: prodAccount
-    dev: devAccount
-provider:
-  name: aws
-  runtime: nodejs20.x
-  region: us-east-1
-  stage: dev
-  profile: ${self:custom.myProfile.${self:custom.myStage}}
-functions:
-  hello:
-    handler: handler.hello
-"#;
-
-const CREDENTIALS: &str = r#"[default]
-aws_access_key_id = AKIADEFAULT00001
-aws_secret_access_key = SECRETDEFAULT
-
-[base]
-aws_access_key_id = AKIABASE00000001
-aws_secret_access_key = SECRETBASEKEY
-"#;
-const ROLES: &str = r#"[profile devAccount]
-role_arn = arn:aws:iam::111111111111:role/Dev
-source_profile = base
-
-[profile prodAccount]
-role_arn = arn:aws:iam::222222222222:role/Prod
-source_profile = base
-"#;
 
 fn clients() -> PathBuf {
     repo_root().join("tests/clients")

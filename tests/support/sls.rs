@@ -34,6 +34,47 @@ functions:
     runtime: python3.11
 "#;
 
+/// The seed's service file with the Node function only (for tests that count functions).
+pub const SEED_ONE_FUNCTION: &str = r#"service: orders
+frameworkVersion: '3'
+custom:
+  myStage: ${opt:stage, self:provider.stage}
+  myProfile:
+    prod: prodAccount
+    dev: devAccount
+provider:
+  name: aws
+  runtime: nodejs20.x
+  region: us-east-1
+  stage: dev
+  profile: ${self:custom.myProfile.${self:custom.myStage}}
+functions:
+  hello:
+    handler: handler.hello
+"#;
+
+/// Long-term keys for `base` (and a `[default]` that must not shadow the endpoint), the
+/// source of the seed's role profiles.
+pub const SEED_CREDENTIALS: &str = r#"[default]
+aws_access_key_id = AKIADEFAULT00001
+aws_secret_access_key = SECRETDEFAULT
+
+[base]
+aws_access_key_id = AKIABASE00000001
+aws_secret_access_key = SECRETBASEKEY
+"#;
+
+/// The seed's role profiles: `devAccount` (111111111111) and `prodAccount` (222222222222),
+/// both from `base`.
+pub const SEED_ROLES: &str = r#"[profile devAccount]
+role_arn = arn:aws:iam::111111111111:role/Dev
+source_profile = base
+
+[profile prodAccount]
+role_arn = arn:aws:iam::222222222222:role/Prod
+source_profile = base
+"#;
+
 /// `[default]` keys that must never be used, and the long-term keys behind every role.
 pub const CREDENTIALS: &str = r#"[default]
 aws_access_key_id = AKIADEFAULT00001
