@@ -79,3 +79,28 @@ fn profiles_parse_form_feed_indents() {
     assert_eq!(s[0].props.len(), 1);
     assert_eq!(s[0].props["aws_access_key_id"], "A\naws_security_token = x");
 }
+
+/// `serverless_resolve` crash-1b785d78: `service:` followed by a bare YAML tag (`!!!…w`, no
+/// value) resolved to an empty project name. A blank service name falls back to the
+/// folder's name, as an absent or unresolvable one does.
+#[test]
+fn serverless_blank_service_falls_back_to_the_folder_name() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("serverless.yml"),
+        "service:\n !!!!!!!!!!!!!!!!!!!!!!!!w\nbase: &base\n  profiool(true)}\nstages:\n  dev:\n    resolvers:\n      acct:\n        type: aws\n        profile: devV2\n",
+    )
+    .unwrap();
+    let sel = credport::projects::Selection {
+        stage: Some("dev".into()),
+        params: [("profile".to_string(), "fromFlag".to_string())].into(),
+        ..Default::default()
+    };
+    match credport::projects::resolve_dir(dir.path(), &sel, &|_| None) {
+        Ok(r) => {
+            let folder = dir.path().file_name().unwrap().to_string_lossy();
+            assert_eq!(r.project, folder, "{r:?}");
+        }
+        Err(e) => assert!(e.to_string().contains("serverless.yml"), "{e}"),
+    }
+}

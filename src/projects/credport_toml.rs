@@ -107,6 +107,12 @@ pub fn resolve(
         Some(p) => (p.clone(), "--aws-profile (overrides [stages])".to_string()),
         None => (mapped.clone(), format!("[stages] {stage} = \"{mapped}\"")),
     };
+    if cfg.project.as_deref().is_some_and(|p| p.trim().is_empty()) {
+        return Err(ProjectError::Invalid {
+            file: file.to_path_buf(),
+            message: "project is empty; remove the key to use the service or folder name".into(),
+        });
+    }
     if let Some(message) = crate::session_policy::misplaced_policy_key(cfg.stages.keys()) {
         return Err(ProjectError::Invalid {
             file: file.to_path_buf(),
@@ -319,6 +325,21 @@ mod tests {
         let t = setup("[stages]\ndev = \"d\"\n[policies.dev]\npolicy_arn = []\n");
         let e = run(&t, &stage("dev")).unwrap_err().to_string();
         assert!(e.contains("policy_arn"), "{e}");
+    }
+
+    #[test]
+    fn an_empty_project_is_an_error_naming_the_file() {
+        for text in [
+            "project = \"\"\n[stages]\ndev = \"d\"\n",
+            "project = \" \"\n[stages]\ndev = \"d\"\n",
+        ] {
+            let t = setup(text);
+            let e = run(&t, &stage("dev")).unwrap_err().to_string();
+            assert!(
+                e.contains(".credport.toml") && e.contains("project is empty"),
+                "{text:?}: {e}"
+            );
+        }
     }
 
     #[test]

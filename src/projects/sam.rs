@@ -97,6 +97,7 @@ pub fn resolve(file: &Path, sel: &Selection) -> Result<Resolution, ProjectError>
     let region = lookup(env, "region").map(|(r, _)| r);
     let project = lookup(env, "stack_name")
         .map(|(s, _)| s)
+        .filter(|s| !s.trim().is_empty())
         .unwrap_or_else(|| folder_name(file));
     Ok(Resolution {
         project,
@@ -201,6 +202,19 @@ profile = "prodProfile"
         let r = resolve(&p, &Selection::default()).unwrap();
         assert_eq!(r.profile, "yp");
         assert_eq!(r.project, folder_name(&p));
+    }
+
+    #[test]
+    fn an_empty_stack_name_falls_back_to_the_folder_name() {
+        let (_t, p) = write(
+            "samconfig.toml",
+            "version = 0.1\n[default.global.parameters]\nprofile = \"p\"\nstack_name = \"\"\n",
+        );
+        let r = resolve(&p, &Selection::default()).unwrap();
+        assert_eq!(
+            (r.profile.as_str(), r.project.clone()),
+            ("p", folder_name(&p))
+        );
     }
 
     #[test]

@@ -245,13 +245,16 @@ pub fn declared_stages(file: &Path, sel: &Selection, env: &dyn crate::env::Env) 
     out
 }
 
+/// The file's `service` (or `service.name`); `None` when absent, unresolvable offline or
+/// blank (an empty scalar, a bare tag), so the caller falls back to the folder's name.
 fn service_name(r: &mut Evaluator<'_>) -> Option<String> {
     r.key = "service".into();
-    match r.resolve_path(&["service".to_string()], 0).ok()? {
+    let name = match r.resolve_path(&["service".to_string()], 0).ok()? {
         Lookup::Found(Value::Mapping(_)) => r.resolve_top(&["service", "name"]).ok().flatten(),
         Lookup::Found(v) => scalar_string(&v),
         Lookup::Missing(_) => None,
-    }
+    };
+    name.filter(|n| !n.trim().is_empty())
 }
 
 /// Best-effort service name of a Serverless file (used by `.credport.toml` for its
@@ -1336,16 +1339,42 @@ resources:
     }
 
     #[test]
-    fn an_unresolvable_service_falls_back_to_the_folder_name() {
-        let f = Fx::new(&fixture(
-            r#"
-            service: ${ssm:/svc}
-            provider:
-              profile: p
-            "#,
-        ));
-        let r = f.run("").unwrap();
-        assert_eq!(r.project, folder_name(&r.file));
+    fn an_unresolvable_or_blank_service_falls_back_to_the_folder_name() {
+        struct Case {
+            name: &'static str,
+            service: &'static str,
+        }
+        let cases = [
+            Case {
+                name: "unresolvable offline",
+                service: "service: ${ssm:/svc}",
+            },
+            Case {
+                name: "empty scalar",
+                service: "service: ''",
+            },
+            Case {
+                name: "blank",
+                service: "service: '  '",
+            },
+            Case {
+                name: "bare tag (no value)",
+                service: "service:\n  !!str",
+            },
+            Case {
+                name: "bare key",
+                service: "service:",
+            },
+            Case {
+                name: "empty mapping name",
+                service: "service:\n  name: ''",
+            },
+        ];
+        for c in cases {
+            let f = Fx::new(&format!("{}\nprovider:\n  profile: p\n", c.service));
+            let r = f.run("").unwrap_or_else(|e| panic!("{}: {e}", c.name));
+            assert_eq!(r.project, folder_name(&r.file), "{}", c.name);
+        }
     }
 
     const USE_DOTENV: &str = r#"useDotenv: true
