@@ -19,6 +19,7 @@ pub mod fsutil;
 pub mod guard;
 pub mod inventory;
 pub mod journal;
+pub mod logline;
 pub mod memory;
 pub mod metrics;
 pub mod paths;

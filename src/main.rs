@@ -9,20 +9,21 @@ use credport::cli::{
     completions, doctor, env, exec, init, log, login, man, project, relay, resolve, serve, service,
     status, token, trust, unlock,
 };
+use credport::logline::LineSink;
 use credport::paths::Paths;
+use std::io::Write as _;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::FmtContext;
+use tracing_subscriber::fmt::MakeWriter as _;
 use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
 /// Sets up the log subscriber. The daemon writes through a background thread, so a
 /// request never waits on stderr for its audit line (nothing is dropped: the writer blocks
 /// only when 4,096 lines are queued), in batches under load; the returned guard flushes it
-/// at exit.
-fn init_logging(
-    format: LogFormat,
-    daemon: bool,
-) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+/// at exit. A daemon that logs plain text also gets a [`LineSink`] into the same queue, for
+/// the audit line it writes without `tracing`'s formatter.
+fn init_logging(format: LogFormat, daemon: bool) -> Logging {
     // The daemon logs what it does; a one-shot command only what went wrong.
     let default = if daemon {
         "credport=info"
@@ -30,6 +31,7 @@ fn init_logging(
         "credport=warn"
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let mut sink = None;
     let (writer, guard) = if daemon {
         let (w, g) = tracing_appender::non_blocking::NonBlockingBuilder::default()
             .lossy(false)
@@ -43,6 +45,12 @@ fn init_logging(
                 64 * 1024,
                 std::io::stderr(),
             ));
+        let direct = w.clone();
+        sink = Some(LineSink::new(move |line| {
+            // Never fails: the queue is not lossy (it waits when full) and only ends with
+            // the process.
+            let _ = direct.make_writer().write_all(line);
+        }));
         (
             tracing_subscriber::fmt::writer::BoxMakeWriter::new(w),
             Some(g),
@@ -58,17 +66,37 @@ fn init_logging(
         .with_env_filter(filter)
         .with_ansi(terminal)
         .with_writer(writer);
-    match (format, daemon) {
+    let audit_text = match (format, daemon) {
         // Coloured for a person watching; the same line, written cheaply, for a log.
-        (LogFormat::Text, true) if terminal => builder.init(),
-        (LogFormat::Text, true) => builder
-            .event_format(credport::cli::logfmt::DaemonText)
-            .init(),
+        (LogFormat::Text, true) if terminal => {
+            builder.init();
+            None
+        }
+        (LogFormat::Text, true) => {
+            builder.event_format(credport::logline::DaemonText).init();
+            sink
+        }
         // A one-shot command talks to a person: `credport: warning: ...`, no timestamp.
-        (LogFormat::Text, false) => builder.with_ansi(false).event_format(Plain).init(),
-        (LogFormat::Json, _) => builder.json().init(),
+        (LogFormat::Text, false) => {
+            builder.with_ansi(false).event_format(Plain).init();
+            None
+        }
+        (LogFormat::Json, _) => {
+            builder.json().init();
+            None
+        }
+    };
+    Logging {
+        _guard: guard,
+        audit_text,
     }
-    guard
+}
+
+/// What [`init_logging`] set up: the daemon's writer (flushed when this drops) and, for
+/// plain-text daemon logs, the sink for lines written without `tracing`.
+struct Logging {
+    _guard: Option<tracing_appender::non_blocking::WorkerGuard>,
+    audit_text: Option<LineSink>,
 }
 
 /// The line format of one-shot commands: `credport: LEVEL: message key=value ...`.
@@ -172,11 +200,11 @@ fn chain_text(e: &anyhow::Error) -> String {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let _log_guard = init_logging(
+    let logging = init_logging(
         cli.log_format,
         matches!(cli.command, Command::Serve(_) | Command::Relay(_)),
     );
-    match run(cli) {
+    match run(cli, logging.audit_text.clone()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("credport: error: {}", chain_text(&e));
@@ -185,7 +213,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli, audit_text: Option<LineSink>) -> anyhow::Result<()> {
     // Generated from the argument definitions alone: no HOME needed (packaging runs them).
     match &cli.command {
         Command::Completions(args) => {
@@ -201,7 +229,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             // Before any thread exists: this also removes the LISTEN_* variables.
             let activated = credport::daemon::activation::activated_listeners()
                 .map_err(|e| anyhow::anyhow!("socket activation: {e}"))?;
-            daemon_runtime()?.block_on(serve::run(&paths, &args, activated))
+            daemon_runtime()?.block_on(serve::run(&paths, &args, activated, audit_text))
         }
         Command::Service(args) => service::run(&paths, &args, &mut std::io::stdout().lock()),
         Command::Token(args) => token::run(&paths, &args, &mut std::io::stdout().lock()),

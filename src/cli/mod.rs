@@ -7,7 +7,6 @@ pub mod env;
 pub mod exec;
 pub mod init;
 pub mod log;
-pub mod logfmt;
 pub mod login;
 pub mod man;
 pub mod project;

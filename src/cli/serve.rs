@@ -20,10 +20,13 @@ use crate::server::{Limits, serve};
 /// Runs `credport serve`. `activated` are the listening sockets passed by the service
 /// manager ([`activated_listeners`](crate::daemon::activation::activated_listeners));
 /// when there are any, they are served instead of `--listen` and the config's addresses.
+/// `audit_text`, when the log is plain text, takes the issuance audit lines (see
+/// [`AppState::audit_text`](crate::server::AppState::audit_text)).
 pub async fn run(
     paths: &Paths,
     args: &ServeArgs,
     activated: Vec<std::net::TcpListener>,
+    audit_text: Option<crate::logline::LineSink>,
 ) -> Result<()> {
     let was_activated = !activated.is_empty();
     let listen: Vec<SocketAddr> = if was_activated {
@@ -91,6 +94,9 @@ pub async fn run(
     ));
     let poke = keeper.clone();
     let _ = daemon.state.on_reload.set(Box::new(move || poke.poke()));
+    if let Some(sink) = audit_text {
+        let _ = daemon.state.audit_text.set(sink);
+    }
 
     let control = crate::daemon::control::bind(&paths.control_socket())
         .with_context(|| format!("binding {}", paths.control_socket().display()))?;

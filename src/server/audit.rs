@@ -110,6 +110,62 @@ pub async fn record(
     }
 }
 
+/// The message of the audit line of an issuance.
+const ISSUED: &str = "credentials issued";
+
+/// An issuance's audit line, written either way (see [`crate::logline`]).
+struct Issued<'a> {
+    names: &'a super::scopes::Names,
+    key: &'a str,
+    expires: &'a str,
+    user_agent: &'a str,
+    client: &'a Client,
+    peer: Option<&'a str>,
+}
+
+impl Issued<'_> {
+    /// As a `tracing` event (JSON logs, a terminal). `&str` values: quoted and escaped by
+    /// the text format, JSON strings in JSON logs.
+    fn trace(&self) {
+        let (n, c) = (self.names, self.client);
+        tracing::info!(
+            project = %n.project,
+            stage = %n.stage,
+            profile = %n.profile,
+            key = %self.key,
+            expires = %self.expires,
+            user_agent = self.user_agent,
+            pid = c.pid,
+            exe = c.exe.as_deref(),
+            cmd = c.cmd.as_deref(),
+            peer = self.peer,
+            process_unknown = c.unknown.as_deref(),
+            relay_for = c.relay_for.as_deref(),
+            "credentials issued"
+        );
+    }
+
+    /// The same line, fields in the same order, written straight to `sink`; the names
+    /// come pre-rendered with the scope.
+    fn write_to(&self, sink: &crate::logline::LineSink) {
+        sink.info(module_path!(), ISSUED, |l| self.write(l));
+    }
+
+    fn write(&self, l: &mut crate::logline::Line<'_>) {
+        let c = self.client;
+        l.raw(&self.names.fields)
+            .display("key", &self.key)
+            .display("expires", &self.expires)
+            .str("user_agent", Some(self.user_agent))
+            .num("pid", c.pid.map(u64::from))
+            .str("exe", c.exe.as_deref())
+            .str("cmd", c.cmd.as_deref())
+            .str("peer", self.peer)
+            .str("process_unknown", c.unknown.as_deref())
+            .str("relay_for", c.relay_for.as_deref());
+    }
+}
+
 /// A request's audit, waiting for its client.
 enum Pending {
     Issued(Issuance, Arc<str>),
@@ -132,27 +188,24 @@ impl Pending {
         let peer = client.as_ref().map(|c| c.address.as_str());
         match self {
             Pending::Issued(i, user_agent) => {
-                let b = &i.hot.binding;
-                // `&str` values: quoted and escaped by the text format, JSON strings in JSON logs.
-                tracing::info!(
-                    project = %b.project,
-                    stage = %b.stage,
-                    profile = %b.profile,
-                    key = %i.key,
-                    expires = %i.expires,
-                    user_agent = &*user_agent,
-                    pid = c.pid,
-                    exe = c.exe.as_deref(),
-                    cmd = c.cmd.as_deref(),
+                let n = &i.hot.names;
+                let line = Issued {
+                    names: n,
+                    key: &i.key,
+                    expires: &i.expires,
+                    user_agent: &user_agent,
+                    client: c,
                     peer,
-                    process_unknown = c.unknown.as_deref(),
-                    relay_for = c.relay_for.as_deref(),
-                    "credentials issued"
-                );
+                };
+                match state.audit_text.get() {
+                    Some(sink) if tracing::enabled!(tracing::Level::INFO) => {
+                        line.write_to(sink);
+                    }
+                    _ => line.trace(),
+                }
                 if let Some(client) = &client {
                     i.hot.stats.set_client(i.at, client.clone());
                 }
-                let n = &i.hot.names;
                 let mut e = Event::at(
                     What::Issued {
                         profile: n.profile.clone(),
@@ -203,6 +256,132 @@ impl Pending {
                 e.client = client;
                 state.journal.record(e);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logline::{DaemonText, LineSink};
+    use crate::projects::registry::Binding;
+    use std::sync::Mutex;
+
+    /// Lines written by the test, whichever way.
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Buf {
+        /// The one line written, without its timestamp.
+        fn line(&self) -> String {
+            let out = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+            assert_eq!(out.matches('\n').count(), 1, "{out:?}");
+            let (stamp, rest) = out.split_once(' ').unwrap();
+            assert!(stamp.ends_with('Z') && stamp.len() == 27, "{out:?}");
+            rest.to_string()
+        }
+    }
+
+    /// The line written without `tracing` is the line `tracing` writes with [`DaemonText`],
+    /// byte for byte after the timestamp, for every shape of client.
+    #[test]
+    fn the_direct_line_is_the_daemon_text_line() {
+        struct Case {
+            name: &'static str,
+            user_agent: &'static str,
+            client: Client,
+            peer: Option<&'static str>,
+        }
+        let process = Client {
+            address: "127.0.0.1:51234".into(),
+            pid: Some(4242),
+            name: Some("python3".into()),
+            exe: Some("/usr/bin/python3.11".into()),
+            cmd: Some("python3 job.py --name \"x\"".into()),
+            ..Client::default()
+        };
+        let cases = [
+            Case {
+                name: "a local process",
+                user_agent: "Boto3/1.40.0 md/Botocore#1.40.0",
+                client: process.clone(),
+                peer: Some("127.0.0.1:51234"),
+            },
+            Case {
+                name: "a forged and a non-ASCII agent",
+                user_agent: "x\" project=evil\n café",
+                client: process,
+                peer: Some("127.0.0.1:51234"),
+            },
+            Case {
+                name: "a container through the relay",
+                user_agent: "aws-sdk-js/3",
+                client: Client {
+                    address: "127.0.0.1:40000".into(),
+                    unknown: Some(crate::peer::unknown::ELSEWHERE.into()),
+                    relay_for: Some("172.18.0.5:40112".into()),
+                    ..Client::default()
+                },
+                peer: Some("127.0.0.1:40000"),
+            },
+            Case {
+                name: "no peer at all",
+                user_agent: "",
+                client: Client::default(),
+                peer: None,
+            },
+        ];
+        let names = super::super::scopes::Names::of(&Binding {
+            project: "orders api".into(),
+            stage: "dev".into(),
+            profile: "devAccount".into(),
+            region: None,
+            rule: String::new(),
+            policy: None,
+            file: None,
+        });
+        for c in cases {
+            let line = Issued {
+                names: &names,
+                key: "...ABCD",
+                expires: "2026-11-30T09:00:00Z",
+                user_agent: c.user_agent,
+                client: &c.client,
+                peer: c.peer,
+            };
+            let traced = Buf::default();
+            let w = traced.clone();
+            let sub = tracing_subscriber::fmt()
+                .with_ansi(false)
+                .with_writer(move || w.clone())
+                .event_format(DaemonText)
+                .finish();
+            tracing::subscriber::with_default(sub, || line.trace());
+            let direct = Buf::default();
+            let w = Mutex::new(direct.clone());
+            let sink = LineSink::new(move |b| {
+                std::io::Write::write_all(&mut *w.lock().unwrap(), b).unwrap();
+            });
+            line.write_to(&sink);
+            assert_eq!(direct.line(), traced.line(), "{}", c.name);
+            assert!(
+                traced.line().starts_with(
+                    " INFO credport::server::audit: credentials issued project=orders api stage=dev profile=devAccount key=...ABCD"
+                ),
+                "{}: {}",
+                c.name,
+                traced.line()
+            );
         }
     }
 }

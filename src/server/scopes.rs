@@ -83,6 +83,8 @@ pub struct Names {
     pub stage: Arc<str>,
     /// The profile that serves it.
     pub profile: Arc<str>,
+    /// The three as the audit line's fields: ` project=orders stage=dev profile=devAccount`.
+    pub fields: Box<str>,
 }
 
 impl Names {
@@ -92,6 +94,11 @@ impl Names {
             project: binding.project.as_str().into(),
             stage: binding.stage.as_str().into(),
             profile: binding.profile.as_str().into(),
+            fields: crate::logline::render_fields(&[
+                ("project", &binding.project),
+                ("stage", &binding.stage),
+                ("profile", &binding.profile),
+            ]),
         }
     }
 }

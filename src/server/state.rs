@@ -47,6 +47,10 @@ pub struct AppState {
     /// Called after every reload of a file the daemon serves from (set by `serve`, to keep
     /// `env`'s stand-in files fresh; unset in an embedded server).
     pub on_reload: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
+    /// Where the issuance audit line is written directly, without `tracing`'s formatter,
+    /// when the daemon logs plain text (set once by `serve`; unset, the line is a
+    /// `tracing` event like every other, as JSON logs need).
+    pub audit_text: std::sync::OnceLock<crate::logline::LineSink>,
     /// Protected stages' unlock windows (see `guard`).
     pub guard: Arc<crate::guard::Guard>,
 }
@@ -104,6 +108,7 @@ impl AppState {
             env,
             scopes: Default::default(),
             on_reload: Default::default(),
+            audit_text: Default::default(),
             guard: Default::default(),
         });
         let weak = Arc::downgrade(&state);

@@ -1,16 +1,20 @@
 //! The daemon's plain-text log line, written without the general formatter's overhead.
 //!
 //! The line is the one `tracing-subscriber`'s full format writes without colours:
-//! `2026-11-30T08:00:00.123456Z  INFO credport::server::routes: credentials issued
+//! `2026-11-30T08:00:00.123456Z  INFO credport::server::audit: credentials issued
 //! project=orders stage=dev user_agent="boto3/1.40"`. String values (`&str` fields) are
 //! quoted and escaped (so client-supplied text cannot forge a field); `%` values are
-//! written as they display. The daemon writes one such line per issuance, so this format
-//! keeps it cheap: the date and time up to the second are rendered once per second per
-//! thread, and fields go straight into the line, with no styling pass. The daemon uses no
-//! spans, so none are written.
+//! written as they display. The date and time up to the second are rendered once per
+//! second per thread, and fields go straight into the line, with no styling pass. The
+//! daemon uses no spans, so none are written.
+//!
+//! Two writers share these rules: [`DaemonText`], `tracing`'s event format for every line
+//! the daemon logs, and [`Line`], which writes one line without `tracing` at all, for the
+//! one line per credentials issuance ([`crate::server::audit`]) through a [`LineSink`].
 
 use std::cell::RefCell;
 use std::fmt::{self, Write};
+use std::sync::Arc;
 
 use tracing::field::{Field, Visit};
 use tracing_subscriber::fmt::format::Writer;
@@ -37,20 +41,8 @@ where
         mut writer: Writer<'_>,
         event: &tracing::Event<'_>,
     ) -> fmt::Result {
-        write_timestamp(&mut writer, std::time::SystemTime::now())?;
         let meta = event.metadata();
-        let level = match *meta.level() {
-            tracing::Level::ERROR => "ERROR",
-            tracing::Level::WARN => " WARN",
-            tracing::Level::INFO => " INFO",
-            tracing::Level::DEBUG => "DEBUG",
-            tracing::Level::TRACE => "TRACE",
-        };
-        writer.write_str(" ")?;
-        writer.write_str(level)?;
-        writer.write_str(" ")?;
-        writer.write_str(meta.target())?;
-        writer.write_str(":")?;
+        write_head(&mut writer, *meta.level(), meta.target())?;
         let mut fields = Fields {
             out: &mut writer,
             result: Ok(()),
@@ -58,6 +50,38 @@ where
         event.record(&mut fields);
         fields.result?;
         writer.write_str("\n")
+    }
+}
+
+/// Writes `2026-11-30T08:00:00.123456Z  INFO target:` for now.
+fn write_head(w: &mut impl Write, level: tracing::Level, target: &str) -> fmt::Result {
+    write_timestamp(w, std::time::SystemTime::now())?;
+    let level = match level {
+        tracing::Level::ERROR => "ERROR",
+        tracing::Level::WARN => " WARN",
+        tracing::Level::INFO => " INFO",
+        tracing::Level::DEBUG => "DEBUG",
+        tracing::Level::TRACE => "TRACE",
+    };
+    w.write_str(" ")?;
+    w.write_str(level)?;
+    w.write_str(" ")?;
+    w.write_str(target)?;
+    w.write_str(":")
+}
+
+/// Writes a string value as `{:?}` does: quoted, with quotes, backslashes, control and
+/// non-ASCII characters escaped (the common printable-ASCII case without the formatter).
+fn write_quoted(w: &mut impl Write, value: &str) -> fmt::Result {
+    if value
+        .bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
+        w.write_str("\"")?;
+        w.write_str(value)?;
+        w.write_str("\"")
+    } else {
+        write!(w, "{value:?}")
     }
 }
 
@@ -124,16 +148,8 @@ impl<W: Write> Visit for Fields<'_, W> {
         self.result = self.key(field).and_then(|()| {
             if field.name() == "message" {
                 self.out.write_str(value)
-            } else if value
-                .bytes()
-                .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
-            {
-                // What `{:?}` writes for printable ASCII without quote or backslash.
-                self.out.write_str("\"")?;
-                self.out.write_str(value)?;
-                self.out.write_str("\"")
             } else {
-                write!(self.out, "{value:?}")
+                write_quoted(self.out, value)
             }
         });
     }
@@ -165,6 +181,110 @@ impl<W: Write> Visit for Fields<'_, W> {
         }
         self.result = self.key(field).and_then(|()| write!(self.out, "{value:?}"));
     }
+}
+
+/// Where [`Line`]s go: the daemon's log writer (the same queue `tracing`'s lines go
+/// through, so the order of lines is kept). Cheap to clone.
+#[derive(Clone)]
+pub struct LineSink(Arc<WriteLine>);
+
+/// What a [`LineSink`] calls with each whole line.
+type WriteLine = dyn Fn(&[u8]) + Send + Sync;
+
+impl LineSink {
+    /// A sink that hands each whole line, newline included, to `write`.
+    pub fn new(write: impl Fn(&[u8]) + Send + Sync + 'static) -> Self {
+        LineSink(Arc::new(write))
+    }
+
+    /// Renders one line into this thread's buffer with `fill` and writes it. `target` is
+    /// what `tracing` would name (the calling module's path).
+    pub fn info(&self, target: &str, message: &str, fill: impl FnOnce(&mut Line<'_>)) {
+        thread_local! {
+            static BUF: RefCell<String> = RefCell::new(String::with_capacity(512));
+        }
+        BUF.with(|cell| {
+            // A sink that logs re-enters only through `tracing`, never here; still, a
+            // nested call gets its own buffer rather than a panic.
+            let mut own = String::new();
+            let mut guard = cell.try_borrow_mut();
+            let buf = match guard.as_deref_mut() {
+                Ok(b) => b,
+                Err(_) => &mut own,
+            };
+            buf.clear();
+            let _ = write_head(buf, tracing::Level::INFO, target);
+            buf.push(' ');
+            buf.push_str(message);
+            fill(&mut Line { out: buf });
+            buf.push('\n');
+            (self.0)(buf.as_bytes());
+            if buf.capacity() > 64 * 1024 {
+                *buf = String::with_capacity(512);
+            }
+        });
+    }
+}
+
+impl fmt::Debug for LineSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LineSink")
+    }
+}
+
+/// One line's fields, written as [`DaemonText`] writes an event's.
+pub struct Line<'a> {
+    out: &'a mut String,
+}
+
+impl Line<'_> {
+    /// Text already rendered as fields (` project=orders stage=dev`), kept per scope.
+    pub fn raw(&mut self, fields: &str) -> &mut Self {
+        self.out.push_str(fields);
+        self
+    }
+
+    /// ` name=value` as the value displays (a `%` field).
+    pub fn display(&mut self, name: &str, value: &dyn fmt::Display) -> &mut Self {
+        self.key(name);
+        let _ = write!(self.out, "{value}");
+        self
+    }
+
+    /// ` name="value"`, quoted and escaped (a `&str` field); nothing for `None`.
+    pub fn str(&mut self, name: &str, value: Option<&str>) -> &mut Self {
+        if let Some(v) = value {
+            self.key(name);
+            let _ = write_quoted(self.out, v);
+        }
+        self
+    }
+
+    /// ` name=value` for a number; nothing for `None`.
+    pub fn num(&mut self, name: &str, value: Option<u64>) -> &mut Self {
+        if let Some(v) = value {
+            self.key(name);
+            let _ = write!(self.out, "{v}");
+        }
+        self
+    }
+
+    fn key(&mut self, name: &str) {
+        self.out.push(' ');
+        self.out.push_str(name);
+        self.out.push('=');
+    }
+}
+
+/// ` project=orders stage=dev profile=devAccount`: fields rendered once and written with
+/// [`Line::raw`] (names display as they are, as `%` fields do).
+pub fn render_fields(fields: &[(&str, &dyn fmt::Display)]) -> Box<str> {
+    let mut s = String::new();
+    let mut line = Line { out: &mut s };
+    for (name, value) in fields {
+        line.display(name, *value);
+    }
+    s.into()
 }
 
 #[cfg(test)]
@@ -218,7 +338,7 @@ mod tests {
         assert!(stamp.ends_with('Z') && stamp.len() == 27, "{out}");
         assert_eq!(
             rest,
-            " INFO credport::cli::logfmt::tests: credentials issued project=orders status=403 user_agent=\"evil\\\" project=x\\n\"\n"
+            " INFO credport::logline::tests: credentials issued project=orders status=403 user_agent=\"evil\\\" project=x\\n\"\n"
         );
     }
 }
