@@ -1,5 +1,5 @@
-//! The HTTP surface (guard, raw path parsing, token check, scope binding) through the real
-//! router with `tower::ServiceExt::oneshot`: every answer has an expected status and a
+//! The HTTP surface (guard, raw path parsing, token check, scope binding) through the
+//! accept loop's own entry, `App::respond`: every answer has an expected status and a
 //! JSON body, and only the exact scope's token on the exact scope's path yields 200 with
 //! that scope's keys; prod's keys never leave for anything else.
 #![no_main]
@@ -13,7 +13,7 @@ use credport::config::ConfigStore;
 use credport::profiles::AwsPaths;
 use credport::profiles::store::ProfileStore;
 use credport::server::{AppState, Parts};
-use credport::server::routes::router;
+use credport::server::routes::App;
 use credport::sources::Resolver;
 use credport::sources::cache::Sessions;
 use credport::sources::http::HttpConfig;
@@ -22,7 +22,6 @@ use credport::sources::sts::StsClient;
 use credport::tokens::TokenKey;
 use http_body_util::BodyExt;
 use libfuzzer_sys::fuzz_target;
-use tower::ServiceExt;
 
 const HOST: &str = "127.0.0.1:9911";
 
@@ -151,9 +150,7 @@ fuzz_target!(|data: &[u8]| {
         .any(|k| k == "origin" || k == "referer" || k.as_str().starts_with("sec-fetch-"));
     let path = req.uri().path().to_string();
 
-    let resp =
-        w.rt.block_on(router(w.state.clone()).oneshot(req))
-            .expect("router is infallible");
+    let resp = w.rt.block_on(App::new(w.state.clone()).respond(req, None));
     let status = resp.status().as_u16();
     assert!(
         matches!(status, 200 | 400 | 401 | 403 | 404 | 405 | 500 | 503),

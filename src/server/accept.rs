@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -50,10 +49,7 @@ pub async fn serve(
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send,
 ) {
-    let router = routes::router(state).layer(tower_http::timeout::TimeoutLayer::with_status_code(
-        axum::http::StatusCode::SERVICE_UNAVAILABLE,
-        limits.request_timeout,
-    ));
+    let app = routes::App::new(state);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let table = Arc::new(ConnTable::default());
@@ -111,21 +107,19 @@ pub async fn serve(
                     .ok()
                     .map(|local| crate::peer::Peer::new(crate::peer::Conn { peer, local }));
                 let conn_state = Arc::new(ConnState::new(table.epoch));
-                let (r, cs) = (router.clone(), conn_state.clone());
-                let service = TowerToHyperService::new(tower::service_fn(
-                    move |mut req: hyper::Request<hyper::body::Incoming>| {
-                        let (r, cs) = (r.clone(), cs.clone());
-                        if let Some(ends) = &ends {
-                            req.extensions_mut().insert(ends.clone());
-                        }
+                let (app, cs) = (app.clone(), conn_state.clone());
+                let timeout = limits.request_timeout;
+                let service = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let (app, cs, ends) = (app.clone(), cs.clone(), ends.clone());
                         async move {
                             cs.begin();
-                            let resp = tower::ServiceExt::oneshot(r, req).await;
+                            let resp = within(timeout, app.respond(req, ends)).await;
                             cs.end();
-                            resp
+                            Ok::<_, std::convert::Infallible>(resp)
                         }
                     },
-                ));
+                );
                 let mut builder = hyper::server::conn::http1::Builder::new();
                 builder
                     .timer(TokioTimer::new())
@@ -151,6 +145,31 @@ pub async fn serve(
         t.abort();
     }
     let _ = tokio::time::timeout(limits.request_timeout, graceful.shutdown()).await;
+}
+
+/// `answer`, or a 503 `Timeout` when it is not done `timeout` after it first has to wait.
+/// An answer ready at its first poll (the hot path) never arms a timer.
+async fn within(
+    timeout: Duration,
+    answer: impl Future<Output = axum::response::Response>,
+) -> axum::response::Response {
+    use std::task::Poll;
+    let mut answer = std::pin::pin!(answer);
+    let mut deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(r) = answer.as_mut().poll(cx) {
+            return Poll::Ready(r);
+        }
+        let d = deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        d.as_mut().poll(cx).map(|()| {
+            axum::response::IntoResponse::into_response(super::error::ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "Timeout",
+                format!("no answer within {} s", timeout.as_secs_f64()),
+            ))
+        })
+    })
+    .await
 }
 
 /// What the accept loop knows about one open connection.
@@ -294,6 +313,34 @@ impl Drop for ConnGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+
+    /// The request deadline: an answer ready at once is served, a slow one within the
+    /// deadline too, one that never comes is a 503 `Timeout` when the deadline passes.
+    #[tokio::test(start_paused = true)]
+    async fn the_request_deadline_starts_when_an_answer_first_waits() {
+        let t = Duration::from_secs(10);
+        let r = within(t, async { StatusCode::OK.into_response() }).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let start = tokio::time::Instant::now();
+        let r = within(t, async {
+            tokio::time::sleep(Duration::from_secs(9)).await;
+            StatusCode::OK.into_response()
+        })
+        .await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(start.elapsed(), Duration::from_secs(9));
+        let start = tokio::time::Instant::now();
+        let r = within(t, std::future::pending()).await;
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(start.elapsed(), t);
+        let body = axum::body::to_bytes(r.into_body(), 4096).await.unwrap();
+        assert!(
+            String::from_utf8_lossy(&body).contains("Timeout"),
+            "{body:?}"
+        );
+    }
 
     #[test]
     fn evicts_the_idlest_idle_connection_only() {

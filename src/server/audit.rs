@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{HeaderMap, header};
-use axum::response::Response;
 use time::OffsetDateTime;
 
 use super::AppState;
@@ -29,8 +28,8 @@ pub const WAIT_IN_REQUEST: Duration = Duration::from_millis(100);
 /// How long the audit of a request waits for the lookup in the background at most.
 const WAIT_AT_MOST: Duration = Duration::from_secs(5);
 
-/// What `issue` served, handed to the audit as an extension of its response. Its text is
-/// shared with the scope's cache entry, so an issuance copies no string.
+/// What `issue` served, handed to the audit beside its response. Its text is shared with
+/// the scope's cache entry, so an issuance copies no string.
 #[derive(Clone)]
 pub struct Issuance {
     /// The scope's cache entry: binding (project, stage, profile) and counters.
@@ -51,16 +50,39 @@ pub fn begin(peer: Option<&Arc<Peer>>) {
     }
 }
 
-/// Audits one credentials request: `result` is what it is about to answer (an
-/// [`Issuance`] extension of a success is taken out of it), `scope` the scope its token
-/// was valid for. Waits at most [`WAIT_IN_REQUEST`] for the process.
+/// Why a credentials request was refused, as its audit records it (its text copied out of
+/// the request, which the audit may outlive).
+pub struct Refusal {
+    at: OffsetDateTime,
+    scope: Option<(String, String)>,
+    status: u16,
+    code: &'static str,
+    message: String,
+    path: String,
+}
+
+impl Refusal {
+    /// The refusal `e` of the request for `path`; `scope` is the scope its token was valid
+    /// for, if it was.
+    pub fn of(e: &ApiError, path: &str, scope: Option<(&str, &str)>) -> Refusal {
+        Refusal {
+            at: OffsetDateTime::now_utc(),
+            scope: scope.map(|(p, s)| (p.to_string(), s.to_string())),
+            status: e.status.as_u16(),
+            code: e.code,
+            message: e.message.clone(),
+            path: crate::peer::escape_cut(path, 200),
+        }
+    }
+}
+
+/// Audits one credentials request: what it served, or why it was refused. Waits at most
+/// [`WAIT_IN_REQUEST`] for the process.
 pub async fn record(
     state: &Arc<AppState>,
     peer: Option<Arc<Peer>>,
     headers: &HeaderMap,
-    path: &str,
-    scope: Option<(&str, &str)>,
-    result: &mut Result<Response, ApiError>,
+    outcome: Result<Issuance, Refusal>,
 ) {
     let agent = headers
         .get(header::USER_AGENT)
@@ -68,24 +90,16 @@ pub async fn record(
     let relay_for = headers
         .get(RELAY_CLIENT_HEADER)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    let pending = match result {
-        Ok(resp) => {
-            let Some(i) = resp.extensions_mut().remove::<Issuance>() else {
-                return;
-            };
+    let pending = match outcome {
+        Ok(i) => {
             // The escaped User-Agent is kept per scope while the client's stays the same.
             let user_agent = i.hot.stats.issued(agent, i.at);
             Pending::Issued(i, user_agent)
         }
-        Err(e) => Pending::Refused {
-            at: OffsetDateTime::now_utc(),
-            scope: scope.map(|(p, s)| (p.to_string(), s.to_string())),
-            status: e.status.as_u16(),
-            code: e.code,
-            message: e.message.clone(),
-            path: crate::peer::escape_cut(path, 200),
-            user_agent: crate::peer::escape_cut(&String::from_utf8_lossy(agent), 200),
-        },
+        Err(r) => Pending::Refused(
+            r,
+            crate::peer::escape_cut(&String::from_utf8_lossy(agent), 200),
+        ),
     };
     let Some(peer) = peer else {
         pending.finish(state, None);
@@ -166,18 +180,11 @@ impl Issued<'_> {
     }
 }
 
-/// A request's audit, waiting for its client.
+/// A request's audit, waiting for its client: what was issued and the escaped
+/// User-Agent, or the refusal and the escaped User-Agent.
 enum Pending {
     Issued(Issuance, Arc<str>),
-    Refused {
-        at: OffsetDateTime,
-        scope: Option<(String, String)>,
-        status: u16,
-        code: &'static str,
-        message: String,
-        path: String,
-        user_agent: String,
-    },
+    Refused(Refusal, String),
 }
 
 impl Pending {
@@ -218,15 +225,17 @@ impl Pending {
                 e.client = client;
                 state.journal.record(e);
             }
-            Pending::Refused {
-                at,
-                scope,
-                status,
-                code,
-                message,
-                path,
+            Pending::Refused(
+                Refusal {
+                    at,
+                    scope,
+                    status,
+                    code,
+                    message,
+                    path,
+                },
                 user_agent,
-            } => {
+            ) => {
                 tracing::info!(
                     status,
                     code,

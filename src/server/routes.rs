@@ -1,7 +1,7 @@
 //! The HTTP surface: `GET /v1/credentials/{project}/{stage}`, `GET /healthz`, and the
 //! guards in front of them.
 //!
-//! Every request first passes [`guard`]: a `Host` that is one of the daemon's own addresses
+//! Every request first passes [`check_request`]: a `Host` that is one of the daemon's own addresses
 //! (DNS rebinding), no browser headers (`Origin`, `Referer`, `Sec-Fetch-Site`, `-Dest`,
 //! `-User`; a lone `Sec-Fetch-Mode` is Node's `fetch()` and passes), GET only.
 //! Values a client sends (User-Agent, path) are logged as quoted, escaped strings
@@ -14,9 +14,8 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
-use axum::middleware::{self, Next};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use time::OffsetDateTime;
@@ -24,28 +23,54 @@ use time::OffsetDateTime;
 use super::AppState;
 use super::error::{ApiError, echo};
 use crate::config::check_name;
+use crate::peer::Peer;
 use crate::tokens::Verdict;
 
 /// The credentials route prefix.
 pub const CREDENTIALS_PREFIX: &str = "/v1/credentials/";
 
-/// Builds the router over `state`.
-pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .route("/v1/credentials/{*scope}", get(credentials))
-        .fallback(not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), guard))
-        .with_state(state)
+/// Every request's way through the daemon (the accept loop's and the fuzz target's): the
+/// [`check_request`] guard first; then a `/v1/credentials/` path goes straight to the
+/// credentials answer (the hot path: no route matching, no boxed middleware, no copied
+/// headers, no request extensions), and everything else through the router.
+#[derive(Clone)]
+pub struct App {
+    state: Arc<AppState>,
+    router: Router,
 }
 
-async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    if let Err(e) = check_request(&state, req.method(), req.headers()) {
-        tracing::debug!(code = e.code, "request refused");
-        return e.into_response();
+impl App {
+    /// The daemon's HTTP answers over `state`.
+    pub fn new(state: Arc<AppState>) -> App {
+        let router = Router::new()
+            .route("/healthz", get(healthz))
+            .route("/metrics", get(metrics))
+            .fallback(not_found)
+            .with_state(state.clone());
+        App { state, router }
     }
-    next.run(req).await
+
+    /// Answers `req`, which came from `peer` (its process is looked up once per
+    /// connection, for the audit; `None` when the connection's ends are unknown).
+    pub async fn respond<B>(&self, req: axum::http::Request<B>, peer: Option<Arc<Peer>>) -> Response
+    where
+        B: http_body::Body<Data = axum::body::Bytes> + Send + 'static,
+        B::Error: Into<axum::BoxError>,
+    {
+        if let Err(e) = check_request(&self.state, req.method(), req.headers()) {
+            tracing::debug!(code = e.code, "request refused");
+            return e.into_response();
+        }
+        if req.uri().path().starts_with(CREDENTIALS_PREFIX) {
+            let (parts, _body) = req.into_parts();
+            return credentials(&self.state, peer, &parts).await;
+        }
+        match tower::ServiceExt::oneshot(self.router.clone(), req.map(axum::body::Body::new)).await
+        {
+            Ok(resp) => resp,
+            Err(never) => match never {},
+        }
+    }
 }
 
 fn check_request(state: &AppState, method: &Method, headers: &HeaderMap) -> Result<(), ApiError> {
@@ -214,26 +239,24 @@ fn presented_token(headers: &HeaderMap) -> Result<&str, ApiError> {
 }
 
 async fn credentials(
-    State(state): State<Arc<AppState>>,
-    peer: Option<axum::Extension<Arc<crate::peer::Peer>>>,
-    uri: Uri,
-    headers: HeaderMap,
+    state: &Arc<AppState>,
+    peer: Option<Arc<Peer>>,
+    req: &axum::http::request::Parts,
 ) -> Response {
     let started = std::time::Instant::now();
-    let peer = peer.map(|axum::Extension(p)| p);
     super::audit::begin(peer.as_ref());
     let mut authenticated = None;
-    let mut result = issue(&state, uri.path(), &headers, &mut authenticated).await;
+    let path = req.uri.path();
+    let result = issue(state, path, &req.headers, &mut authenticated).await;
     // Who asked and what they got: the log line, `credport log`, `status`.
-    super::audit::record(
-        &state,
-        peer,
-        &headers,
-        uri.path(),
-        authenticated,
-        &mut result,
-    )
-    .await;
+    let (result, outcome) = match result {
+        Ok((resp, issuance)) => (Ok(resp), Ok(issuance)),
+        Err(e) => {
+            let outcome = Err(super::audit::Refusal::of(&e, path, authenticated));
+            (Err(e), outcome)
+        }
+    };
+    super::audit::record(state, peer, &req.headers, outcome).await;
     match result {
         Ok(r) => {
             state.metrics.took(started.elapsed());
@@ -255,7 +278,7 @@ async fn issue<'a>(
     path: &'a str,
     headers: &HeaderMap,
     authenticated: &mut Option<(&'a str, &'a str)>,
-) -> Result<Response, ApiError> {
+) -> Result<(Response, super::audit::Issuance), ApiError> {
     let (project, stage) = parse_scope(path)?;
     let token = presented_token(headers)?;
     let Some(key) = state.tokens.load_full() else {
@@ -308,13 +331,13 @@ async fn issue<'a>(
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     // The audit (log line, journal, status) is written by the caller, with the process.
-    resp.extensions_mut().insert(super::audit::Issuance {
+    let issuance = super::audit::Issuance {
         hot: hot.clone(),
         key: answer.key,
         expires: answer.expires,
         at: now,
-    });
-    Ok(resp)
+    };
+    Ok((resp, issuance))
 }
 
 /// A project-file mapping the user has not trusted: 403 `Untrusted`, naming the fix.
