@@ -339,7 +339,11 @@ fn the_daemon_answers_403_untrusted_for_a_registered_directory_until_allowed() {
         CLONED.replace("dev: adminAccount", "dev: devAccount"),
     )
     .unwrap();
-    let changed = d.get(path, Some(&token));
+    // The daemon sees the edit through its project-file watcher (debounced, like the AWS
+    // files), so the refusal comes within the reload propagation time, not at once.
+    let (changed, _) = d.wait_until(Duration::from_secs(5), path, &token, |resp| {
+        resp.status == 403
+    });
     assert_eq!(changed.status, 403, "{}", changed.body);
     assert!(
         changed.body.contains("adminAccount -> devAccount"),
