@@ -16,9 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use support::moto::Moto;
-use support::sls::{
-    SEED_CREDENTIALS as CREDENTIALS, SEED_ONE_FUNCTION as SEED, SEED_ROLES as ROLES,
-};
+use support::sls::{CREDENTIALS, SEED_ONE_FUNCTION as SEED, SEED_ROLES as ROLES};
 use support::*;
 
 fn clients() -> PathBuf {

@@ -8,9 +8,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use support::sls::{
-    SEED_CREDENTIALS as CREDENTIALS, SEED_ONE_FUNCTION as SEED, SEED_ROLES as ROLES,
-};
+use support::sls::{CREDENTIALS, SEED_ONE_FUNCTION as SEED, SEED_ROLES as ROLES};
 use support::*;
 
 const SAMCONFIG: &str = r#"version = 0.1

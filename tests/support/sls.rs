@@ -53,17 +53,6 @@ functions:
     handler: handler.hello
 "#;
 
-/// Long-term keys for `base` (and a `[default]` that must not shadow the endpoint), the
-/// source of the seed's role profiles.
-pub const SEED_CREDENTIALS: &str = r#"[default]
-aws_access_key_id = AKIADEFAULT00001
-aws_secret_access_key = SECRETDEFAULT
-
-[base]
-aws_access_key_id = AKIABASE00000001
-aws_secret_access_key = SECRETBASEKEY
-"#;
-
 /// The seed's role profiles: `devAccount` (111111111111) and `prodAccount` (222222222222),
 /// both from `base`.
 pub const SEED_ROLES: &str = r#"[profile devAccount]
