@@ -96,17 +96,9 @@ fn write_timestamp(w: &mut impl Write, now: std::time::SystemTime) -> fmt::Resul
         if cached.0 != secs {
             let t = time::OffsetDateTime::from_unix_timestamp(secs)
                 .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-            cached.1.clear();
-            let _ = write!(
-                cached.1,
-                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
-                t.year(),
-                u8::from(t.month()),
-                t.day(),
-                t.hour(),
-                t.minute(),
-                t.second()
-            );
+            // The served `Expiration`'s form, whose `Z` comes after the fraction here.
+            cached.1 = crate::credentials::format_expiration(t);
+            cached.1.pop();
             cached.0 = secs;
         }
         w.write_str(&cached.1)
@@ -287,6 +279,30 @@ pub fn render_fields(fields: &[(&str, &dyn fmt::Display)]) -> Box<str> {
     s.into()
 }
 
+/// What a test's log writer received (a `tracing` writer or a [`LineSink`]'s target).
+#[cfg(test)]
+#[derive(Clone, Default)]
+pub(crate) struct Capture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+#[cfg(test)]
+impl Capture {
+    /// Everything written so far.
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+#[cfg(test)]
+impl std::io::Write for Capture {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,19 +321,7 @@ mod tests {
 
     #[test]
     fn lines_match_the_full_format_without_colours() {
-        use std::sync::{Arc, Mutex};
-        #[derive(Clone, Default)]
-        struct Buf(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Buf {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let buf = Buf::default();
+        let buf = Capture::default();
         let w = buf.clone();
         let sub = tracing_subscriber::fmt()
             .with_ansi(false)
@@ -333,7 +337,7 @@ mod tests {
                 "credentials issued"
             );
         });
-        let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let out = buf.text();
         let (stamp, rest) = out.split_once(' ').unwrap();
         assert!(stamp.ends_with('Z') && stamp.len() == 27, "{out}");
         assert_eq!(

@@ -272,33 +272,17 @@ impl Pending {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::logline::{DaemonText, LineSink};
+    use crate::logline::{Capture, DaemonText, LineSink};
     use crate::projects::registry::Binding;
     use std::sync::Mutex;
 
-    /// Lines written by the test, whichever way.
-    #[derive(Clone, Default)]
-    struct Buf(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Buf {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl Buf {
-        /// The one line written, without its timestamp.
-        fn line(&self) -> String {
-            let out = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
-            assert_eq!(out.matches('\n').count(), 1, "{out:?}");
-            let (stamp, rest) = out.split_once(' ').unwrap();
-            assert!(stamp.ends_with('Z') && stamp.len() == 27, "{out:?}");
-            rest.to_string()
-        }
+    /// The one line `buf` received, without its timestamp.
+    fn written(buf: &Capture) -> String {
+        let out = buf.text();
+        assert_eq!(out.matches('\n').count(), 1, "{out:?}");
+        let (stamp, rest) = out.split_once(' ').unwrap();
+        assert!(stamp.ends_with('Z') && stamp.len() == 27, "{out:?}");
+        rest.to_string()
     }
 
     /// The line written without `tracing` is the line `tracing` writes with [`DaemonText`],
@@ -368,7 +352,7 @@ mod tests {
                 client: &c.client,
                 peer: c.peer,
             };
-            let traced = Buf::default();
+            let traced = Capture::default();
             let w = traced.clone();
             let sub = tracing_subscriber::fmt()
                 .with_ansi(false)
@@ -376,20 +360,20 @@ mod tests {
                 .event_format(DaemonText)
                 .finish();
             tracing::subscriber::with_default(sub, || line.trace());
-            let direct = Buf::default();
+            let direct = Capture::default();
             let w = Mutex::new(direct.clone());
             let sink = LineSink::new(move |b| {
                 std::io::Write::write_all(&mut *w.lock().unwrap(), b).unwrap();
             });
             line.write_to(&sink);
-            assert_eq!(direct.line(), traced.line(), "{}", c.name);
+            assert_eq!(written(&direct), written(&traced), "{}", c.name);
             assert!(
-                traced.line().starts_with(
+                written(&traced).starts_with(
                     " INFO credport::server::audit: credentials issued project=orders api stage=dev profile=devAccount key=...ABCD"
                 ),
                 "{}: {}",
                 c.name,
-                traced.line()
+                written(&traced)
             );
         }
     }
