@@ -53,6 +53,7 @@ pub async fn serve(
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let table = Arc::new(ConnTable::default());
+    let lookups = crate::peer::Lookups::new();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(tokio::net::TcpStream, SocketAddr)>(64);
     let mut accept_tasks = Vec::new();
     for l in listeners {
@@ -105,7 +106,7 @@ pub async fn serve(
                 let ends = stream
                     .local_addr()
                     .ok()
-                    .map(|local| crate::peer::Peer::new(crate::peer::Conn { peer, local }));
+                    .map(|local| crate::peer::Peer::new(crate::peer::Conn { peer, local }, &lookups));
                 let conn_state = Arc::new(ConnState::new(table.epoch));
                 let (app, cs) = (app.clone(), conn_state.clone());
                 let timeout = limits.request_timeout;
