@@ -20,6 +20,7 @@ pub mod guard;
 pub mod inventory;
 pub mod journal;
 pub mod logline;
+pub mod logqueue;
 pub mod memory;
 pub mod metrics;
 pub mod paths;

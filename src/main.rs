@@ -14,15 +14,15 @@ use credport::paths::Paths;
 use std::io::Write as _;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::FmtContext;
-use tracing_subscriber::fmt::MakeWriter as _;
 use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
-/// Sets up the log subscriber. The daemon writes through a background thread, so a
-/// request never waits on stderr for its audit line (nothing is dropped: the writer blocks
-/// only when 4,096 lines are queued), in batches under load; the returned guard flushes it
-/// at exit. A daemon that logs plain text also gets a [`LineSink`] into the same queue, for
-/// the audit line it writes without `tracing`'s formatter.
+/// Sets up the log subscriber. The daemon writes through a background thread
+/// ([`credport::logqueue`]), so a request never waits on stderr for its audit line (nothing
+/// is dropped: a line waits only when 1 MiB is queued), in batches under load; the
+/// returned guard flushes it at exit. A daemon that logs plain text also gets a
+/// [`LineSink`] into the same queue, for the audit line it writes without `tracing`'s
+/// formatter.
 fn init_logging(format: LogFormat, daemon: bool) -> Logging {
     // The daemon logs what it does; a one-shot command only what went wrong.
     let default = if daemon {
@@ -33,27 +33,15 @@ fn init_logging(format: LogFormat, daemon: bool) -> Logging {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let mut sink = None;
     let (writer, guard) = if daemon {
-        let (w, g) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-            .lossy(false)
-            // The queue is allocated up front: 4,096 lines (not the default 128k, which
-            // costs ~3 MiB of resident memory) still absorb any burst a client causes.
-            .buffered_lines_limit(4096)
-            // The worker writes every queued line, then flushes: a burst of issuances is
-            // one write(2) per 64 KiB instead of one per line, and a lone line is still
-            // written at once.
-            .finish(std::io::BufWriter::with_capacity(
-                64 * 1024,
-                std::io::stderr(),
-            ));
-        let direct = w.clone();
-        sink = Some(LineSink::new(move |line| {
-            // Never fails: the queue is not lossy (it waits when full) and only ends with
-            // the process.
-            let _ = direct.make_writer().write_all(line);
-        }));
+        // The queue hands stderr whole batches: no buffer of its own is needed.
+        let (queue, flush) = credport::logqueue::LogQueue::start(std::io::stderr(), |line| {
+            let _ = std::io::stderr().write_all(line);
+        });
+        let direct = queue.clone();
+        sink = Some(LineSink::new(move |line| direct.push(line)));
         (
-            tracing_subscriber::fmt::writer::BoxMakeWriter::new(w),
-            Some(g),
+            tracing_subscriber::fmt::writer::BoxMakeWriter::new(queue),
+            Some(flush),
         )
     } else {
         (
@@ -95,7 +83,7 @@ fn init_logging(format: LogFormat, daemon: bool) -> Logging {
 /// What [`init_logging`] set up: the daemon's writer (flushed when this drops) and, for
 /// plain-text daemon logs, the sink for lines written without `tracing`.
 struct Logging {
-    _guard: Option<tracing_appender::non_blocking::WorkerGuard>,
+    _guard: Option<credport::logqueue::Flush>,
     audit_text: Option<LineSink>,
 }
 
