@@ -540,6 +540,19 @@ def parse_wrk_time(s):
     return v * {"us": 1, "ms": 1e3, "s": 1e6, "m": 6e7}[u]
 
 
+# The hot measures compared round by round: (result key, connections, sample index,
+# wrk result field).
+PAIRED = [("rps64", "64", 0, "rps"), ("rps1", "1", 1, "rps"), ("p50_64", "64", 0, "p50_us"),
+          ("p99_64", "64", 0, "p99_us"), ("p99_1", "1", 1, "p99_us"), ("cpu64", "64", 0, "cpu_us")]
+
+
+def paired_ratio(d, pre, key):
+    """The median of the per-round ratios to the baseline of hot measure `key` of the scope
+    with prefix `pre`, or None."""
+    rs = [r for r in d.get(f"{pre}round_ratios_{key}") or [] if r is not None]
+    return median(rs) if rs else None
+
+
 def wrk(url, token, conns, duration, threads=None, server=None):
     """One wrk run (on the load CPU when pinned). With `server`, also the server's CPU time
     over the run (utime + stime of its processes, /proc/PID/stat) per request, in µs."""
@@ -896,13 +909,22 @@ def render(R, args, command):
     def ratio(a, b):
         return a / b if (a is not None and b) else None
 
+    def judged(key, basekey, pre, ok):
+        # The verdict reads the median of the per-round ratios (each round's value over the
+        # baseline's in the same round); the ratio of the medians is shown beside it.
+        of_medians = ratio(cp.get(pre + key), base.get(basekey))
+        r = paired_ratio(cp, pre, key)
+        if r is None:
+            r, why = of_medians, (f"{of_medians:.2f} × baseline" if of_medians else "")
+        else:
+            why = f"{r:.2f} × baseline per round" + (f"; medians {of_medians:.2f} ×" if of_medians else "")
+        return (None if r is None else ok(r)), why
+
     def at_least(key, basekey, limit, pre=""):
-        r = ratio(cp.get(pre + key), base.get(basekey))
-        return (None if r is None else r >= limit), (f"{r:.2f} × baseline" if r else "")
+        return judged(key, basekey, pre, lambda r: r >= limit)
 
     def at_most(key, basekey, limit, pre=""):
-        r = ratio(cp.get(pre + key), base.get(basekey))
-        return (None if r is None else r <= limit), (f"{r:.2f} × baseline" if r else "")
+        return judged(key, basekey, pre, lambda r: r <= limit)
 
     us = lambda v: fmt(v, "", 1) if isinstance(v, float) and v < 100 else fmt(v)
     mib = lambda v: fmt(v / MIB, " MiB", 1) if v is not None else "n/a"
@@ -987,6 +1009,21 @@ def render(R, args, command):
         "" if rm is None else f"{cp.get('cold_refresh_ok')}/{args.cold_conc} answered 200")
     row("refresh ahead: STS calls it caused", "exactly 1 (in the background)", "cold_sts_refresh", None,
         None if cp.get("cold_sts_refresh") is None else cp.get("cold_sts_refresh") == 1)
+    rounds = [("baseline", base, "")] + [(f"credport{scope}", cp, pre)
+                                          for pre, scope in (("", ", declared"), ("reg_", ", registered"))
+                                          if cp.get(pre + "raw_hot")]
+    if base.get("raw_hot") and len(rounds) > 1:
+        n = len(base["raw_hot"])
+        lines.append("")
+        lines.append("Round by round at 64 connections (req/s; p99 µs; server CPU µs per request), every "
+                     "other round in reverse order; the verdicts above read the median of each round's "
+                     "ratio to the baseline's same round:")
+        lines.append("")
+        lines.append("| round | " + " | ".join(str(i + 1) for i in range(n)) + " |")
+        lines.append("|---|" + "---|" * n)
+        for label, d, pre in rounds:
+            cells = [f"{fmt(a['rps'])}; {fmt(a['p99_us'])}; {us(a['cpu_us'])}" for a, _ in d[pre + "raw_hot"]]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
     bad = [f"{n}: {R['by'][n].get('non2xx')} non-2xx answers" for n in names if R["by"][n].get("non2xx")]
     if bad:
         lines.append("")
@@ -1004,7 +1041,7 @@ def render_compare(R, args, command):
              + (f"wrk pinned to CPU {','.join(map(str, pin['load']))} and each server to CPU "
                 f"{','.join(map(str, pin['server']))}" if pin else "nothing pinned (fewer than 2 CPUs, or --no-pin)")
              + f"; `wrk` {args.duration} s runs at 64 and 1 connections, medians of {args.reps} rounds, servers "
-             f"interleaved round by round; the same ~{fmt(R.get('body_len'))}-byte credentials body and a token "
+             f"interleaved round by round (every other round in reverse order); the same ~{fmt(R.get('body_len'))}-byte credentials body and a token "
              f"check everywhere. Command: `{command}`.", "",
              "| server | req/s @64 | p50 @64 | p99 @64 | req/s @1 | server CPU per request | peak RSS |",
              "|---|---|---|---|---|---|---|"]
@@ -1258,7 +1295,9 @@ def main():
         if want("hot"):
             samples = {id(e): [] for e in entries}
             for rep in range(args.reps):
-                for e in entries:
+                # Every other round in reverse order, so no server always runs first (or
+                # right after another's load) when the machine drifts.
+                for e in (entries if rep % 2 == 0 else entries[::-1]):
                     r64 = wrk(e["url"], e["token"], 64, args.duration, server=e["server"])
                     r1 = wrk(e["url"], e["token"], 1, args.duration, server=e["server"])
                     samples[id(e)].append((r64, r1))
@@ -1275,6 +1314,14 @@ def main():
                     d[f"{pre}p50_{c}"] = median([x[idx]["p50_us"] for x in s])
                     d[f"{pre}p99_{c}"] = median([x[idx]["p99_us"] for x in s])
                     d[f"{pre}cpu{c}"] = median([x[idx]["cpu_us"] for x in s])
+                # Each round's value over the baseline's in the same round: a disturbed
+                # window moves one round's ratio, not the verdict.
+                base_s = samples[id(base_entry)]
+                if e is not base_entry:
+                    for key, c, idx, field in PAIRED:
+                        pairs = [(x[idx][field], y[idx][field]) for x, y in zip(s, base_s)]
+                        d[f"{pre}round_ratios_{key}"] = [a / b_ if (a is not None and b_) else None
+                                                         for a, b_ in pairs]
                 d[pre + "requests_total"] = sum(a["requests"] + b_["requests"] for a, b_ in s)
                 d[pre + "non2xx"] = sum(a["non2xx"] + b_["non2xx"] for a, b_ in s)
                 d[pre + "raw_hot"] = s
