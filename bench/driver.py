@@ -1432,16 +1432,29 @@ def main():
                 r = reload_propagation(h, s.addr, tok, "atomic", args.scale_writes, base_profiles)
                 d["scale_reload_p50"], d["scale_reload_p99"] = r["p50_ms"], r["p99_ms"]
                 log(f"scale reload {t['name']}: {r}")
-                # Side by side with the small configuration's server (still running), round
-                # by round, every other round in reverse order: "the same cost" is judged
-                # on each round's ratio, not on numbers taken minutes apart.
-                scopes = [("", path, tok, t["url"], t["token"])]
+                # Side by side with a server of the small configuration, round by round,
+                # every other round in reverse order: "the same cost" is judged on each
+                # round's ratio, not on numbers taken minutes apart.
+                hsm = peer_home(work, "scale-small", t)
+                small_tok = hsm.token()
+                small_reg_tok = None
                 if reg_tok:
-                    scopes.append(("reg_", reg_path, reg_tok, t["reg_url"], t["reg_token"]))
+                    register_project(hsm)
+                    small_reg_tok = hsm.token(REG_PROJECT, STAGE)
+                small = Server([t["bin"], "serve", "--listen", "127.0.0.1:0"], hsm.env(), work,
+                               f"scale-small-{t['name']}")
+                servers["scale-small"] = small
+                st, _ = get_once(small.addr, small_tok, path)
+                assert st == 200, st
+                scopes = [("", path, tok, small.url(path), small_tok)]
+                if reg_tok:
+                    st, ans = get_once(small.addr, small_reg_tok, reg_path)
+                    assert st == 200, (st, ans[:300])
+                    scopes.append(("reg_", reg_path, reg_tok, small.url(reg_path), small_reg_tok))
                 runs = {pre: {"scale": [], "small": []} for pre, *_ in scopes}
                 for rep in range(max(1, min(args.reps, 3))):
-                    for pre, p, tk, small_url, small_tok in scopes:
-                        pair = [("scale", s.url(p), tk, s), ("small", small_url, small_tok, servers[t["name"]])]
+                    for pre, p, tk, small_url, small_tok_ in scopes:
+                        pair = [("scale", s.url(p), tk, s), ("small", small_url, small_tok_, small)]
                         for which, url, tk_, srv in (pair if rep % 2 == 0 else pair[::-1]):
                             a = wrk(url, tk_, 64, args.duration, server=srv)
                             b_ = wrk(url, tk_, 1, args.duration, server=srv)
@@ -1458,6 +1471,7 @@ def main():
                 log(f"scale {t['name']}: p99 {d['scale_p99_1']} µs @1, {d['scale_p99_64']} µs @64, "
                     f"{fmt(d['scale_rps64'])} req/s @64, registered {fmt(d.get('scale_reg_rps64'))} req/s @64, "
                     f"RSS {d['scale_rss'] / MIB:.1f} MiB")
+                servers.pop("scale-small").stop()
                 servers.pop("scale").stop()
 
         if want("cold"):
