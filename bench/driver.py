@@ -1452,7 +1452,7 @@ def main():
                     assert st == 200, (st, ans[:300])
                     scopes.append(("reg_", reg_path, reg_tok, small.url(reg_path), small_reg_tok))
                 runs = {pre: {"scale": [], "small": []} for pre, *_ in scopes}
-                for rep in range(max(1, min(args.reps, 3))):
+                for rep in range(max(1, args.reps)):
                     for pre, p, tk, small_url, small_tok_ in scopes:
                         pair = [("scale", s.url(p), tk, s), ("small", small_url, small_tok_, small)]
                         for which, url, tk_, srv in (pair if rep % 2 == 0 else pair[::-1]):
