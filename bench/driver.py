@@ -546,13 +546,6 @@ PAIRED = [("rps64", "64", 0, "rps"), ("rps1", "1", 1, "rps"), ("p50_64", "64", 0
           ("p99_64", "64", 0, "p99_us"), ("p99_1", "1", 1, "p99_us"), ("cpu64", "64", 0, "cpu_us")]
 
 
-def paired_ratio(d, pre, key):
-    """The median of the per-round ratios to the baseline of hot measure `key` of the scope
-    with prefix `pre`, or None."""
-    rs = [r for r in d.get(f"{pre}round_ratios_{key}") or [] if r is not None]
-    return median(rs) if rs else None
-
-
 def wrk(url, token, conns, duration, threads=None, server=None):
     """One wrk run (on the load CPU when pinned). With `server`, also the server's CPU time
     over the run (utime + stime of its processes, /proc/PID/stat) per request, in µs."""
@@ -909,16 +902,21 @@ def render(R, args, command):
     def ratio(a, b):
         return a / b if (a is not None and b) else None
 
-    def judged(key, basekey, pre, ok):
+    def by_rounds(rounds, value, ref, ok, what):
         # The verdict reads the median of the per-round ratios (each round's value over the
-        # baseline's in the same round); the ratio of the medians is shown beside it.
-        of_medians = ratio(cp.get(pre + key), base.get(basekey))
-        r = paired_ratio(cp, pre, key)
-        if r is None:
-            r, why = of_medians, (f"{of_medians:.2f} × baseline" if of_medians else "")
+        # reference's in the same round), with the ratio of the medians shown beside it;
+        # results from before per-round ratios have only the latter.
+        rounds = [x for x in rounds or [] if x is not None]
+        of_medians = ratio(value, ref)
+        if rounds:
+            r = median(rounds)
+            why = f"{r:.2f} × {what} per round" + (f"; medians {of_medians:.2f} ×" if of_medians else "")
         else:
-            why = f"{r:.2f} × baseline per round" + (f"; medians {of_medians:.2f} ×" if of_medians else "")
+            r, why = of_medians, (f"{of_medians:.2f} × {what}" if of_medians else "")
         return (None if r is None else ok(r)), why
+
+    def judged(key, basekey, pre, ok):
+        return by_rounds(cp.get(f"{pre}round_ratios_{key}"), cp.get(pre + key), base.get(basekey), ok, "baseline")
 
     def at_least(key, basekey, limit, pre=""):
         return judged(key, basekey, pre, lambda r: r >= limit)
@@ -988,18 +986,10 @@ def render(R, args, command):
         if pre and cp.get("scale_reg_rps64") is None:
             continue
         def vs_small(key, ok):
-            # The median of per-round ratios to the small configuration's server, measured
-            # in the same rounds (older results: the ratio to the small config's medians).
-            rounds = [x for x in cp.get(f"scale_{pre}round_ratios_{key}") or [] if x is not None]
-            small = cp.get(f"scale_small_{pre}{key}", cp.get(f"{pre}{key}"))
-            if rounds:
-                r = median(rounds)
-                of_medians = ratio(cp.get(f"scale_{pre}{key}"), small)
-                why = f"{r:.2f} × small config per round" + (f"; medians {of_medians:.2f} ×" if of_medians else "")
-            else:
-                r = ratio(cp.get(f"scale_{pre}{key}"), small)
-                why = f"{r:.2f} × small config" if r else ""
-            return (None if r is None else ok(r)), why
+            # Against the small configuration's server in the same rounds (older results:
+            # the small configuration's hot-run medians).
+            return by_rounds(cp.get(f"scale_{pre}round_ratios_{key}"), cp.get(f"scale_{pre}{key}"),
+                             cp.get(f"scale_small_{pre}{key}", cp.get(f"{pre}{key}")), ok, "small config")
 
         row(f"scale: hot throughput, 64 conns{scope} (req/s)", "same cost (≥ 0.83 × small config)",
             f"scale_{pre}rps64", None, *vs_small("rps64", lambda r: r >= 0.83))
