@@ -39,6 +39,13 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9911";
 /// with less than 5 (every 11 minutes); both then see a rewritten credentials file.
 pub const DEFAULT_SERVED_LIFETIME: u64 = 16 * 60;
 
+/// The shortest served lifetime a config may set, in seconds (tests choose short ones to
+/// watch clients refresh; anything under 15 minutes makes botocore re-fetch on every call).
+pub const MIN_SERVED_LIFETIME: u64 = 5;
+
+/// The range of `[server] process_timeout`, in seconds.
+pub const PROCESS_TIMEOUT_RANGE: std::ops::RangeInclusive<u64> = 1..=3600;
+
 /// The whole file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
@@ -130,19 +137,19 @@ impl ServerConfig {
     }
 
     /// The served lifetime in seconds: [`DEFAULT_SERVED_LIFETIME`] unless set, and at least
-    /// 5 s (tests choose short ones to watch clients refresh; anything under 15 minutes
-    /// makes botocore re-fetch on every call).
+    /// [`MIN_SERVED_LIFETIME`] (which [`parse`] enforces with an error).
     pub fn served_lifetime(&self) -> u64 {
         self.served_lifetime
             .unwrap_or(DEFAULT_SERVED_LIFETIME)
-            .max(5)
+            .max(MIN_SERVED_LIFETIME)
     }
 }
 
 impl ServerConfig {
     /// The `credential_process` timeout.
     pub fn process_timeout(&self) -> std::time::Duration {
-        std::time::Duration::from_secs(self.process_timeout.unwrap_or(60).clamp(1, 3600))
+        let (min, max) = PROCESS_TIMEOUT_RANGE.into_inner();
+        std::time::Duration::from_secs(self.process_timeout.unwrap_or(60).clamp(min, max))
     }
 }
 
@@ -199,6 +206,28 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
             reason: e.message().trim().to_string(),
         }
     })?;
+    if let Some(s) = config.server.served_lifetime
+        && s < MIN_SERVED_LIFETIME
+    {
+        return Err(ConfigError {
+            line: line_of(text, "served_lifetime"),
+            reason: format!(
+                "[server] served_lifetime = {s}: must be at least {MIN_SERVED_LIFETIME} (seconds)"
+            ),
+        });
+    }
+    if let Some(t) = config.server.process_timeout
+        && !PROCESS_TIMEOUT_RANGE.contains(&t)
+    {
+        return Err(ConfigError {
+            line: line_of(text, "process_timeout"),
+            reason: format!(
+                "[server] process_timeout = {t}: must be {} to {} (seconds)",
+                PROCESS_TIMEOUT_RANGE.start(),
+                PROCESS_TIMEOUT_RANGE.end()
+            ),
+        });
+    }
     if let Some(m) = &config.guard.max_unlock {
         crate::duration::parse(m).map_err(|e| ConfigError {
             line: line_of(text, "max_unlock"),

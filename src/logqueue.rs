@@ -13,7 +13,9 @@
 //!
 //! Nothing is dropped: when [`LIMIT`] bytes are queued, a line waits for the writer (as a
 //! bounded channel would), and after the writer has stopped a line is written directly.
-//! [`Flush`], held by `main`, stops the writer and writes what is left when it drops.
+//! [`Flush`], held by `main`, stops the writer and writes what is left when it drops; a
+//! writer that ends any other way (a panic) hands what is still queued to the direct path.
+//! An idle writer keeps no batch-sized buffers.
 //!
 //! On Linux the writer runs at a lower priority (nice 10) than the request threads, so a
 //! request that arrives while a batch is being written takes the CPU at once.
@@ -134,11 +136,19 @@ impl std::fmt::Debug for LogQueue {
 /// batch gather; returns when stopped and nothing is left.
 fn write_batches<W: Write>(shared: &Shared, mut out: W) {
     /// Marks the queue stopped however the thread ends, so no line ever waits for a
-    /// writer that is gone.
+    /// writer that is gone, and writes what was still queued directly (nothing, after a
+    /// normal stop; the lines behind a batch whose write panicked, otherwise). The lock is
+    /// held meanwhile, so a line pushed now goes directly after them, in order.
     struct Stopped<'a>(&'a Shared);
     impl Drop for Stopped<'_> {
         fn drop(&mut self) {
-            self.0.lock().stopped = true;
+            let mut st = self.0.lock();
+            st.stopped = true;
+            let left = std::mem::take(&mut st.queued);
+            if !left.is_empty() {
+                (self.0.direct)(&left);
+            }
+            drop(st);
             self.0.room.notify_all();
         }
     }
@@ -147,6 +157,12 @@ fn write_batches<W: Write>(shared: &Shared, mut out: W) {
     let mut batch = Vec::new();
     loop {
         let mut st = shared.lock();
+        if st.queued.is_empty() && !st.stopped {
+            // Going idle: give back what a burst grew, so a daemon between bursts holds
+            // no batch-sized buffers.
+            shrink(&mut st.queued);
+            shrink(&mut batch);
+        }
         while st.queued.is_empty() && !st.stopped {
             st.parked = true;
             st = shared.lines.wait(st).unwrap_or_else(|e| e.into_inner());
@@ -164,14 +180,21 @@ fn write_batches<W: Write>(shared: &Shared, mut out: W) {
         // A log that cannot be written (a closed stderr) loses its lines, not the daemon.
         let _ = out.write_all(&batch).and_then(|()| out.flush());
         batch.clear();
-        if batch.capacity() > 4 * LIMIT {
-            batch = Vec::new();
-        }
         if !stopping {
             // Let the next lines gather: under load this is one write per GATHER; a line
             // after a quiet spell finds the writer parked and is written at once.
             std::thread::sleep(GATHER);
         }
+    }
+}
+
+/// Bytes of buffer the writer keeps while idle (a quiet daemon's lines fit).
+const IDLE_CAPACITY: usize = 16 << 10;
+
+/// Frees an empty buffer that grew past [`IDLE_CAPACITY`].
+fn shrink(buf: &mut Vec<u8>) {
+    if buf.capacity() > IDLE_CAPACITY {
+        *buf = Vec::new();
     }
 }
 
@@ -370,5 +393,80 @@ mod tests {
         q.make_writer().write_all(b"from tracing\n").unwrap();
         drop(flush);
         assert_eq!(sink.bytes.lock().unwrap().as_slice(), b"from tracing\n");
+    }
+
+    #[test]
+    fn lines_behind_a_write_that_panicked_are_written_directly() {
+        /// Signals when a write starts, waits to be let go, then panics.
+        struct Panics {
+            started: std::sync::mpsc::Sender<()>,
+            go: std::sync::mpsc::Receiver<()>,
+        }
+        impl Write for Panics {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                let _ = self.started.send(());
+                let _ = self.go.recv();
+                panic!("the log writer's write panicked (on purpose, in a test)");
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let (started, started_rx) = std::sync::mpsc::channel();
+        let (go_tx, go) = std::sync::mpsc::channel();
+        let sink = Sink::default();
+        let (q, flush) = LogQueue::start(Panics { started, go }, direct_into(&sink));
+        q.push(b"lost in the panicking write\n");
+        started_rx.recv().unwrap();
+        q.push(b"queued behind it\n");
+        go_tx.send(()).unwrap();
+        // The writer is gone; wait until the queue says so, then a new line goes directly.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !q.shared.lock().stopped {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the writer never stopped"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        q.push(b"after\n");
+        drop(flush);
+        assert_eq!(
+            sink.bytes.lock().unwrap().as_slice(),
+            b"queued behind it\nafter\n"
+        );
+    }
+
+    #[test]
+    fn the_writer_gives_back_a_bursts_buffers_when_idle() {
+        let sink = Sink::default();
+        let (q, _flush) = LogQueue::start(sink.clone(), direct_into(&sink));
+        let line = [b'y'; 4095]
+            .iter()
+            .copied()
+            .chain([b'\n'])
+            .collect::<Vec<u8>>();
+        for _ in 0..256 {
+            q.push(&line);
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            {
+                let st = q.shared.lock();
+                if st.parked && sink.bytes.lock().unwrap().len() == 256 * line.len() {
+                    assert!(
+                        st.queued.capacity() <= IDLE_CAPACITY,
+                        "{}",
+                        st.queued.capacity()
+                    );
+                    break;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the writer never parked"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 }

@@ -317,13 +317,6 @@ impl Peer {
     }
 }
 
-/// Names the process at the client end of `conn` (blocking: reads `/proc`).
-pub fn identify(conn: Conn) -> Identity {
-    identify_all(&[conn])
-        .pop()
-        .unwrap_or(Identity::Unknown(unknown::NOT_FOUND))
-}
-
 /// Names the processes at the client ends of `conns`, in their order, with one walk of
 /// `/proc` for all of them (blocking).
 pub fn identify_all(conns: &[Conn]) -> Vec<Identity> {
@@ -972,6 +965,7 @@ mod tests {
         // within one process is found in the table but attributed to no one. (A test
         // spawning a process at the same moment holds a copy of every descriptor between
         // its fork and exec, and would be named: so the answer is the one once that passed.)
+        let identify = |conn| identify_all(&[conn]).pop().unwrap();
         let mut own = identify(conn);
         for _ in 0..20 {
             if own == Identity::Unknown(unknown::NOT_FOUND) {

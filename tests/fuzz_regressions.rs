@@ -104,3 +104,26 @@ fn serverless_blank_service_falls_back_to_the_folder_name() {
         Err(e) => assert!(e.to_string().contains("serverless.yml"), "{e}"),
     }
 }
+
+/// `config_parse` crash-483da426: `served_lifetime = 4` was accepted and silently served
+/// as 5 s. A value outside the allowed range is an error naming the key, the value and its
+/// line, as is a `process_timeout` outside 1..=3600; the smallest allowed values still load.
+#[test]
+fn config_parse_out_of_range_server_values_are_errors() {
+    use credport::config::{MIN_SERVED_LIFETIME, parse};
+    let input = "[server]\nlisten = [\"127.0.0.1:9911\"]\nserved_lifetime = 4";
+    let e = parse(input).unwrap_err();
+    assert_eq!(e.line, 3, "{e}");
+    assert!(
+        e.reason.contains("served_lifetime = 4") && e.reason.contains("at least 5"),
+        "{e}"
+    );
+    let e = parse("[server]\nprocess_timeout = 0\n").unwrap_err();
+    assert_eq!(e.line, 2, "{e}");
+    assert!(e.reason.contains("process_timeout = 0"), "{e}");
+    let e = parse("[server]\n\nprocess_timeout = 3601\n").unwrap_err();
+    assert_eq!(e.line, 3, "{e}");
+    let c = parse("[server]\nserved_lifetime = 5\nprocess_timeout = 3600\n").unwrap();
+    assert_eq!(c.server.served_lifetime(), MIN_SERVED_LIFETIME);
+    assert_eq!(c.server.process_timeout().as_secs(), 3600);
+}

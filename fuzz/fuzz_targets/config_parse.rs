@@ -2,7 +2,7 @@
 //! only valid names and consistent defaults.
 #![no_main]
 
-use credport::config::{check_name, parse};
+use credport::config::{MIN_SERVED_LIFETIME, PROCESS_TIMEOUT_RANGE, check_name, parse};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -20,9 +20,15 @@ fuzz_target!(|data: &[u8]| {
             assert!(!e.reason.is_empty());
         }
         Ok(c) => {
-            let _ = c.server.served_lifetime();
-            let _ = c.server.process_timeout();
-            assert!(c.server.served_lifetime() >= 60);
+            // Accepted values are used as written: nothing is clamped silently.
+            if let Some(s) = c.server.served_lifetime {
+                assert!(s >= MIN_SERVED_LIFETIME, "served_lifetime {s}");
+                assert_eq!(c.server.served_lifetime(), s);
+            }
+            if let Some(t) = c.server.process_timeout {
+                assert!(PROCESS_TIMEOUT_RANGE.contains(&t), "process_timeout {t}");
+                assert_eq!(c.server.process_timeout().as_secs(), t);
+            }
             for (name, p) in &c.projects {
                 assert!(check_name("project", name).is_ok(), "{name:?}");
                 for (stage, profile) in &p.stages {
