@@ -288,3 +288,33 @@ fn doctor_reports_an_unreadable_credentials_file() {
         "{v}"
     );
 }
+
+/// A config file that does not parse: one finding naming its line and reason, and the
+/// store's warning once on stderr (doctor used to read the file three times and warn
+/// three times).
+#[test]
+fn doctor_reports_a_broken_config_once() {
+    let h = home();
+    h.write_config("[server]\nserved_lifetime = 4\n");
+    let out = h.run(&["doctor", "--json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("doctor --json: {e}; stderr:\n{stderr}"));
+    let parse: Vec<&serde_json::Value> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["check"] == "config-parse")
+        .collect();
+    assert_eq!(parse.len(), 1, "{v}");
+    let problem = parse[0]["problem"].as_str().unwrap();
+    assert!(
+        problem.contains("line 2") && problem.contains("served_lifetime = 4"),
+        "{problem}"
+    );
+    assert_eq!(
+        stderr.matches("served_lifetime = 4").count(),
+        1,
+        "stderr:\n{stderr}"
+    );
+}

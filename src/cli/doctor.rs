@@ -101,9 +101,12 @@ pub async fn findings(
     let store = ProfileStore::open(paths.aws.clone());
     files(paths, &store, &mut f);
     default_keys(&store, &mut f);
-    config(paths, &mut f);
-    mappings(paths, &store, env, dir, &mut f);
-    daemon(paths, &mut f).await;
+    // Read once: a file that fails to parse is reported once, not by every check.
+    let config_store = crate::config::ConfigStore::open(paths.config.clone());
+    config(paths, &config_store, &mut f);
+    let config = config_store.get();
+    mappings(paths, &config, &store, env, dir, &mut f);
+    daemon(paths, &config, &mut f).await;
     sdks(env, &mut f);
     clock(env, &mut f).await;
     f
@@ -232,8 +235,7 @@ fn default_keys(store: &ProfileStore, f: &mut Vec<Finding>) {
     }
 }
 
-fn config(paths: &Paths, f: &mut Vec<Finding>) {
-    let cs = crate::config::ConfigStore::open(paths.config.clone());
+fn config(paths: &Paths, cs: &crate::config::ConfigStore, f: &mut Vec<Finding>) {
     if let FileState::Error { line, reason } = cs.state() {
         f.push(finding(
             Severity::Error,
@@ -292,6 +294,7 @@ fn did_you_mean<'a>(wanted: &str, names: impl Iterator<Item = &'a String>) -> Op
 /// version meanwhile.
 fn mappings(
     paths: &Paths,
+    config: &crate::config::Config,
     store: &ProfileStore,
     env: &dyn crate::env::Env,
     dir: Option<&Path>,
@@ -299,14 +302,10 @@ fn mappings(
 ) {
     let snap = store.snapshot();
     let broken = broken_files(store);
-    let config = crate::config::ConfigStore::open(paths.config.clone())
-        .get()
-        .as_ref()
-        .clone();
     let registered = crate::client::registered(paths);
     // (scope, profile, where the mapping is written)
     let mut mapped: Vec<(String, String, String)> = Vec::new();
-    for sc in crate::inventory::scopes(&config, &registered, &[], env) {
+    for sc in crate::inventory::scopes(config, &registered, &[], env) {
         match sc.binding {
             Ok(b) => mapped.push((format!("{}/{}", b.project, b.stage), b.profile, b.rule)),
             Err(e) => f.push(finding(
@@ -335,9 +334,9 @@ fn mappings(
                 stage: Some(stage.clone()),
                 ..Default::default()
             };
-            match crate::scope::resolve(&req, &config, &registered, env) {
+            match crate::scope::resolve(&req, config, &registered, env) {
                 Ok(sc) => {
-                    if let Some(e) = super::trust::refusal(paths, &config, &sc) {
+                    if let Some(e) = super::trust::refusal(paths, config, &sc) {
                         f.push(finding(
                             Severity::Error,
                             "untrusted",
@@ -398,7 +397,7 @@ fn mappings(
     }
 }
 
-async fn daemon(paths: &Paths, f: &mut Vec<Finding>) {
+async fn daemon(paths: &Paths, config: &crate::config::Config, f: &mut Vec<Finding>) {
     match call(&paths.control_socket(), &Command::Status).await {
         Ok(_) => {}
         Err(ControlError::NotRunning { .. }) => {
@@ -422,7 +421,6 @@ async fn daemon(paths: &Paths, f: &mut Vec<Finding>) {
                 "the credport daemon is not running: processes set up by `credport env` get no credentials",
                 "start it with `credport serve`, or install the service (`credport service install`)",
             ));
-            let config = crate::config::ConfigStore::open(paths.config.clone()).get();
             let addr = config.server.listen.first().copied().unwrap_or_else(|| {
                 crate::config::DEFAULT_LISTEN
                     .parse()
