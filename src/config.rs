@@ -43,6 +43,10 @@ pub const DEFAULT_SERVED_LIFETIME: u64 = 16 * 60;
 /// watch clients refresh; anything under 15 minutes makes botocore re-fetch on every call).
 pub const MIN_SERVED_LIFETIME: u64 = 5;
 
+/// The longest served lifetime a config may set, in seconds: 36 hours, the longest session
+/// STS issues (no served `Expiration` is later than the credentials' own anyway).
+pub const MAX_SERVED_LIFETIME: u64 = 36 * 3600;
+
 /// The range of `[server] process_timeout`, in seconds.
 pub const PROCESS_TIMEOUT_RANGE: std::ops::RangeInclusive<u64> = 1..=3600;
 
@@ -137,11 +141,12 @@ impl ServerConfig {
     }
 
     /// The served lifetime in seconds: [`DEFAULT_SERVED_LIFETIME`] unless set, and at least
-    /// [`MIN_SERVED_LIFETIME`] (which [`parse`] enforces with an error).
+    /// [`MIN_SERVED_LIFETIME`] to [`MAX_SERVED_LIFETIME`] (which [`parse`] enforces with an
+    /// error).
     pub fn served_lifetime(&self) -> u64 {
         self.served_lifetime
             .unwrap_or(DEFAULT_SERVED_LIFETIME)
-            .max(MIN_SERVED_LIFETIME)
+            .clamp(MIN_SERVED_LIFETIME, MAX_SERVED_LIFETIME)
     }
 }
 
@@ -207,12 +212,12 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
         }
     })?;
     if let Some(s) = config.server.served_lifetime
-        && s < MIN_SERVED_LIFETIME
+        && !(MIN_SERVED_LIFETIME..=MAX_SERVED_LIFETIME).contains(&s)
     {
         return Err(ConfigError {
             line: line_of(text, "served_lifetime"),
             reason: format!(
-                "[server] served_lifetime = {s}: must be at least {MIN_SERVED_LIFETIME} (seconds)"
+                "[server] served_lifetime = {s}: must be {MIN_SERVED_LIFETIME} to {MAX_SERVED_LIFETIME} (seconds)"
             ),
         });
     }

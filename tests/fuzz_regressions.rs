@@ -107,17 +107,23 @@ fn serverless_blank_service_falls_back_to_the_folder_name() {
 
 /// `config_parse` crash-483da426: `served_lifetime = 4` was accepted and silently served
 /// as 5 s. A value outside the allowed range is an error naming the key, the value and its
-/// line, as is a `process_timeout` outside 1..=3600; the smallest allowed values still load.
+/// line (a huge one used to be accepted too, and overflowed the served `Expiration`), as is
+/// a `process_timeout` outside 1..=3600; the bounds themselves still load.
 #[test]
 fn config_parse_out_of_range_server_values_are_errors() {
-    use credport::config::{MIN_SERVED_LIFETIME, parse};
+    use credport::config::{MAX_SERVED_LIFETIME, MIN_SERVED_LIFETIME, parse};
     let input = "[server]\nlisten = [\"127.0.0.1:9911\"]\nserved_lifetime = 4";
     let e = parse(input).unwrap_err();
     assert_eq!(e.line, 3, "{e}");
     assert!(
-        e.reason.contains("served_lifetime = 4") && e.reason.contains("at least 5"),
+        e.reason.contains("served_lifetime = 4") && e.reason.contains("must be 5 to 129600"),
         "{e}"
     );
+    let e = parse("[server]\nserved_lifetime = 9223372036854775807\n").unwrap_err();
+    assert_eq!(e.line, 2, "{e}");
+    assert!(e.reason.contains("9223372036854775807"), "{e}");
+    let c = parse("[server]\nserved_lifetime = 129600\n").unwrap();
+    assert_eq!(c.server.served_lifetime(), MAX_SERVED_LIFETIME);
     let e = parse("[server]\nprocess_timeout = 0\n").unwrap_err();
     assert_eq!(e.line, 2, "{e}");
     assert!(e.reason.contains("process_timeout = 0"), "{e}");

@@ -2,7 +2,9 @@
 //! only valid names and consistent defaults.
 #![no_main]
 
-use credport::config::{MIN_SERVED_LIFETIME, PROCESS_TIMEOUT_RANGE, check_name, parse};
+use credport::config::{
+    MAX_SERVED_LIFETIME, MIN_SERVED_LIFETIME, PROCESS_TIMEOUT_RANGE, check_name, parse,
+};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -22,7 +24,10 @@ fuzz_target!(|data: &[u8]| {
         Ok(c) => {
             // Accepted values are used as written: nothing is clamped silently.
             if let Some(s) = c.server.served_lifetime {
-                assert!(s >= MIN_SERVED_LIFETIME, "served_lifetime {s}");
+                assert!(
+                    (MIN_SERVED_LIFETIME..=MAX_SERVED_LIFETIME).contains(&s),
+                    "served_lifetime {s}"
+                );
                 assert_eq!(c.server.served_lifetime(), s);
             }
             if let Some(t) = c.server.process_timeout {
