@@ -460,6 +460,16 @@ mod tests {
         assert!(e.reason.contains("defualt_stage"), "{e}");
     }
 
+    /// A `max_unlock` past what a clock can add (it used to be accepted, and `unlock --for`
+    /// that long then panicked the daemon's control task).
+    #[test]
+    fn max_unlock_past_a_year_names_its_line() {
+        let e = parse("[server]\n[guard]\nmax_unlock = \"99999999999d\"\n").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.reason.contains("at most 366d"), "{e}");
+        assert!(parse("[guard]\nmax_unlock = \"30d\"\n").is_ok());
+    }
+
     #[test]
     fn bad_names_and_default_stage() {
         assert!(parse("[projects.\"a/b\"]\n").is_err());

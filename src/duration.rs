@@ -13,7 +13,12 @@ pub struct DurationError {
     pub reason: &'static str,
 }
 
-/// Parses `15m`, `1h30m`, `90s`, `2d`, or a bare number of seconds. Zero is refused.
+/// The longest duration [`parse`] accepts: 366 days (an unlock window longer than a year
+/// is a mistake, and far larger ones overflow the clock they are added to).
+pub const MAX: Duration = Duration::from_secs(366 * 86_400);
+
+/// Parses `15m`, `1h30m`, `90s`, `2d`, or a bare number of seconds. Zero and anything over
+/// [`MAX`] are refused.
 pub fn parse(text: &str) -> Result<Duration, DurationError> {
     let err = |reason| DurationError {
         text: text.escape_debug().to_string(),
@@ -28,7 +33,7 @@ pub fn parse(text: &str) -> Result<Duration, DurationError> {
     }
     if t.bytes().all(|b| b.is_ascii_digit()) {
         let secs: u64 = t.parse().map_err(|_| err("too large"))?;
-        return nonzero(secs).ok_or_else(|| err("it must be more than zero"));
+        return checked(secs).map_err(err);
     }
     let mut total: u64 = 0;
     let mut number = String::new();
@@ -57,11 +62,15 @@ pub fn parse(text: &str) -> Result<Duration, DurationError> {
     if !number.is_empty() {
         return Err(err("a number without a unit"));
     }
-    nonzero(total).ok_or_else(|| err("it must be more than zero"))
+    checked(total).map_err(err)
 }
 
-fn nonzero(secs: u64) -> Option<Duration> {
-    (secs > 0).then(|| Duration::from_secs(secs))
+fn checked(secs: u64) -> Result<Duration, &'static str> {
+    match Duration::from_secs(secs) {
+        _ if secs == 0 => Err("it must be more than zero"),
+        d if d > MAX => Err("too large: at most 366d"),
+        d => Ok(d),
+    }
 }
 
 /// Formats a duration the way [`parse`] reads it, largest units first, whole seconds
@@ -112,6 +121,9 @@ mod tests {
             "-5m",
             "h1",
             "99999999999999999999s",
+            "99999999999d",
+            "367d",
+            "31708800",
         ] {
             let e = parse(bad).unwrap_err();
             assert!(
@@ -120,6 +132,13 @@ mod tests {
             );
         }
         assert!(parse("15m5").is_err());
+        assert!(
+            parse("367d")
+                .unwrap_err()
+                .to_string()
+                .contains("at most 366d")
+        );
+        assert_eq!(parse("366d").unwrap(), MAX);
     }
 
     #[test]
