@@ -230,8 +230,9 @@ pub struct RelayArgs {
         default_value = "http://host.docker.internal:9911"
     )]
     pub upstream: String,
-    /// Seconds one forwarded request may take.
-    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
+    /// Seconds one forwarded request may take (1 to 3600).
+    #[arg(long, value_name = "SECONDS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub timeout: u64,
 }
 
@@ -497,13 +498,14 @@ pub struct TokenArgs {
     /// tokens keep working for the grace period (see --grace, --now).
     #[arg(long, conflicts_with_all = ["project", "stage"])]
     pub rotate: bool,
-    /// With --rotate: how long the old tokens keep working, in seconds (default 60), so a
-    /// process between reading its token file and the rewrite is not refused.
+    /// With --rotate: how long the old tokens keep working, in seconds (default 60, at most
+    /// 30 days), so a process between reading its token file and the rewrite is not refused.
     #[arg(
         long,
         value_name = "SECONDS",
         requires = "rotate",
-        conflicts_with = "now"
+        conflicts_with = "now",
+        value_parser = clap::value_parser!(u64).range(0..=2_592_000)
     )]
     pub grace: Option<u64>,
     /// With --rotate: old tokens stop working at once (after a leak).

@@ -115,6 +115,10 @@ pub(super) async fn create_token(
     parse_create_token(&resp).map_err(RefreshError::Other)
 }
 
+/// The longest `expiresIn` accepted, in seconds (a year; SSO access tokens last hours).
+/// Anything longer is an answer to refuse, and far longer overflows the clock.
+const MAX_EXPIRES_IN: i64 = 366 * 86_400;
+
 /// Parses `CreateToken`: `{"accessToken","expiresIn","refreshToken"?}`.
 fn parse_create_token(body: &[u8]) -> Result<NewToken, SsoError> {
     let malformed = |reason: &str| SsoError::Malformed {
@@ -128,7 +132,7 @@ fn parse_create_token(body: &[u8]) -> Result<NewToken, SsoError> {
     let expires_in = doc
         .get("expiresIn")
         .and_then(Value::as_i64)
-        .filter(|s| *s > 0)
+        .filter(|s| (1..=MAX_EXPIRES_IN).contains(s))
         .ok_or_else(|| malformed("missing or invalid expiresIn"))?;
     let refresh_token = take_string(&mut doc, "refreshToken").map(Secret::new);
     Ok(NewToken {
@@ -158,4 +162,28 @@ pub(super) fn apply_refresh(token: &mut CachedToken, new: NewToken, now: OffsetD
     }
     token.access_token = new.access_token;
     token.expires_at = expires_at;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An `expiresIn` past a year (or not positive) is refused as malformed, instead of
+    /// being added to the clock (a huge one overflowed it and panicked).
+    #[test]
+    fn expires_in_must_be_positive_and_at_most_a_year() {
+        let body = |n: &str| format!(r#"{{"accessToken":"a","expiresIn":{n}}}"#);
+        assert_eq!(
+            parse_create_token(body("3600").as_bytes())
+                .unwrap()
+                .expires_in,
+            3600
+        );
+        for bad in ["0", "-5", "31622401", "9223372036854775807", "\"3600\""] {
+            match parse_create_token(body(bad).as_bytes()) {
+                Ok(t) => panic!("{bad}: accepted as {} s", t.expires_in),
+                Err(e) => assert!(e.to_string().contains("expiresIn"), "{bad}: {e}"),
+            }
+        }
+    }
 }
