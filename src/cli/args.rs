@@ -559,3 +559,34 @@ pub enum ServicePlatform {
     /// A launchd LaunchAgent (macOS).
     Launchd,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Numbers that are added to a clock are bounded where they are read: a huge one is a
+    /// usage error naming the option, not an overflow later.
+    #[test]
+    fn clock_bound_numbers_are_refused_out_of_range() {
+        for (args, option) in [
+            (&["credport", "relay", "--timeout", "0"][..], "--timeout"),
+            (
+                &["credport", "relay", "--timeout", "99999999999"][..],
+                "--timeout",
+            ),
+            (
+                &["credport", "token", "--rotate", "--grace", "99999999999"][..],
+                "--grace",
+            ),
+        ] {
+            let e = Cli::try_parse_from(args).unwrap_err().to_string();
+            assert!(e.contains(option), "{args:?}: {e}");
+        }
+        for args in [
+            &["credport", "relay", "--timeout", "3600"][..],
+            &["credport", "token", "--rotate", "--grace", "2592000"][..],
+        ] {
+            assert!(Cli::try_parse_from(args).is_ok(), "{args:?}");
+        }
+    }
+}
