@@ -26,6 +26,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -39,16 +40,14 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9911";
 /// with less than 5 (every 11 minutes); both then see a rewritten credentials file.
 pub const DEFAULT_SERVED_LIFETIME: u64 = 16 * 60;
 
-/// The shortest served lifetime a config may set, in seconds (tests choose short ones to
-/// watch clients refresh; anything under 15 minutes makes botocore re-fetch on every call).
-pub const MIN_SERVED_LIFETIME: u64 = 5;
-
-/// The longest served lifetime a config may set, in seconds: 36 hours, the longest session
-/// STS issues (no served `Expiration` is later than the credentials' own anyway).
-pub const MAX_SERVED_LIFETIME: u64 = 36 * 3600;
+/// The range of `[server] served_lifetime`, in seconds. At least 5 (tests choose short
+/// ones to watch clients refresh; anything under 15 minutes makes botocore re-fetch on
+/// every call), at most 36 hours, the longest session STS issues (no served `Expiration`
+/// is later than the credentials' own anyway).
+pub const SERVED_LIFETIME_RANGE: RangeInclusive<u64> = 5..=36 * 3600;
 
 /// The range of `[server] process_timeout`, in seconds.
-pub const PROCESS_TIMEOUT_RANGE: std::ops::RangeInclusive<u64> = 1..=3600;
+pub const PROCESS_TIMEOUT_RANGE: RangeInclusive<u64> = 1..=3600;
 
 /// The whole file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -140,21 +139,23 @@ impl ServerConfig {
         *self == ServerConfig::default()
     }
 
-    /// The served lifetime in seconds: [`DEFAULT_SERVED_LIFETIME`] unless set, and at least
-    /// [`MIN_SERVED_LIFETIME`] to [`MAX_SERVED_LIFETIME`] (which [`parse`] enforces with an
-    /// error).
+    /// The served lifetime in seconds: [`DEFAULT_SERVED_LIFETIME`] unless set, within
+    /// [`SERVED_LIFETIME_RANGE`] (which [`parse`] enforces with an error).
     pub fn served_lifetime(&self) -> u64 {
-        self.served_lifetime
-            .unwrap_or(DEFAULT_SERVED_LIFETIME)
-            .clamp(MIN_SERVED_LIFETIME, MAX_SERVED_LIFETIME)
+        clamp(
+            self.served_lifetime.unwrap_or(DEFAULT_SERVED_LIFETIME),
+            &SERVED_LIFETIME_RANGE,
+        )
     }
 }
 
 impl ServerConfig {
     /// The `credential_process` timeout.
     pub fn process_timeout(&self) -> std::time::Duration {
-        let (min, max) = PROCESS_TIMEOUT_RANGE.into_inner();
-        std::time::Duration::from_secs(self.process_timeout.unwrap_or(60).clamp(min, max))
+        std::time::Duration::from_secs(clamp(
+            self.process_timeout.unwrap_or(60),
+            &PROCESS_TIMEOUT_RANGE,
+        ))
     }
 }
 
@@ -211,27 +212,30 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
             reason: e.message().trim().to_string(),
         }
     })?;
-    if let Some(s) = config.server.served_lifetime
-        && !(MIN_SERVED_LIFETIME..=MAX_SERVED_LIFETIME).contains(&s)
-    {
-        return Err(ConfigError {
-            line: line_of(text, "served_lifetime"),
-            reason: format!(
-                "[server] served_lifetime = {s}: must be {MIN_SERVED_LIFETIME} to {MAX_SERVED_LIFETIME} (seconds)"
-            ),
-        });
-    }
-    if let Some(t) = config.server.process_timeout
-        && !PROCESS_TIMEOUT_RANGE.contains(&t)
-    {
-        return Err(ConfigError {
-            line: line_of(text, "process_timeout"),
-            reason: format!(
-                "[server] process_timeout = {t}: must be {} to {} (seconds)",
-                PROCESS_TIMEOUT_RANGE.start(),
-                PROCESS_TIMEOUT_RANGE.end()
-            ),
-        });
+    for (key, value, range) in [
+        (
+            "served_lifetime",
+            config.server.served_lifetime,
+            &SERVED_LIFETIME_RANGE,
+        ),
+        (
+            "process_timeout",
+            config.server.process_timeout,
+            &PROCESS_TIMEOUT_RANGE,
+        ),
+    ] {
+        if let Some(v) = value
+            && !range.contains(&v)
+        {
+            return Err(ConfigError {
+                line: line_of(text, key),
+                reason: format!(
+                    "[server] {key} = {v}: must be {} to {} (seconds)",
+                    range.start(),
+                    range.end()
+                ),
+            });
+        }
     }
     if let Some(m) = &config.guard.max_unlock {
         crate::duration::parse(m).map_err(|e| ConfigError {
@@ -300,6 +304,11 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
         }
     }
     Ok(config)
+}
+
+/// `value` brought into `range` (for a config built in code; [`parse`] refuses the rest).
+fn clamp(value: u64, range: &RangeInclusive<u64>) -> u64 {
+    value.clamp(*range.start(), *range.end())
 }
 
 fn line_of(text: &str, needle: &str) -> usize {

@@ -111,7 +111,7 @@ fn serverless_blank_service_falls_back_to_the_folder_name() {
 /// a `process_timeout` outside 1..=3600; the bounds themselves still load.
 #[test]
 fn config_parse_out_of_range_server_values_are_errors() {
-    use credport::config::{MAX_SERVED_LIFETIME, MIN_SERVED_LIFETIME, parse};
+    use credport::config::{SERVED_LIFETIME_RANGE, parse};
     let input = "[server]\nlisten = [\"127.0.0.1:9911\"]\nserved_lifetime = 4";
     let e = parse(input).unwrap_err();
     assert_eq!(e.line, 3, "{e}");
@@ -123,13 +123,13 @@ fn config_parse_out_of_range_server_values_are_errors() {
     assert_eq!(e.line, 2, "{e}");
     assert!(e.reason.contains("9223372036854775807"), "{e}");
     let c = parse("[server]\nserved_lifetime = 129600\n").unwrap();
-    assert_eq!(c.server.served_lifetime(), MAX_SERVED_LIFETIME);
+    assert_eq!(c.server.served_lifetime(), *SERVED_LIFETIME_RANGE.end());
     let e = parse("[server]\nprocess_timeout = 0\n").unwrap_err();
     assert_eq!(e.line, 2, "{e}");
     assert!(e.reason.contains("process_timeout = 0"), "{e}");
     let e = parse("[server]\n\nprocess_timeout = 3601\n").unwrap_err();
     assert_eq!(e.line, 3, "{e}");
     let c = parse("[server]\nserved_lifetime = 5\nprocess_timeout = 3600\n").unwrap();
-    assert_eq!(c.server.served_lifetime(), MIN_SERVED_LIFETIME);
+    assert_eq!(c.server.served_lifetime(), *SERVED_LIFETIME_RANGE.start());
     assert_eq!(c.server.process_timeout().as_secs(), 3600);
 }

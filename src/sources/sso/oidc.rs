@@ -115,9 +115,10 @@ pub(super) async fn create_token(
     parse_create_token(&resp).map_err(RefreshError::Other)
 }
 
-/// The longest `expiresIn` accepted, in seconds (a year; SSO access tokens last hours).
-/// Anything longer is an answer to refuse, and far longer overflows the clock.
-const MAX_EXPIRES_IN: i64 = 366 * 86_400;
+/// The longest `expiresIn` accepted, in seconds: the longest duration credport reads
+/// anywhere ([`crate::duration::MAX`], a year; SSO access tokens last hours). Anything
+/// longer is an answer to refuse, and far longer overflows the clock.
+const MAX_EXPIRES_IN: i64 = crate::duration::MAX.as_secs() as i64;
 
 /// Parses `CreateToken`: `{"accessToken","expiresIn","refreshToken"?}`.
 fn parse_create_token(body: &[u8]) -> Result<NewToken, SsoError> {
