@@ -511,7 +511,9 @@ fn a_keep_alive_connection_is_looked_up_once() {
     for e in &events {
         assert_eq!(e["client"]["pid"], std::process::id(), "{e}");
     }
-    // One lookup for the three requests (the daemon logs each at debug).
+    // One lookup for the three requests (the daemon logs each at debug, through its log
+    // writer thread, which may lag the responses).
+    assert!(d.wait_output("client process lookup", Duration::from_secs(5)));
     let lookups = d
         .output()
         .lines()
