@@ -54,15 +54,6 @@ fn is_installed(pkg: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Removes a scratch directory when dropped, so a failed check does not leave it behind.
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Removes the package if a check panicked half-way, so the machine is left clean.
 struct Installed;
 
@@ -349,12 +340,15 @@ fn crate_is_ready_for_crates_io() {
     // target/debug/credport, the binary every other test runs, with one built from the
     // packaged copy. That directory is a second build of every dependency (about 1 GB), so
     // it goes when the test ends, passed or not, and is built without incremental caches.
-    let target = PathBuf::from(meta["target_directory"].as_str().unwrap()).join("publish-check");
-    let _cleanup = RemoveOnDrop(target.clone());
+    let scratch = tempfile::Builder::new()
+        .prefix("publish-check")
+        .tempdir_in(meta["target_directory"].as_str().unwrap())
+        .unwrap();
+    let target = scratch.path();
     let out = run_ok(
         cargo()
             .args(["publish", "--dry-run", "--locked", "--allow-dirty"])
-            .env("CARGO_TARGET_DIR", &target)
+            .env("CARGO_TARGET_DIR", target)
             .env("CARGO_INCREMENTAL", "0"),
     );
     let said = String::from_utf8_lossy(&out.stderr);

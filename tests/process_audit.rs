@@ -513,7 +513,11 @@ fn a_keep_alive_connection_is_looked_up_once() {
     }
     // One lookup for the three requests (the daemon logs each at debug, through its log
     // writer thread, which may lag the responses).
-    assert!(d.wait_output("client process lookup", Duration::from_secs(5)));
+    assert!(
+        d.wait_output("client process lookup", Duration::from_secs(5)),
+        "daemon output:\n{}",
+        d.output()
+    );
     let lookups = d
         .output()
         .lines()
